@@ -1,0 +1,180 @@
+//! The candle rules of one stream: which updates to store, which closed candles extend the series, and which
+//! ranges are missing and must be fetched from REST.
+
+use std::collections::BTreeSet;
+
+use crate::domain::{Candle, Timeframe};
+
+/// What to do with one candle of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An update of a candle that is not closed yet: upsert it (it may be coalesced with later updates).
+    InProgress,
+    /// An update of a candle that is already closed: ignore it. A closed candle is final.
+    StaleInProgress,
+    /// A closed candle newer than every closed candle seen: store it and feed it to the indicators.
+    Closed,
+    /// A closed candle at or before the newest one seen (a backfill, a replay or a duplicate): store it; storage
+    /// keeps the first copy and records a revision only if the values differ.
+    LateClosed,
+}
+
+/// A range of open times whose closed candles are missing: `[from_open, to_open)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub from_open: i64,
+    pub to_open: i64,
+}
+
+/// Tracks the closed candles of one stream, to decide what each update means and to find gaps.
+///
+/// `contiguous` is the newest open time up to which the series has no hole since tracking began. Closed candles
+/// beyond a hole wait in `ahead` until the hole is filled or a backfill covers it.
+#[derive(Debug, Clone)]
+pub struct CandleRules {
+    timeframe: Timeframe,
+    contiguous: Option<i64>,
+    ahead: BTreeSet<i64>,
+}
+
+impl CandleRules {
+    /// Starts tracking after `last_closed`, the newest closed open time already stored (if any).
+    pub fn new(timeframe: Timeframe, last_closed: Option<i64>) -> Self {
+        Self { timeframe, contiguous: last_closed, ahead: BTreeSet::new() }
+    }
+
+    /// The newest closed open time seen.
+    pub fn last_closed(&self) -> Option<i64> {
+        self.ahead.last().copied().or(self.contiguous)
+    }
+
+    /// The newest open time up to which no closed candle is missing.
+    pub fn contiguous(&self) -> Option<i64> {
+        self.contiguous
+    }
+
+    /// The first open time whose closed candle is not known to be stored: where a repair starts.
+    pub fn repair_from(&self) -> Option<i64> {
+        self.contiguous.map(|open| self.timeframe.next_open(open))
+    }
+
+    /// The hole right after the contiguous part, if a newer closed candle shows there is one.
+    pub fn first_gap(&self) -> Option<Gap> {
+        let first_ahead = *self.ahead.first()?;
+        Some(Gap { from_open: self.repair_from()?, to_open: first_ahead })
+    }
+
+    /// Classifies one candle, live or backfilled, and records it.
+    pub fn apply(&mut self, candle: &Candle) -> Verdict {
+        let newest = self.last_closed();
+        if !candle.is_closed {
+            return match newest {
+                Some(closed) if candle.open_time <= closed => Verdict::StaleInProgress,
+                _ => Verdict::InProgress,
+            };
+        }
+        let verdict = match newest {
+            Some(closed) if candle.open_time <= closed => Verdict::LateClosed,
+            _ => Verdict::Closed,
+        };
+        match self.contiguous {
+            None => self.contiguous = Some(candle.open_time),
+            Some(open) if candle.open_time <= open => {}
+            Some(_) => {
+                self.ahead.insert(candle.open_time);
+            }
+        }
+        self.advance();
+        verdict
+    }
+
+    /// A backfill fetched every closed candle up to `through_open`: whatever is still missing up to there does
+    /// not exist on the exchange either, so the series is contiguous through it.
+    pub fn backfilled_through(&mut self, through_open: i64) {
+        if self.contiguous.is_none_or(|open| open < through_open) {
+            self.contiguous = Some(through_open);
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        let Some(mut contiguous) = self.contiguous else { return };
+        while let Some(&first) = self.ahead.first() {
+            if first <= contiguous {
+                self.ahead.pop_first();
+            } else if first == self.timeframe.next_open(contiguous) {
+                self.ahead.pop_first();
+                contiguous = first;
+            } else {
+                break;
+            }
+        }
+        self.contiguous = Some(contiguous);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn candle(open_minute: i64, is_closed: bool) -> Candle {
+        let open_time = open_minute * MIN;
+        Candle {
+            open_time,
+            close_time: open_time + MIN - 1,
+            open: 1.0,
+            high: 1.0,
+            low: 1.0,
+            close: 1.0,
+            volume: 0.0,
+            quote_volume: 0.0,
+            trades: 0,
+            taker_buy_base: 0.0,
+            taker_buy_quote: 0.0,
+            is_closed,
+        }
+    }
+
+    #[test]
+    fn in_progress_then_closed_extends_the_series() {
+        let mut rules = CandleRules::new(Timeframe::M1, Some(9 * MIN));
+        // TC0: an update of the current candle.
+        assert_eq!(rules.apply(&candle(10, false)), Verdict::InProgress);
+        // TC1: its close.
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::Closed);
+        assert_eq!(rules.contiguous(), Some(10 * MIN));
+        // TC2: a late in-progress update of the closed candle is stale.
+        assert_eq!(rules.apply(&candle(10, false)), Verdict::StaleInProgress);
+        // TC3: a duplicate close is late, not new.
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed);
+        assert_eq!(rules.first_gap(), None);
+    }
+
+    #[test]
+    fn a_skipped_close_is_a_gap_until_backfilled() {
+        let mut rules = CandleRules::new(Timeframe::M1, Some(9 * MIN));
+        assert_eq!(rules.apply(&candle(13, true)), Verdict::Closed);
+        assert_eq!(rules.first_gap(), Some(Gap { from_open: 10 * MIN, to_open: 13 * MIN }));
+        assert_eq!(rules.repair_from(), Some(10 * MIN));
+        // The backfill brings 10 and 11 (late), and 12 does not exist on the exchange.
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed);
+        assert_eq!(rules.apply(&candle(11, true)), Verdict::LateClosed);
+        assert_eq!(rules.first_gap(), Some(Gap { from_open: 12 * MIN, to_open: 13 * MIN }));
+        rules.backfilled_through(12 * MIN);
+        assert_eq!(rules.first_gap(), None);
+        assert_eq!(rules.contiguous(), Some(13 * MIN));
+        assert_eq!(rules.last_closed(), Some(13 * MIN));
+    }
+
+    #[test]
+    fn a_fresh_stream_starts_at_its_first_closed_candle() {
+        let mut rules = CandleRules::new(Timeframe::M1, None);
+        assert_eq!(rules.repair_from(), None);
+        assert_eq!(rules.apply(&candle(5, false)), Verdict::InProgress);
+        assert_eq!(rules.apply(&candle(5, true)), Verdict::Closed);
+        assert_eq!(rules.apply(&candle(6, true)), Verdict::Closed);
+        assert_eq!(rules.contiguous(), Some(6 * MIN));
+    }
+}

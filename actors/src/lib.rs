@@ -1,0 +1,6 @@
+//! candled's engine: the Binance kline wire format, candle rules, SQLite storage, and the actors that carry
+//! candles from the exchange to storage and indicators.
+
+pub mod domain;
+pub mod store;
+pub mod tasks;

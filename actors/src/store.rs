@@ -1,0 +1,303 @@
+//! SQLite storage of candles: the schema, the batched upsert that keeps closed candles final, and the reads.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::domain::{Candle, StreamId, StreamKey, Timeframe};
+
+/// The schema. `candles` is keyed by (symbol, timeframe, open time). A closed candle that is written again with
+/// other values is a revision: the trigger keeps the old values in `candle_revisions`.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS candles (
+    symbol          TEXT    NOT NULL,
+    timeframe       TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    open            REAL    NOT NULL,
+    high            REAL    NOT NULL,
+    low             REAL    NOT NULL,
+    close           REAL    NOT NULL,
+    volume          REAL    NOT NULL,
+    close_time      INTEGER NOT NULL,
+    quote_volume    REAL    NOT NULL,
+    trades          INTEGER NOT NULL,
+    taker_buy_base  REAL    NOT NULL,
+    taker_buy_quote REAL    NOT NULL,
+    is_closed       INTEGER NOT NULL CHECK (is_closed IN (0, 1)),
+    PRIMARY KEY (symbol, timeframe, timestamp)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS candle_revisions (
+    symbol          TEXT    NOT NULL,
+    timeframe       TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    revised_at      INTEGER NOT NULL,
+    open            REAL    NOT NULL,
+    high            REAL    NOT NULL,
+    low             REAL    NOT NULL,
+    close           REAL    NOT NULL,
+    volume          REAL    NOT NULL,
+    quote_volume    REAL    NOT NULL,
+    trades          INTEGER NOT NULL,
+    taker_buy_base  REAL    NOT NULL,
+    taker_buy_quote REAL    NOT NULL
+);
+
+CREATE TRIGGER IF NOT EXISTS candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
+BEGIN
+    INSERT INTO candle_revisions VALUES (
+        old.symbol, old.timeframe, old.timestamp, CAST(unixepoch('subsec') * 1000 AS INTEGER),
+        old.open, old.high, old.low, old.close, old.volume, old.quote_volume, old.trades,
+        old.taker_buy_base, old.taker_buy_quote);
+END;
+
+CREATE TABLE IF NOT EXISTS indicators (
+    symbol    TEXT    NOT NULL,
+    timeframe TEXT    NOT NULL,
+    timestamp INTEGER NOT NULL,
+    name      TEXT    NOT NULL,
+    value     REAL    NOT NULL,
+    PRIMARY KEY (symbol, timeframe, timestamp, name)
+) WITHOUT ROWID;
+";
+
+/// The upsert. An in-progress row is replaced by any newer update; a closed row is final: an in-progress update
+/// never touches it, and a closed one only when its values differ (a revision).
+const UPSERT_CANDLE: &str = "
+INSERT INTO candles (symbol, timeframe, timestamp, open, high, low, close, volume, close_time, quote_volume,
+                     trades, taker_buy_base, taker_buy_quote, is_closed)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, close_time = excluded.close_time, quote_volume = excluded.quote_volume,
+    trades = excluded.trades, taker_buy_base = excluded.taker_buy_base, taker_buy_quote = excluded.taker_buy_quote,
+    is_closed = excluded.is_closed
+WHERE candles.is_closed = 0
+   OR (excluded.is_closed = 1
+       AND (candles.open, candles.high, candles.low, candles.close, candles.volume, candles.close_time,
+            candles.quote_volume, candles.trades, candles.taker_buy_base, candles.taker_buy_quote)
+           IS NOT (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume, excluded.close_time,
+                   excluded.quote_volume, excluded.trades, excluded.taker_buy_base, excluded.taker_buy_quote))
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("no stream is registered as {0:?}")]
+    UnknownStream(StreamId),
+    #[error("{0:?} in the database is not a timeframe")]
+    BadTimeframe(String),
+}
+
+/// A candle row as stored, with its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCandle {
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    pub candle: Candle,
+}
+
+/// One SQLite connection to the candle database.
+pub struct CandleStore {
+    conn: Connection,
+}
+
+impl CandleStore {
+    /// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, schema applied.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::configure(Connection::open(path)?)
+    }
+
+    /// An in-memory database, for tests and benches.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::configure(Connection::open_in_memory()?)
+    }
+
+    /// Opens an existing database read-only, for queries beside the writer.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { conn })
+    }
+
+    fn configure(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Upserts a batch of candles in one transaction with one prepared statement. Returns the rows changed.
+    pub fn write_candles(&mut self, streams: &[StreamKey], rows: &[(StreamId, Candle)]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut changed = 0;
+        {
+            let mut upsert = tx.prepare_cached(UPSERT_CANDLE)?;
+            for (stream, c) in rows {
+                let key = streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(*stream))?;
+                changed += upsert.execute(params![
+                    key.symbol,
+                    key.timeframe.as_str(),
+                    c.open_time,
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.volume,
+                    c.close_time,
+                    c.quote_volume,
+                    c.trades as i64,
+                    c.taker_buy_base,
+                    c.taker_buy_quote,
+                    c.is_closed,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// The newest closed open time stored for each stream.
+    pub fn last_closed(&self) -> Result<HashMap<(String, Timeframe), i64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT symbol, timeframe, MAX(timestamp) FROM candles WHERE is_closed = 1 GROUP BY symbol, timeframe",
+        )?;
+        let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?)))?;
+        let mut last = HashMap::new();
+        for row in rows {
+            let (symbol, timeframe, open_time) = row?;
+            let timeframe = timeframe.parse().map_err(|_| StoreError::BadTimeframe(timeframe))?;
+            last.insert((symbol, timeframe), open_time);
+        }
+        Ok(last)
+    }
+
+    /// Stored candles of one stream with `start <= open time < end`, oldest first, at most `limit`.
+    pub fn candles(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT timestamp, close_time, open, high, low, close, volume, quote_volume, trades, taker_buy_base,
+                    taker_buy_quote, is_closed
+             FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4
+             ORDER BY timestamp LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(params![symbol, timeframe.as_str(), start, end, limit as i64], |row| {
+            Ok(Candle {
+                open_time: row.get(0)?,
+                close_time: row.get(1)?,
+                open: row.get(2)?,
+                high: row.get(3)?,
+                low: row.get(4)?,
+                close: row.get(5)?,
+                volume: row.get(6)?,
+                quote_volume: row.get(7)?,
+                trades: row.get::<_, i64>(8)? as u64,
+                taker_buy_base: row.get(9)?,
+                taker_buy_quote: row.get(10)?,
+                is_closed: row.get(11)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The number of revisions recorded for a stream.
+    pub fn revisions(&self, symbol: &str, timeframe: Timeframe) -> Result<u64, StoreError> {
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM candle_revisions WHERE symbol = ?1 AND timeframe = ?2",
+            params![symbol, timeframe.as_str()],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
+    /// The underlying connection, for ad-hoc queries in tests and tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
+        Candle {
+            open_time,
+            close_time: open_time + 59_999,
+            open: 10.0,
+            high: 12.0,
+            low: 9.0,
+            close,
+            volume: 1.5,
+            quote_volume: 15.0,
+            trades: 3,
+            taker_buy_base: 0.5,
+            taker_buy_quote: 5.0,
+            is_closed,
+        }
+    }
+
+    fn store() -> (CandleStore, Vec<StreamKey>) {
+        (CandleStore::open_in_memory().unwrap(), vec![StreamKey::new("BTCUSDT", Timeframe::M1)])
+    }
+
+    fn read_all(store: &CandleStore) -> Vec<Candle> {
+        store.candles("BTCUSDT", Timeframe::M1, 0, i64::MAX, 100).unwrap()
+    }
+
+    #[test]
+    fn in_progress_is_upserted_and_closed_is_final() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        store.write_candles(&streams, &[(id, candle(0, 10.0, false)), (id, candle(0, 11.0, false))]).unwrap();
+        assert_eq!(read_all(&store), [candle(0, 11.0, false)]);
+        store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap();
+        // A later in-progress update of the closed candle changes nothing.
+        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 10.5, false))]).unwrap(), 0);
+        // Nor does an identical closed duplicate.
+        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap(), 0);
+        assert_eq!(read_all(&store), [candle(0, 11.5, true)]);
+        assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_differing_closed_candle_is_a_recorded_revision() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap();
+        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 11.0, true))]).unwrap(), 1);
+        assert_eq!(read_all(&store), [candle(0, 11.0, true)]);
+        assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
+    }
+
+    #[test]
+    fn last_closed_is_per_stream_and_ignores_in_progress() {
+        let (mut store, mut streams) = store();
+        streams.push(StreamKey::new("ETHUSDT", Timeframe::M5));
+        let rows = [
+            (StreamId(0), candle(0, 11.0, true)),
+            (StreamId(0), candle(60_000, 11.0, true)),
+            (StreamId(0), candle(120_000, 11.0, false)),
+            (StreamId(1), candle(300_000, 11.0, true)),
+        ];
+        store.write_candles(&streams, &rows).unwrap();
+        let last = store.last_closed().unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[&("BTCUSDT".to_owned(), Timeframe::M1)], 60_000);
+        assert_eq!(last[&("ETHUSDT".to_owned(), Timeframe::M5)], 300_000);
+        assert!(matches!(
+            store.write_candles(&streams, &[(StreamId(9), rows[0].1)]),
+            Err(StoreError::UnknownStream(_))
+        ));
+    }
+}
