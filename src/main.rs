@@ -1,1 +1,41 @@
-fn main() {}
+//! The `candled` binary: reads the config, runs the application until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use candled::config::Settings;
+use candled::startup::{Application, shutdown_signal};
+use clap::Parser;
+
+/// Collects Binance kline streams into SQLite, supervised, with a health endpoint.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+}
+
+/// The exit code for an invalid configuration.
+const CONFIG_ERROR: u8 = 2;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(CONFIG_ERROR);
+        }
+    };
+    let result = async { Application::build(settings).await?.run_until_stopped(shutdown_signal()).await }.await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            log::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The health actor: keeps the live task table (specs from the supervisor, counters shared with the tasks) and
+//! answers the HTTP layer's questions about it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::tasks::{Priority, TaskCounters, TaskKind, TaskSpec, TaskState, TaskStats};
+
+/// Add a task to the table.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterTask {
+    pub spec: TaskSpec,
+    pub stats: Arc<TaskStats>,
+}
+
+/// A snapshot of every task and the overall verdict.
+#[derive(Message)]
+#[rtype(result = "HealthReport")]
+pub struct GetHealth;
+
+/// Healthy: everything runs. Degraded: a non-critical task is down. Unhealthy: a critical task is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskCounts {
+    pub total: usize,
+    pub starting: usize,
+    pub running: usize,
+    pub restarting: usize,
+    pub failed: usize,
+    pub finished: usize,
+    pub stopped: usize,
+}
+
+/// One row of `/api/v1/tasks/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    pub name: String,
+    pub kind: TaskKind,
+    pub symbol: Option<String>,
+    pub timeframe: Option<String>,
+    pub priority: Priority,
+    pub auto_restart: bool,
+    pub restart_policy: String,
+    pub timeout_secs: u64,
+    #[serde(flatten)]
+    pub counters: TaskCounters,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub status: HealthStatus,
+    pub uptime_secs: u64,
+    pub tasks: TaskCounts,
+    pub mailbox_depth: u64,
+    #[serde(skip)]
+    pub task_list: Vec<TaskStatus>,
+}
+
+struct TaskEntry {
+    spec: TaskSpec,
+    stats: Arc<TaskStats>,
+}
+
+pub struct HealthActor {
+    tasks: Vec<TaskEntry>,
+    started_at: Instant,
+    metrics: Metrics,
+}
+
+impl HealthActor {
+    pub fn new(metrics: Metrics) -> Self {
+        Self { tasks: Vec::new(), started_at: Instant::now(), metrics }
+    }
+}
+
+/// The overall verdict from the tasks' states.
+pub fn verdict<'a>(tasks: impl IntoIterator<Item = (Priority, bool, TaskState)> + 'a) -> HealthStatus {
+    let mut status = HealthStatus::Healthy;
+    for (priority, auto_restart, state) in tasks {
+        // A run-once task that finished did its job; one still running is not down either.
+        if !state.is_down() {
+            continue;
+        }
+        if priority == Priority::Critical && auto_restart {
+            return HealthStatus::Unhealthy;
+        }
+        status = HealthStatus::Degraded;
+    }
+    status
+}
+
+impl Actor for HealthActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<RegisterTask> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterTask, _ctx: &mut Context<Self>) {
+        self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats });
+    }
+}
+
+impl Handler<GetHealth> for HealthActor {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _: GetHealth, _ctx: &mut Context<Self>) -> Self::Result {
+        let task_list: Vec<TaskStatus> = self
+            .tasks
+            .iter()
+            .map(|entry| {
+                let spec = &entry.spec;
+                TaskStatus {
+                    name: spec.name.clone(),
+                    kind: spec.kind,
+                    symbol: spec.symbol.clone(),
+                    timeframe: spec.timeframe.map(|tf| tf.to_string()),
+                    priority: spec.priority,
+                    auto_restart: spec.auto_restart,
+                    restart_policy: spec.policy.describe(),
+                    timeout_secs: spec.timeout.as_secs(),
+                    counters: entry.stats.snapshot(),
+                    metadata: spec.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect(),
+                }
+            })
+            .collect();
+        let mut counts = TaskCounts { total: task_list.len(), ..TaskCounts::default() };
+        for task in &task_list {
+            *match task.counters.state {
+                TaskState::Starting => &mut counts.starting,
+                TaskState::Running => &mut counts.running,
+                TaskState::Restarting => &mut counts.restarting,
+                TaskState::Failed => &mut counts.failed,
+                TaskState::Finished => &mut counts.finished,
+                TaskState::Stopped => &mut counts.stopped,
+            } += 1;
+        }
+        let mailbox_depth = task_list.iter().map(|t| t.counters.mailbox_depth).sum();
+        let status = verdict(task_list.iter().map(|t| (t.priority, t.auto_restart, t.counters.state)));
+        for (state, count) in [
+            ("starting", counts.starting),
+            ("running", counts.running),
+            ("restarting", counts.restarting),
+            ("failed", counts.failed),
+            ("finished", counts.finished),
+            ("stopped", counts.stopped),
+        ] {
+            self.metrics.tasks.with_label_values(&[state]).set(count as i64);
+        }
+        self.metrics.mailbox_depth.set(mailbox_depth as i64);
+        MessageResult(HealthReport {
+            status,
+            uptime_secs: self.started_at.elapsed().as_secs(),
+            tasks: counts,
+            mailbox_depth,
+            task_list,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_down_critical_task_is_unhealthy_and_others_degrade() {
+        use Priority::*;
+        use TaskState::*;
+        // TC0: all running.
+        assert_eq!(verdict([(Critical, true, Running), (Normal, true, Running)]), HealthStatus::Healthy);
+        // TC1: a finished run-once task is fine.
+        assert_eq!(verdict([(High, false, Finished)]), HealthStatus::Healthy);
+        // TC2: a failed normal task degrades.
+        assert_eq!(verdict([(Critical, true, Running), (Normal, true, Failed)]), HealthStatus::Degraded);
+        // TC3: a restarting critical task is unhealthy.
+        assert_eq!(verdict([(Critical, true, Restarting), (Normal, true, Failed)]), HealthStatus::Unhealthy);
+        // TC4: a run-once task that timed out degrades, whatever its priority.
+        assert_eq!(verdict([(Critical, false, Failed)]), HealthStatus::Degraded);
+    }
+}

@@ -1,0 +1,92 @@
+//! Rate budgets: a sliding request-weight budget with `Retry-After` blocks, and a pacer for control messages.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A budget of `limit` units per `window`, such as Binance's 6000 request weight per minute or 300 connection
+/// attempts per 5 minutes. It also honours an exchange-imposed block (`Retry-After` on 429 or 418).
+#[derive(Debug, Clone)]
+pub struct RateBudget {
+    limit: u32,
+    window: Duration,
+    spent: VecDeque<(Instant, u32)>,
+    used: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl RateBudget {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self { limit, window, spent: VecDeque::new(), used: 0, blocked_until: None }
+    }
+
+    /// Spends `cost` at `now` if the budget allows; otherwise returns how long to wait before asking again.
+    pub fn try_spend(&mut self, now: Instant, cost: u32) -> Result<(), Duration> {
+        if let Some(until) = self.blocked_until {
+            if now < until {
+                return Err(until - now);
+            }
+            self.blocked_until = None;
+        }
+        while let Some(&(at, spent)) = self.spent.front() {
+            if now.duration_since(at) < self.window {
+                break;
+            }
+            self.spent.pop_front();
+            self.used -= spent;
+        }
+        let cost = cost.min(self.limit);
+        if self.used + cost > self.limit {
+            let oldest = self.spent.front().map_or(now, |&(at, _)| at);
+            return Err((oldest + self.window).saturating_duration_since(now).max(Duration::from_millis(1)));
+        }
+        self.spent.push_back((now, cost));
+        self.used += cost;
+        Ok(())
+    }
+
+    /// The exchange asked us to wait: nothing is spent before `until`.
+    pub fn block_until(&mut self, until: Instant) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |current| current.max(until)));
+    }
+
+    pub fn used(&self) -> u32 {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spends_up_to_the_limit_then_waits_for_the_oldest_to_expire() {
+        let start = Instant::now();
+        let mut budget = RateBudget::new(6, Duration::from_secs(60));
+        assert_eq!(budget.try_spend(start, 2), Ok(()));
+        assert_eq!(budget.try_spend(start + Duration::from_secs(10), 2), Ok(()));
+        assert_eq!(budget.try_spend(start + Duration::from_secs(20), 2), Ok(()));
+        // TC0: full: wait until the first spend leaves the window.
+        assert_eq!(budget.try_spend(start + Duration::from_secs(30), 2), Err(Duration::from_secs(30)));
+        // TC1: once it has, there is room again.
+        assert_eq!(budget.try_spend(start + Duration::from_secs(60), 2), Ok(()));
+        assert_eq!(budget.used(), 6);
+    }
+
+    #[test]
+    fn retry_after_blocks_everything_until_it_expires() {
+        let start = Instant::now();
+        let mut budget = RateBudget::new(6000, Duration::from_secs(60));
+        budget.block_until(start + Duration::from_secs(5));
+        // An earlier block never shortens a later one.
+        budget.block_until(start + Duration::from_secs(1));
+        assert_eq!(budget.try_spend(start + Duration::from_secs(2), 2), Err(Duration::from_secs(3)));
+        assert_eq!(budget.try_spend(start + Duration::from_secs(5), 2), Ok(()));
+    }
+
+    #[test]
+    fn a_cost_above_the_limit_is_capped_rather_than_never_served() {
+        let mut budget = RateBudget::new(5, Duration::from_secs(1));
+        assert_eq!(budget.try_spend(Instant::now(), 50), Ok(()));
+        assert_eq!(budget.used(), 5);
+    }
+}

@@ -1,0 +1,78 @@
+//! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::domain::RejectReason;
+
+/// The counters every actor shares. Cloning is cheap (each metric is an `Arc`).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub frames_received: IntCounter,
+    frames_rejected: IntCounterVec,
+    pub candles_written: IntCounterVec,
+    pub stale_updates_ignored: IntCounter,
+    pub candles_backfilled: IntCounter,
+    pub rest_requests: IntCounterVec,
+    pub reconnects: IntCounter,
+    pub tasks: IntGaugeVec,
+    pub mailbox_depth: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("candled".into()), None).expect("a valid prefix");
+        let counter = |name: &str, help: &str| {
+            let metric = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let metric = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        let metrics = Self {
+            frames_received: counter("frames_received_total", "WebSocket text frames received"),
+            frames_rejected: counter_vec("frames_rejected_total", "Frames dropped as malformed, by reason", "reason"),
+            candles_written: counter_vec("candles_written_total", "Candle rows written to SQLite", "kind"),
+            stale_updates_ignored: counter("stale_updates_ignored_total", "In-progress updates of closed candles"),
+            candles_backfilled: counter("candles_backfilled_total", "Closed candles fetched over REST"),
+            rest_requests: counter_vec("rest_requests_total", "REST requests, by HTTP status", "status"),
+            reconnects: counter("reconnects_total", "WebSocket reconnects"),
+            tasks: {
+                let metric = IntGaugeVec::new(Opts::new("tasks", "Tasks by state"), &["state"]).expect("valid");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            mailbox_depth: {
+                let metric = IntGauge::new("mailbox_depth", "Messages queued in all mailboxes").expect("valid");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            registry,
+        };
+        for reason in RejectReason::ALL {
+            metrics.frames_rejected.with_label_values(&[reason.label()]);
+        }
+        metrics
+    }
+
+    pub fn record_rejected(&self, reason: RejectReason) {
+        self.frames_rejected.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// Rejected frames so far, by reason label.
+    pub fn rejected(&self) -> Vec<(&'static str, u64)> {
+        RejectReason::ALL
+            .iter()
+            .map(|r| (r.label(), self.frames_rejected.with_label_values(&[r.label()]).get()))
+            .collect()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

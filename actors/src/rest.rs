@@ -1,0 +1,222 @@
+//! The Binance REST client: server time, symbol checks and paged kline fetches, under one shared weight budget
+//! that honours `Retry-After`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::domain::{Candle, RateBudget, RejectReason, StreamKey, parse_rest_klines};
+use crate::metrics::Metrics;
+
+/// Binance allows 6000 request weight per minute per IP.
+pub const WEIGHT_PER_MINUTE: u32 = 6000;
+/// `GET /api/v3/klines` costs 2 for any limit up to 1000.
+const KLINES_WEIGHT: u32 = 2;
+const TIME_WEIGHT: u32 = 1;
+const EXCHANGE_INFO_WEIGHT: u32 = 20;
+/// The largest page `GET /api/v3/klines` serves.
+pub const KLINES_PAGE: usize = 1000;
+/// How often one request is tried before the error is returned.
+const ATTEMPTS: u32 = 5;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("HTTP request to {url} failed: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {body}")]
+    Status { url: String, status: u16, body: String },
+    #[error("{url} answered with a malformed body: {reason}")]
+    Malformed { url: String, reason: RejectReason },
+    #[error("the exchange does not list symbol {0}")]
+    UnknownSymbol(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
+impl RestError {
+    /// Worth retrying later: a network fault, a rate limit or a server error, not a bad request.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http { .. } => true,
+            Self::Status { status, .. } => *status == 429 || *status == 418 || *status >= 500,
+            Self::Malformed { .. } | Self::UnknownSymbol(_) | Self::Client(_) => false,
+        }
+    }
+}
+
+/// What a range fetch found: every closed candle from `from_open` up to the exchange's present.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedRange {
+    pub candles: Vec<Candle>,
+    /// The newest open time whose candle is closed on the exchange (whether or not a row exists for it).
+    pub through_open: Option<i64>,
+}
+
+/// A cheap-to-clone REST client. Every clone shares one weight budget.
+#[derive(Clone)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: Arc<str>,
+    budget: Arc<Mutex<RateBudget>>,
+    metrics: Metrics,
+}
+
+impl RestClient {
+    pub fn new(base: &str, tls: Arc<rustls::ClientConfig>, metrics: Metrics) -> Result<Self, RestError> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(RestError::Client)?;
+        let budget = RateBudget::new(WEIGHT_PER_MINUTE, Duration::from_secs(60));
+        Ok(Self { http, base: base.trim_end_matches('/').into(), budget: Arc::new(Mutex::new(budget)), metrics })
+    }
+
+    /// The exchange's clock, ms UTC.
+    pub async fn server_time(&self) -> Result<i64, RestError> {
+        #[derive(serde::Deserialize)]
+        struct ServerTime {
+            #[serde(rename = "serverTime")]
+            server_time: i64,
+        }
+        let (url, body) = self.get("/api/v3/time", &[], TIME_WEIGHT).await?;
+        let time: ServerTime =
+            serde_json::from_slice(&body).map_err(|_| RestError::Malformed { url, reason: RejectReason::WrongType })?;
+        Ok(time.server_time)
+    }
+
+    /// Checks that the exchange lists `symbol`.
+    pub async fn check_symbol(&self, symbol: &str) -> Result<(), RestError> {
+        match self.get("/api/v3/exchangeInfo", &[("symbol", symbol.to_owned())], EXCHANGE_INFO_WEIGHT).await {
+            Err(RestError::Status { status: 400, body, .. }) if body.contains("-1121") => {
+                Err(RestError::UnknownSymbol(symbol.to_owned()))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// One page of klines starting at `start_open`, with closedness decided by `server_time`.
+    pub async fn klines_page(
+        &self,
+        key: &StreamKey,
+        start_open: i64,
+        server_time: i64,
+    ) -> Result<Vec<Candle>, RestError> {
+        let query = [
+            ("symbol", key.symbol.clone()),
+            ("interval", key.timeframe.as_str().to_owned()),
+            ("startTime", start_open.to_string()),
+            ("limit", KLINES_PAGE.to_string()),
+        ];
+        let (url, body) = self.get("/api/v3/klines", &query, KLINES_WEIGHT).await?;
+        parse_rest_klines(&body, key.timeframe, server_time).map_err(|reason| RestError::Malformed { url, reason })
+    }
+
+    /// Every closed candle of `key` from `from_open` to the exchange's present, paged by 1000.
+    pub async fn closed_since(&self, key: &StreamKey, from_open: i64) -> Result<ClosedRange, RestError> {
+        let server_time = self.server_time().await?;
+        let mut candles = Vec::new();
+        let mut start = from_open;
+        loop {
+            let page = self.klines_page(key, start, server_time).await?;
+            let full = page.len() == KLINES_PAGE;
+            let mut reached_present = !full;
+            for candle in page {
+                if candle.open_time < start {
+                    continue;
+                }
+                if !candle.is_closed {
+                    reached_present = true;
+                    break;
+                }
+                start = key.timeframe.next_open(candle.open_time);
+                candles.push(candle);
+            }
+            if reached_present {
+                break;
+            }
+        }
+        self.metrics.candles_backfilled.inc_by(candles.len() as u64);
+        // Everything that closed before the server time we asked at is now known.
+        let current_open = key.timeframe.open_time_containing(server_time);
+        let last_closed_on_exchange = previous_open(key, current_open);
+        let through_open = match candles.last() {
+            Some(last) => Some(last.open_time.max(last_closed_on_exchange)),
+            None => (last_closed_on_exchange >= from_open).then_some(last_closed_on_exchange),
+        };
+        Ok(ClosedRange { candles, through_open })
+    }
+
+    /// The open time `count` candles before the current one on the exchange: where a history of `count` closed
+    /// candles starts.
+    pub async fn history_start(&self, key: &StreamKey, count: u32) -> Result<i64, RestError> {
+        let server_time = self.server_time().await?;
+        let mut open = key.timeframe.open_time_containing(server_time);
+        for _ in 0..count {
+            open = previous_open(key, open);
+        }
+        Ok(open)
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)], weight: u32) -> Result<(String, Vec<u8>), RestError> {
+        let url = format!("{}{path}", self.base);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.spend(weight).await;
+            let result = self.http.get(&url).query(query).send().await;
+            let response = match result {
+                Ok(response) => response,
+                Err(source) if attempt < ATTEMPTS => {
+                    log::warn!("GET {url} failed (attempt {attempt}): {source}");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    continue;
+                }
+                Err(source) => return Err(RestError::Http { url, source }),
+            };
+            let status = response.status().as_u16();
+            self.metrics.rest_requests.with_label_values(&[&status.to_string()]).inc();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let body = response.bytes().await.map_err(|source| RestError::Http { url: url.clone(), source })?;
+            if status == 200 {
+                return Ok((url, body.to_vec()));
+            }
+            let error = RestError::Status { url: url.clone(), status, body: String::from_utf8_lossy(&body).into() };
+            if status == 429 || status == 418 {
+                // Nothing goes out before Retry-After expires: sending on after a 429 earns a 418 ban.
+                let wait = Duration::from_secs(retry_after.unwrap_or(60));
+                log::warn!("{url} answered {status}: no request for {}s", wait.as_secs());
+                self.budget.lock().unwrap_or_else(|e| e.into_inner()).block_until(Instant::now() + wait);
+            }
+            if !error.is_transient() || attempt >= ATTEMPTS {
+                return Err(error);
+            }
+            if status >= 500 {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+        }
+    }
+
+    /// Waits until the shared budget allows `weight`.
+    async fn spend(&self, weight: u32) {
+        loop {
+            let verdict = self.budget.lock().unwrap_or_else(|e| e.into_inner()).try_spend(Instant::now(), weight);
+            match verdict {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
+/// The open time of the candle before the one opening at `open`.
+fn previous_open(key: &StreamKey, open: i64) -> i64 {
+    match key.timeframe.fixed_ms() {
+        Some(ms) => open - ms,
+        None => key.timeframe.open_time_containing(open - 1),
+    }
+}

@@ -1,0 +1,364 @@
+//! `config.toml`: the typed configuration, validated by parsing into domain types. Every error names the key and
+//! the problem.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
+use candled_actors::domain::{BackoffPolicy, StreamKey, Timeframe};
+use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
+use serde::Deserialize;
+
+/// The most closed candles per stream the start-up history may ask for.
+pub const MAX_HISTORY: i64 = 100_000;
+/// Binance carries at most 1024 streams on one connection.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("config file {path}: `{key}`: {problem}")]
+    Invalid { path: String, key: String, problem: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    exchange: RawExchange,
+    market_data: RawMarketData,
+    #[serde(default)]
+    storage: RawStorage,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    supervisor: RawSupervisor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExchange {
+    ws_url: String,
+    rest_url: String,
+    /// Extra CA certificates (PEM) to trust besides the Mozilla roots.
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_streams_per_connection")]
+    max_streams_per_connection: usize,
+    #[serde(default = "default_stall_timeout_secs")]
+    stall_timeout_secs: u64,
+    #[serde(default = "default_connect_timeout_secs")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: usize,
+    #[serde(default = "default_backfill_concurrency")]
+    backfill_concurrency: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMarketData {
+    symbols: Vec<String>,
+    timeframes: Vec<String>,
+    #[serde(default = "default_history")]
+    history: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStorage {
+    path: PathBuf,
+    batch_size: usize,
+    flush_interval_ms: u64,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self { path: PathBuf::from("data/tradingbot.db"), batch_size: 1000, flush_interval_ms: 50 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    bind: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self { bind: "127.0.0.1:8000".into() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSupervisor {
+    restart_budget: u32,
+    restart_window_secs: u64,
+    backoff_initial_ms: u64,
+    backoff_max_ms: u64,
+    history_timeout_secs: u64,
+    /// Per task kind: `{ priority = "critical", auto_restart = true }`.
+    tasks: HashMap<String, RawTaskPolicy>,
+}
+
+impl Default for RawSupervisor {
+    fn default() -> Self {
+        Self {
+            restart_budget: 5,
+            restart_window_secs: 60,
+            backoff_initial_ms: 250,
+            backoff_max_ms: 30_000,
+            history_timeout_secs: 300,
+            tasks: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTaskPolicy {
+    priority: Priority,
+    #[serde(default = "default_true")]
+    auto_restart: bool,
+}
+
+fn default_streams_per_connection() -> usize {
+    MAX_STREAMS_PER_CONNECTION
+}
+fn default_stall_timeout_secs() -> u64 {
+    60
+}
+fn default_connect_timeout_secs() -> u64 {
+    10
+}
+fn default_max_message_bytes() -> usize {
+    1 << 20
+}
+fn default_backfill_concurrency() -> usize {
+    4
+}
+fn default_history() -> i64 {
+    500
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The exchange endpoints and how connections behave.
+#[derive(Debug, Clone)]
+pub struct ExchangeSettings {
+    pub ws_url: String,
+    pub rest_url: String,
+    pub ca_file: Option<PathBuf>,
+    pub max_streams_per_connection: usize,
+    pub stall_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub backfill_concurrency: usize,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub exchange: ExchangeSettings,
+    /// Every (symbol, timeframe), symbols outer, in config order.
+    pub streams: Vec<StreamKey>,
+    pub history: u32,
+    pub storage_path: PathBuf,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub http_bind: SocketAddr,
+    pub supervision: SupervisionSettings,
+}
+
+impl Settings {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// Validates TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let invalid = |key: &str, problem: String| ConfigError::Invalid { path: path.into(), key: key.into(), problem };
+
+        let exchange = raw.exchange;
+        check_url(&exchange.ws_url, &["ws://", "wss://"]).map_err(|p| invalid("exchange.ws_url", p))?;
+        check_url(&exchange.rest_url, &["http://", "https://"]).map_err(|p| invalid("exchange.rest_url", p))?;
+        if !(1..=MAX_STREAMS_PER_CONNECTION).contains(&exchange.max_streams_per_connection) {
+            let problem = format!("must be between 1 and {MAX_STREAMS_PER_CONNECTION} (Binance's limit)");
+            return Err(invalid("exchange.max_streams_per_connection", problem));
+        }
+        for (key, value) in [
+            ("exchange.stall_timeout_secs", exchange.stall_timeout_secs as usize),
+            ("exchange.connect_timeout_secs", exchange.connect_timeout_secs as usize),
+            ("exchange.max_message_bytes", exchange.max_message_bytes),
+            ("exchange.backfill_concurrency", exchange.backfill_concurrency),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+
+        let market = raw.market_data;
+        if market.symbols.is_empty() {
+            return Err(invalid("market_data.symbols", "must name at least one symbol, such as \"BTCUSDT\"".into()));
+        }
+        for (index, symbol) in market.symbols.iter().enumerate() {
+            check_symbol(symbol).map_err(|p| invalid(&format!("market_data.symbols[{index}]"), p))?;
+            if market.symbols[..index].contains(symbol) {
+                return Err(invalid(&format!("market_data.symbols[{index}]"), format!("{symbol:?} is listed twice")));
+            }
+        }
+        if market.timeframes.is_empty() {
+            return Err(invalid("market_data.timeframes", "must name at least one timeframe, such as \"1m\"".into()));
+        }
+        let mut timeframes = Vec::new();
+        for (index, name) in market.timeframes.iter().enumerate() {
+            let key = format!("market_data.timeframes[{index}]");
+            let timeframe: Timeframe =
+                name.parse().map_err(|e: candled_actors::domain::UnknownTimeframe| invalid(&key, e.to_string()))?;
+            if timeframes.contains(&timeframe) {
+                return Err(invalid(&key, format!("{name:?} is listed twice")));
+            }
+            timeframes.push(timeframe);
+        }
+        if !(0..=MAX_HISTORY).contains(&market.history) {
+            let problem = format!("{} is out of range: must be between 0 and {MAX_HISTORY}", market.history);
+            return Err(invalid("market_data.history", problem));
+        }
+        let streams = market
+            .symbols
+            .iter()
+            .flat_map(|symbol| timeframes.iter().map(move |&tf| StreamKey::new(symbol.clone(), tf)))
+            .collect();
+
+        let storage = raw.storage;
+        if storage.path.as_os_str().is_empty() {
+            return Err(invalid("storage.path", "must not be empty".into()));
+        }
+        if storage.batch_size == 0 {
+            return Err(invalid("storage.batch_size", "must be at least 1".into()));
+        }
+        if storage.flush_interval_ms == 0 {
+            return Err(invalid("storage.flush_interval_ms", "must be at least 1".into()));
+        }
+        let http_bind = raw.http.bind.parse().map_err(|_| {
+            invalid("http.bind", format!("{:?} is not an address such as \"127.0.0.1:8000\"", raw.http.bind))
+        })?;
+
+        let supervisor = raw.supervisor;
+        if supervisor.backoff_max_ms < supervisor.backoff_initial_ms {
+            return Err(invalid("supervisor.backoff_max_ms", "must not be below supervisor.backoff_initial_ms".into()));
+        }
+        if supervisor.restart_window_secs == 0 || supervisor.history_timeout_secs == 0 {
+            let key = if supervisor.restart_window_secs == 0 { "restart_window_secs" } else { "history_timeout_secs" };
+            return Err(invalid(&format!("supervisor.{key}"), "must be at least 1".into()));
+        }
+        let mut tasks = SupervisionSettings::default_tasks();
+        for (name, policy) in supervisor.tasks {
+            let kind = task_kind(&name).ok_or_else(|| {
+                invalid(
+                    &format!("supervisor.tasks.{name}"),
+                    "unknown task kind: expected storage, connection, subscription, indicator, backfill or history"
+                        .into(),
+                )
+            })?;
+            tasks.insert(kind, TaskPolicy { priority: policy.priority, auto_restart: policy.auto_restart });
+        }
+
+        Ok(Settings {
+            exchange: ExchangeSettings {
+                ws_url: exchange.ws_url.trim_end_matches('/').to_owned(),
+                rest_url: exchange.rest_url.trim_end_matches('/').to_owned(),
+                ca_file: exchange.ca_file,
+                max_streams_per_connection: exchange.max_streams_per_connection,
+                stall_timeout: Duration::from_secs(exchange.stall_timeout_secs),
+                connect_timeout: Duration::from_secs(exchange.connect_timeout_secs),
+                max_message_bytes: exchange.max_message_bytes,
+                backfill_concurrency: exchange.backfill_concurrency,
+            },
+            streams,
+            history: market.history as u32,
+            storage_path: storage.path,
+            batch_size: storage.batch_size,
+            flush_interval: Duration::from_millis(storage.flush_interval_ms),
+            http_bind,
+            supervision: SupervisionSettings {
+                tasks,
+                budget: RestartBudget {
+                    max_restarts: supervisor.restart_budget,
+                    window: Duration::from_secs(supervisor.restart_window_secs),
+                },
+                backoff: BackoffPolicy {
+                    initial: Duration::from_millis(supervisor.backoff_initial_ms),
+                    max: Duration::from_millis(supervisor.backoff_max_ms),
+                },
+                run_once_timeout: Duration::from_secs(supervisor.history_timeout_secs),
+            },
+        })
+    }
+}
+
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let rest = schemes.iter().find_map(|scheme| url.strip_prefix(scheme));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        Some(_) => Err(format!("{url:?} has no host")),
+        None => Err(format!("{url:?} must start with {}", schemes.join(" or "))),
+    }
+}
+
+/// Binance symbols: 1 to 20 of `A-Z 0-9 - _ .`, upper case as in REST.
+fn check_symbol(symbol: &str) -> Result<(), String> {
+    if symbol.is_empty() {
+        return Err("is empty: expected a symbol such as \"BTCUSDT\"".into());
+    }
+    if symbol.len() > 20 {
+        return Err(format!("{symbol:?} is longer than 20 characters"));
+    }
+    if symbol.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!("{symbol:?} must be upper case, as in {:?}", symbol.to_ascii_uppercase()));
+    }
+    if !symbol.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b)) {
+        return Err(format!("{symbol:?} may only hold A-Z, 0-9, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+fn task_kind(name: &str) -> Option<TaskKind> {
+    use TaskKind::*;
+    [Storage, Connection, Subscription, Indicator, Backfill, History].into_iter().find(|kind| kind.as_str() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config.toml");
+
+    #[test]
+    fn the_shipped_config_is_valid_and_runs_the_seed_setup() {
+        let settings = Settings::parse(SHIPPED, "config.toml").unwrap();
+        let streams: Vec<String> = settings.streams.iter().map(ToString::to_string).collect();
+        assert_eq!(streams, ["BTCUSDT 1m", "BTCUSDT 5m", "BTCUSDT 15m"]);
+        assert_eq!(settings.storage_path, PathBuf::from("data/tradingbot.db"));
+        assert_eq!(settings.http_bind, "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(settings.history, 500);
+        assert_eq!(settings.exchange.ws_url, "wss://stream.binance.com:9443");
+    }
+
+    #[test]
+    fn a_task_kind_mapping_overrides_the_default() {
+        let text = SHIPPED.to_owned() + "\n[supervisor.tasks]\nindicator = { priority = \"low\" }\n";
+        let settings = Settings::parse(&text, "c").unwrap();
+        assert_eq!(settings.supervision.tasks[&TaskKind::Indicator].priority, Priority::Low);
+        assert_eq!(settings.supervision.tasks[&TaskKind::Storage].priority, Priority::Critical);
+    }
+}

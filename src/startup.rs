@@ -1,0 +1,128 @@
+//! The application: builds the engine and the HTTP server from validated settings, and runs them until asked to
+//! stop.
+
+use std::future::Future;
+use std::net::TcpListener;
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use candled_actors::actors::connection::ConnectionSettings;
+use candled_actors::actors::health::HealthActor;
+use candled_actors::actors::storage::StorageSettings;
+use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
+use candled_actors::metrics::Metrics;
+use candled_actors::rest::RestClient;
+use candled_actors::store::CandleStore;
+use candled_actors::tls;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+
+/// Streams in the connect URL and in each SUBSCRIBE message.
+const STREAMS_PER_MESSAGE: usize = 100;
+/// One control message every 250 ms: 4 per second, under Binance's 5, leaving room for pongs.
+const CONTROL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Indicator placeholder until the indicator engine lands.
+const SMA_PERIOD: usize = 20;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    supervisor: Addr<SupervisorActor>,
+}
+
+impl Application {
+    /// Opens storage, starts the engine's actors and binds the HTTP listener. Must run inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        if let Some(parent) = settings.storage_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the storage folder {}", parent.display()))?;
+        }
+        let store = CandleStore::open(&settings.storage_path)
+            .with_context(|| format!("cannot open the database {}", settings.storage_path.display()))?;
+        let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
+        let metrics = Metrics::new();
+        let rest = RestClient::new(&settings.exchange.rest_url, tls.clone(), metrics.clone())?;
+
+        let listener = TcpListener::bind(settings.http_bind)
+            .with_context(|| format!("cannot listen on {} (http.bind)", settings.http_bind))?;
+        let port = listener.local_addr()?.port();
+
+        let health = HealthActor::new(metrics.clone()).start();
+        let engine = engine_settings(&settings, tls);
+        let supervisor = SupervisorActor::new(engine, store, rest, health.clone(), metrics.clone()).start();
+
+        let state = web::Data::new(AppState { health, metrics, db_path: settings.storage_path.clone() });
+        let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
+            .workers(2)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+        log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
+        Ok(Self { port, server, supervisor })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` resolves, then stops HTTP, stops the streams and flushes storage.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = self.server;
+        tokio::select! {
+            result = server => result.context("the HTTP server failed")?,
+            () = shutdown => log::info!("Shutting down"),
+        }
+        handle.stop(true).await;
+        self.supervisor.send(Shutdown).await?.map_err(anyhow::Error::msg)?;
+        log::info!("Stopped cleanly");
+        Ok(())
+    }
+}
+
+fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig>) -> EngineSettings {
+    let exchange = &settings.exchange;
+    EngineSettings {
+        streams: settings.streams.clone(),
+        connection: ConnectionSettings {
+            ws_base: exchange.ws_url.clone(),
+            tls,
+            stall_timeout: exchange.stall_timeout,
+            max_message_size: exchange.max_message_bytes,
+            streams_per_message: STREAMS_PER_MESSAGE,
+            control_interval: CONTROL_INTERVAL,
+            connect_timeout: exchange.connect_timeout,
+        },
+        max_streams_per_connection: exchange.max_streams_per_connection,
+        rest_url: exchange.rest_url.clone(),
+        storage: StorageSettings {
+            path: settings.storage_path.clone(),
+            batch_size: settings.batch_size,
+            flush_interval: settings.flush_interval,
+        },
+        history: settings.history,
+        backfill_concurrency: exchange.backfill_concurrency,
+        sma_period: SMA_PERIOD,
+        supervision: settings.supervision.clone(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            log::error!("cannot listen for SIGTERM: {error}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => log::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+    }
+}
