@@ -1,0 +1,74 @@
+//! A malformed config fails fast: exit code 2 and a message naming the key and the problem.
+
+use crate::helpers::run_to_exit;
+
+/// A valid config; each case breaks one thing in it.
+const VALID: &str = r#"
+[exchange]
+ws_url = "ws://127.0.0.1:9"
+rest_url = "http://127.0.0.1:9"
+
+[market_data]
+symbols = ["BTCUSDT", "ETHUSDT"]
+timeframes = ["1m", "5m"]
+history = 10
+
+[storage]
+path = "data/db.sqlite"
+
+[http]
+bind = "127.0.0.1:0"
+"#;
+
+fn rejected(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let (status, stderr) = run_to_exit(dir.path(), &["--config", "config.toml"]);
+    assert_eq!(status.code(), Some(2), "expected exit 2 for:\n{config}\nstderr:\n{stderr}");
+    assert!(!dir.path().join("data").exists(), "a rejected config must not create storage");
+    stderr
+}
+
+fn assert_mentions(stderr: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn each_config_error_names_the_key_and_the_problem() {
+    let cases: &[(&str, String, &[&str])] = &[
+        ("toml syntax", VALID.replace("history = 10", "history = = 10"), &["line 9", "history"]),
+        ("unknown key", VALID.replace("history = 10", "history = 10\nsymbol = \"X\""), &["unknown field", "symbol"]),
+        ("unknown section", format!("{VALID}\n[extra]\nx = 1\n"), &["unknown field", "extra"]),
+        ("unknown timeframe", VALID.replace(r#""5m"]"#, r#""7m"]"#), &["market_data.timeframes[1]", "7m"]),
+        ("empty symbol", VALID.replace(r#""ETHUSDT""#, r#""""#), &["market_data.symbols[1]", "empty"]),
+        ("lower-case symbol", VALID.replace("ETHUSDT", "ethusdt"), &["market_data.symbols[1]", "upper case"]),
+        ("malformed symbol", VALID.replace("ETHUSDT", "ETH/USDT"), &["market_data.symbols[1]", "ETH/USDT"]),
+        ("duplicate symbol", VALID.replace("ETHUSDT", "BTCUSDT"), &["market_data.symbols[1]", "twice"]),
+        ("duplicate timeframe", VALID.replace(r#""5m"]"#, r#""1m"]"#), &["market_data.timeframes[1]", "twice"]),
+        ("no symbols", VALID.replace(r#"["BTCUSDT", "ETHUSDT"]"#, "[]"), &["market_data.symbols", "at least one"]),
+        ("history too large", VALID.replace("history = 10", "history = 1000000"), &["market_data.history", "range"]),
+        ("negative history", VALID.replace("history = 10", "history = -1"), &["market_data.history", "range"]),
+        ("bad bind", VALID.replace("127.0.0.1:0\"", "localhost:port\""), &["http.bind", "localhost:port"]),
+        ("bad ws url", VALID.replace("ws://127.0.0.1:9", "http://127.0.0.1:9"), &["exchange.ws_url", "ws://"]),
+        ("missing section", VALID.replace("[exchange]", "[exchange_]"), &["exchange"]),
+    ];
+    for (name, config, needles) in cases {
+        let stderr = rejected(config);
+        assert!(stderr.starts_with("error: "), "{name}: {stderr}");
+        assert_mentions(&stderr, needles);
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = run_to_exit(dir.path(), &["--config", "nowhere.toml"]);
+    assert_eq!(status.code(), Some(2));
+    assert_mentions(&stderr, &["nowhere.toml"]);
+    // Without --config, ./config.toml is read.
+    let (status, stderr) = run_to_exit(dir.path(), &[]);
+    assert_eq!(status.code(), Some(2));
+    assert_mentions(&stderr, &["config.toml"]);
+}

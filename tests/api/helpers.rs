@@ -1,0 +1,316 @@
+//! Test helpers: start the real `candled` binary on a temporary config against a fake exchange, read its log,
+//! query its HTTP endpoints and its SQLite database.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::Value;
+
+use crate::fake_exchange::{FakeExchange, FakeKline};
+
+/// How long start-up may take before a test gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to run the app with. The `*_extra` lines go into their section of the generated `config.toml`; `extra`
+/// is appended at the end (whole sections).
+#[derive(Default)]
+pub struct AppOptions {
+    pub symbols: Vec<&'static str>,
+    pub timeframes: Vec<&'static str>,
+    pub history: u32,
+    pub exchange_extra: &'static str,
+    pub storage_extra: &'static str,
+    pub extra: &'static str,
+    /// Leave out the fake's CA even when it serves TLS.
+    pub without_ca: bool,
+}
+
+/// A running `candled` process with its own folder, config and database.
+pub struct TestApp {
+    child: Child,
+    pub port: u16,
+    dir: Option<tempfile::TempDir>,
+    pub db_path: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    http: reqwest::blocking::Client,
+}
+
+/// Writes a config for `options` against `fake` into `dir` and returns its path.
+pub fn write_config(dir: &Path, fake: &FakeExchange, options: &AppOptions) -> PathBuf {
+    let quoted = |items: &[&str]| items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let ca = match fake.ca_cert_pem() {
+        Some(_) if !options.without_ca => format!("ca_file = {:?}\n", fake.ca_cert_pem_path().display().to_string()),
+        _ => String::new(),
+    };
+    let config = format!(
+        "[exchange]\nws_url = {:?}\nrest_url = {:?}\n{ca}{}\n\n\
+         [market_data]\nsymbols = [{}]\ntimeframes = [{}]\nhistory = {}\n\n\
+         [storage]\npath = \"data/candles.db\"\n{}\n\n[http]\nbind = \"127.0.0.1:0\"\n\n{}",
+        fake.ws_url(),
+        fake.rest_url(),
+        options.exchange_extra,
+        quoted(&options.symbols),
+        quoted(&options.timeframes),
+        options.history,
+        options.storage_extra,
+        options.extra,
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).expect("write the config");
+    path
+}
+
+/// Starts `candled --config <generated>` in a fresh folder and waits until its HTTP endpoint listens.
+pub fn spawn_app(fake: &FakeExchange, options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    write_config(dir.path(), fake, &options);
+    spawn_in(dir)
+}
+
+/// Starts `candled` in `dir`, which already holds a `config.toml` (a restart on the same database).
+pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_candled"))
+        .args(["--config", "config.toml"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start candled");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let db_path = dir.path().join("data/candles.db");
+    // reqwest is built without a default TLS provider; the tests' client only speaks plain HTTP to the app.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut app = TestApp { child, port: 0, dir: Some(dir), db_path, log, http: reqwest::blocking::Client::new() };
+    let listening = app.wait_for_log("HTTP listening on http://127.0.0.1:", START_TIMEOUT);
+    let port = listening.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+    app.port = port.unwrap_or_else(|| panic!("no port in {listening:?}; log:\n{}", app.log_text()));
+    app
+}
+
+impl TestApp {
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log_lines().join("\n")
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let found = wait_until(timeout, || self.log_lines().into_iter().find(|line| line.contains(needle)));
+        found.unwrap_or_else(|| {
+            let status = self.child.try_wait().ok().flatten();
+            panic!("no log line with {needle:?} within {timeout:?} (exit: {status:?}); log:\n{}", self.log_text())
+        })
+    }
+
+    /// `GET path` on the app: status and JSON body (or the text as a JSON string).
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("http://127.0.0.1:{}{path}", self.port)).send().expect("HTTP GET");
+        let status = response.status().as_u16();
+        let text = response.text().expect("a body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The value of a Prometheus sample such as `candled_frames_received_total`.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        let text = body.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+    }
+
+    /// A read-only connection to the app's database.
+    pub fn db(&self) -> Connection {
+        open_db(&self.db_path)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> (ExitStatus, tempfile::TempDir, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = wait_for_exit(&mut self.child, Duration::from_secs(30));
+        let log = self.log_lines();
+        (status, self.take_dir(), log)
+    }
+
+    /// The app's folder (its config and `data/`), handed over once the process has exited.
+    fn take_dir(&mut self) -> tempfile::TempDir {
+        self.dir.take().expect("the folder is taken once")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_exit(child: &mut Child, timeout: Duration) -> ExitStatus {
+    wait_until(timeout, || child.try_wait().ok().flatten()).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("candled did not exit within {timeout:?}")
+    })
+}
+
+/// Runs `candled --config <path>` to completion (for configs that must be rejected): exit status and stderr.
+pub fn run_to_exit(dir: &Path, args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_candled"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run candled");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+pub fn open_db(path: &Path) -> Connection {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open the database")
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One stored candle row, every column, as SQLite holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandleRow {
+    pub timestamp: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub close_time: i64,
+    pub quote_volume: f64,
+    pub trades: i64,
+    pub taker_buy_base: f64,
+    pub taker_buy_quote: f64,
+    pub is_closed: bool,
+}
+
+impl CandleRow {
+    /// The row a closed candle from the exchange must become: decimals parsed with Rust's correctly rounded parser.
+    pub fn from_fake(kline: &FakeKline) -> Self {
+        let num = |s: &str| s.parse::<f64>().expect("the fake serves decimals");
+        CandleRow {
+            timestamp: kline.open_time,
+            open: num(&kline.open),
+            high: num(&kline.high),
+            low: num(&kline.low),
+            close: num(&kline.close),
+            volume: num(&kline.volume),
+            close_time: kline.close_time,
+            quote_volume: num(&kline.quote_volume),
+            trades: kline.trades,
+            taker_buy_base: num(&kline.taker_buy_base_volume),
+            taker_buy_quote: num(&kline.taker_buy_quote_volume),
+            is_closed: true,
+        }
+    }
+}
+
+/// Every stored row of one stream, oldest first.
+pub fn stored_candles(db: &Connection, symbol: &str, timeframe: &str) -> Vec<CandleRow> {
+    let mut stmt = db
+        .prepare(
+            "SELECT timestamp, open, high, low, close, volume, close_time, quote_volume, trades, taker_buy_base,
+                    taker_buy_quote, is_closed
+             FROM candles WHERE symbol = ?1 AND timeframe = ?2 ORDER BY timestamp",
+        )
+        .expect("prepare");
+    let rows = stmt
+        .query_map([symbol, timeframe], |row| {
+            Ok(CandleRow {
+                timestamp: row.get(0)?,
+                open: row.get(1)?,
+                high: row.get(2)?,
+                low: row.get(3)?,
+                close: row.get(4)?,
+                volume: row.get(5)?,
+                close_time: row.get(6)?,
+                quote_volume: row.get(7)?,
+                trades: row.get(8)?,
+                taker_buy_base: row.get(9)?,
+                taker_buy_quote: row.get(10)?,
+                is_closed: row.get(11)?,
+            })
+        })
+        .expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// The Binance stream name of (symbol, timeframe).
+pub fn stream_name(symbol: &str, timeframe: &str) -> String {
+    format!("{}@kline_{timeframe}", symbol.to_ascii_lowercase())
+}
+
+/// Asserts that the closed candles stored for a stream are exactly the exchange's closed candles from the first
+/// stored one to the last, with no hole, no duplicate and every field equal. Returns the stored open times.
+pub fn assert_closed_candles_exact(fake: &FakeExchange, db: &Connection, symbol: &str, timeframe: &str) -> Vec<i64> {
+    let closed: Vec<CandleRow> = stored_candles(db, symbol, timeframe).into_iter().filter(|r| r.is_closed).collect();
+    assert!(!closed.is_empty(), "{symbol} {timeframe}: no closed candle stored");
+    let first = closed[0].timestamp;
+    let last = closed[closed.len() - 1].timestamp;
+    let expected: Vec<CandleRow> =
+        fake.closed_candles(symbol, timeframe, first, last + 1).iter().map(CandleRow::from_fake).collect();
+    assert_eq!(closed.len(), expected.len(), "{symbol} {timeframe}: holes or extra rows between {first} and {last}");
+    for (stored, expected) in closed.iter().zip(&expected) {
+        assert_eq!(stored, expected, "{symbol} {timeframe}: stored candle differs from the exchange's");
+    }
+    closed.iter().map(|r| r.timestamp).collect()
+}
+
+/// Open times of the closed kline rows the fake served over REST for one stream.
+pub fn served_closed(fake: &FakeExchange, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
+    let (symbol, interval) = (format!("symbol={symbol}"), format!("interval={timeframe}"));
+    fake.rest_log()
+        .into_iter()
+        .filter(|r| r.path == "/api/v3/klines" && r.status == 200)
+        .filter(|r| r.query.split('&').any(|p| p == symbol) && r.query.split('&').any(|p| p == interval))
+        .flat_map(|r| {
+            let in_progress = r.in_progress_open_time;
+            r.kline_open_times.into_iter().filter(move |&t| Some(t) != in_progress)
+        })
+        .collect()
+}
+
+/// Every closed candle the fake published for a stream, over WebSocket and REST.
+pub fn published_closed(fake: &FakeExchange, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
+    let mut all = served_closed(fake, symbol, timeframe);
+    all.extend(fake.published_closed_open_times(&stream_name(symbol, timeframe)));
+    all
+}
+
+/// The open times of the closed candles stored for a stream.
+pub fn stored_closed(db: &Connection, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
+    stored_candles(db, symbol, timeframe).into_iter().filter(|r| r.is_closed).map(|r| r.timestamp).collect()
+}

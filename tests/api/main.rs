@@ -1,0 +1,9 @@
+//! Integration tests: the real `candled` binary against the project's fake Binance exchange on loopback, checking
+//! what reaches SQLite and HTTP.
+
+mod config_errors;
+mod end_to_end;
+mod fake_exchange;
+mod helpers;
+mod shutdown;
+mod tls;
