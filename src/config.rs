@@ -56,6 +56,10 @@ struct RawExchange {
     max_message_bytes: usize,
     #[serde(default = "default_backfill_concurrency")]
     backfill_concurrency: usize,
+    #[serde(default = "default_close_grace_ms")]
+    close_grace_ms: u64,
+    #[serde(default = "default_stream_stale_secs")]
+    stream_stale_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +145,12 @@ fn default_max_message_bytes() -> usize {
 fn default_backfill_concurrency() -> usize {
     4
 }
+fn default_close_grace_ms() -> u64 {
+    5_000
+}
+fn default_stream_stale_secs() -> u64 {
+    30
+}
 fn default_history() -> i64 {
     500
 }
@@ -159,6 +169,10 @@ pub struct ExchangeSettings {
     pub connect_timeout: Duration,
     pub max_message_bytes: usize,
     pub backfill_concurrency: usize,
+    /// How late a candle's final update may be, after its close time, before it is fetched over REST.
+    pub close_grace: Duration,
+    /// How long a stream may stay silent on a live connection before it is marked stale and resubscribed.
+    pub stream_stale_after: Duration,
 }
 
 /// A validated configuration.
@@ -200,6 +214,7 @@ impl Settings {
             ("exchange.connect_timeout_secs", exchange.connect_timeout_secs as usize),
             ("exchange.max_message_bytes", exchange.max_message_bytes),
             ("exchange.backfill_concurrency", exchange.backfill_concurrency),
+            ("exchange.stream_stale_secs", exchange.stream_stale_secs as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -283,6 +298,8 @@ impl Settings {
                 connect_timeout: Duration::from_secs(exchange.connect_timeout_secs),
                 max_message_bytes: exchange.max_message_bytes,
                 backfill_concurrency: exchange.backfill_concurrency,
+                close_grace: Duration::from_millis(exchange.close_grace_ms),
+                stream_stale_after: Duration::from_secs(exchange.stream_stale_secs),
             },
             streams,
             history: market.history as u32,

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::dev::Server;
@@ -11,7 +13,9 @@ use anyhow::Context as _;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
 use candled_actors::actors::storage::StorageSettings;
+use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
+use candled_actors::domain::RateBudget;
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
@@ -23,7 +27,10 @@ use crate::http::{self, AppState};
 /// Streams in the connect URL and in each SUBSCRIBE message.
 const STREAMS_PER_MESSAGE: usize = 100;
 /// One control message every 250 ms: 4 per second, under Binance's 5, leaving room for pongs.
-const CONTROL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+const CONTROL_INTERVAL: Duration = Duration::from_millis(250);
+/// Binance allows 300 connection attempts per 5 minutes per IP.
+const CONNECTS_PER_WINDOW: u32 = 300;
+const CONNECT_WINDOW: Duration = Duration::from_secs(300);
 /// Indicator placeholder until the indicator engine lands.
 const SMA_PERIOD: usize = 20;
 
@@ -83,7 +90,7 @@ impl Application {
     }
 }
 
-fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig>) -> EngineSettings {
+fn engine_settings(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
         streams: settings.streams.clone(),
@@ -95,6 +102,7 @@ fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig
             streams_per_message: STREAMS_PER_MESSAGE,
             control_interval: CONTROL_INTERVAL,
             connect_timeout: exchange.connect_timeout,
+            connect_budget: Arc::new(Mutex::new(RateBudget::new(CONNECTS_PER_WINDOW, CONNECT_WINDOW))),
         },
         max_streams_per_connection: exchange.max_streams_per_connection,
         rest_url: exchange.rest_url.clone(),
@@ -105,6 +113,10 @@ fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,
+        subscription: SubscriptionSettings {
+            close_grace: exchange.close_grace,
+            stale_after: exchange.stream_stale_after,
+        },
         sma_period: SMA_PERIOD,
         supervision: settings.supervision.clone(),
     }

@@ -7,5 +7,6 @@ pub mod indicators;
 pub mod metrics;
 pub mod rest;
 pub mod store;
+pub mod streams;
 pub mod tasks;
 pub mod tls;

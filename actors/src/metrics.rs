@@ -12,6 +12,7 @@ pub struct Metrics {
     frames_rejected: IntCounterVec,
     pub candles_written: IntCounterVec,
     pub stale_updates_ignored: IntCounter,
+    pub in_progress_coalesced: IntCounter,
     pub candles_backfilled: IntCounter,
     pub rest_requests: IntCounterVec,
     pub reconnects: IntCounter,
@@ -37,6 +38,10 @@ impl Metrics {
             frames_rejected: counter_vec("frames_rejected_total", "Frames dropped as malformed, by reason", "reason"),
             candles_written: counter_vec("candles_written_total", "Candle rows written to SQLite", "kind"),
             stale_updates_ignored: counter("stale_updates_ignored_total", "In-progress updates of closed candles"),
+            in_progress_coalesced: counter(
+                "in_progress_coalesced_total",
+                "In-progress updates replaced by a newer one because a consumer fell behind",
+            ),
             candles_backfilled: counter("candles_backfilled_total", "Closed candles fetched over REST"),
             rest_requests: counter_vec("rest_requests_total", "REST requests, by HTTP status", "status"),
             reconnects: counter("reconnects_total", "WebSocket reconnects"),

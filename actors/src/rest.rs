@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::domain::{Candle, RateBudget, RejectReason, StreamKey, parse_rest_klines};
+use crate::domain::{Candle, Gap, RateBudget, RejectReason, StreamKey, Timeframe, parse_rest_klines};
 use crate::metrics::Metrics;
 
 /// Binance allows 6000 request weight per minute per IP.
@@ -50,6 +50,8 @@ pub struct ClosedRange {
     pub candles: Vec<Candle>,
     /// The newest open time whose candle is closed on the exchange (whether or not a row exists for it).
     pub through_open: Option<i64>,
+    /// Ranges the exchange has no rows for: candles that do not exist, to be reported, not fetched again.
+    pub exchange_gaps: Vec<Gap>,
 }
 
 /// A cheap-to-clone REST client. Every clone shares one weight budget.
@@ -144,7 +146,10 @@ impl RestClient {
             Some(last) => Some(last.open_time.max(last_closed_on_exchange)),
             None => (last_closed_on_exchange >= from_open).then_some(last_closed_on_exchange),
         };
-        Ok(ClosedRange { candles, through_open })
+        let exchange_gaps = through_open.map_or_else(Vec::new, |through| {
+            missing_ranges(key.timeframe, from_open, through, candles.iter().map(|c| c.open_time))
+        });
+        Ok(ClosedRange { candles, through_open, exchange_gaps })
     }
 
     /// The open time `count` candles before the current one on the exchange: where a history of `count` closed
@@ -213,10 +218,54 @@ impl RestClient {
     }
 }
 
+/// The ranges within `[from_open, through_open]` that `opens` (ascending) does not cover.
+pub fn missing_ranges(
+    timeframe: Timeframe,
+    from_open: i64,
+    through_open: i64,
+    opens: impl Iterator<Item = i64>,
+) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    let mut expected = from_open;
+    for open in opens {
+        if open > expected {
+            gaps.push(Gap { from_open: expected, to_open: open });
+        }
+        expected = expected.max(timeframe.next_open(open));
+    }
+    if expected <= through_open {
+        gaps.push(Gap { from_open: expected, to_open: timeframe.next_open(through_open) });
+    }
+    gaps
+}
+
 /// The open time of the candle before the one opening at `open`.
 fn previous_open(key: &StreamKey, open: i64) -> i64 {
     match key.timeframe.fixed_ms() {
         Some(ms) => open - ms,
         None => key.timeframe.open_time_containing(open - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn missing_ranges_finds_every_hole() {
+        let gaps = |opens: &[i64], from, through| missing_ranges(Timeframe::M1, from, through, opens.iter().copied());
+        // TC0: complete.
+        assert_eq!(gaps(&[0, MIN, 2 * MIN], 0, 2 * MIN), []);
+        // TC1: a hole in the middle.
+        assert_eq!(gaps(&[0, 3 * MIN], 0, 3 * MIN), [Gap { from_open: MIN, to_open: 3 * MIN }]);
+        // TC2: holes at both ends.
+        assert_eq!(
+            gaps(&[2 * MIN], 0, 4 * MIN),
+            [Gap { from_open: 0, to_open: 2 * MIN }, Gap { from_open: 3 * MIN, to_open: 5 * MIN }]
+        );
+        // TC3: nothing at all.
+        assert_eq!(gaps(&[], 0, MIN), [Gap { from_open: 0, to_open: 2 * MIN }]);
     }
 }

@@ -161,6 +161,8 @@ pub enum TaskState {
     Failed = 3,
     Finished = 4,
     Stopped = 5,
+    /// Alive, but its data stopped arriving (a stream silent past its cadence).
+    Stale = 6,
 }
 
 impl TaskState {
@@ -171,13 +173,14 @@ impl TaskState {
             2 => Self::Restarting,
             3 => Self::Failed,
             4 => Self::Finished,
+            6 => Self::Stale,
             _ => Self::Stopped,
         }
     }
 
-    /// Not doing its work: restarting, failed, or stopped before it finished.
+    /// Not doing its work: restarting, failed, stale, or stopped before it finished.
     pub fn is_down(self) -> bool {
-        matches!(self, Self::Restarting | Self::Failed | Self::Stopped)
+        matches!(self, Self::Restarting | Self::Failed | Self::Stopped | Self::Stale)
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod health;
 mod metrics;
+mod streams;
 
 use std::path::PathBuf;
 
@@ -20,5 +21,6 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/api/v1/tasks/status", web::get().to(health::tasks_status))
+        .route("/api/v1/streams", web::get().to(streams::streams))
         .route("/metrics", web::get().to(metrics::metrics));
 }

@@ -17,7 +17,8 @@ use crate::tasks::{TaskState, TaskStats};
 pub enum FetchStart {
     /// At this open time.
     From(i64),
-    /// The last `count` closed candles, but nothing at or before `after` (already stored).
+    /// Everything after `after` (the newest closed candle already stored), however old; or, with nothing stored,
+    /// the last `count` closed candles.
     History { count: u32, after: Option<i64> },
 }
 
@@ -60,15 +61,10 @@ impl BackfillActor {
                         purpose: job.purpose,
                         candles: range.candles,
                         through_open: range.through_open,
+                        exchange_gaps: range.exchange_gaps,
                         error: None,
                     },
-                    Err(error) => Backfilled {
-                        stream: job.stream,
-                        purpose: job.purpose,
-                        candles: Vec::new(),
-                        through_open: None,
-                        error: Some(error.to_string()),
-                    },
+                    Err(error) => Backfilled::failed(job.stream, job.purpose, error.to_string()),
                 };
                 job.reply.do_send(reply);
                 act.start_next(ctx);
@@ -80,13 +76,8 @@ impl BackfillActor {
 async fn fetch(client: &RestClient, key: &StreamKey, start: FetchStart) -> Result<ClosedRange, RestError> {
     let from = match start {
         FetchStart::From(open) => open,
-        FetchStart::History { count, after } => {
-            let history_start = client.history_start(key, count).await?;
-            match after {
-                Some(after) => history_start.max(key.timeframe.next_open(after)),
-                None => history_start,
-            }
-        }
+        FetchStart::History { after: Some(after), .. } => key.timeframe.next_open(after),
+        FetchStart::History { count, after: None } => client.history_start(key, count).await?,
     };
     client.closed_since(key, from).await
 }

@@ -2,8 +2,8 @@
 //! routes each kline to its subscription actor, and on any failure stops so that supervision reconnects it with
 //! back-off. tungstenite answers server pings on the next read.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::io::{SinkWrite, WriteHandler};
@@ -18,7 +18,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
-use crate::domain::{Frame, RejectReason, StreamKey, Timeframe, parse_frame};
+use crate::domain::{Frame, RateBudget, RejectReason, StreamKey, Timeframe, parse_frame};
 use crate::metrics::Metrics;
 use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
 
@@ -26,6 +26,13 @@ use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// Unsubscribe and subscribe one stream again: it went silent while the connection stayed up.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Resubscribe {
+    pub key: StreamKey,
+}
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type WsSink = SplitSink<WsStream, Message>;
@@ -45,6 +52,15 @@ pub struct ConnectionSettings {
     /// The gap between two control messages: Binance allows 5 incoming messages per second per connection.
     pub control_interval: Duration,
     pub connect_timeout: Duration,
+    /// Connection attempts, shared by every connection: Binance allows 300 per 5 minutes per IP.
+    pub connect_budget: Arc<Mutex<RateBudget>>,
+}
+
+/// One control message waiting for its turn.
+#[derive(Debug, Clone)]
+enum Control {
+    Subscribe(Vec<usize>),
+    Unsubscribe(Vec<usize>),
 }
 
 /// A stream carried by a connection, and where its events go.
@@ -66,8 +82,8 @@ pub struct ConnectionActor {
     routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]>,
     reader: Option<SpawnHandle>,
     writer: Option<SinkWrite<Message, WsSink>>,
-    /// Stream indexes still to SUBSCRIBE on this connection, in message-sized chunks.
-    to_subscribe: Vec<Vec<usize>>,
+    /// Control messages waiting to be sent, one per control interval.
+    controls: VecDeque<Control>,
     /// SUBSCRIBE ids awaiting their ack, with the streams they cover.
     awaiting_ack: HashMap<i64, Vec<usize>>,
     next_request_id: i64,
@@ -102,7 +118,7 @@ impl ConnectionActor {
             routes,
             reader: None,
             writer: None,
-            to_subscribe: Vec::new(),
+            controls: VecDeque::new(),
             awaiting_ack: HashMap::new(),
             next_request_id: 1,
             last_frame: Instant::now(),
@@ -124,6 +140,13 @@ impl ConnectionActor {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
+        let verdict =
+            self.settings.connect_budget.lock().unwrap_or_else(|e| e.into_inner()).try_spend(Instant::now(), 1);
+        if let Err(wait) = verdict {
+            log::warn!("{}: connection budget spent, next attempt in {} ms", self.name, wait.as_millis());
+            ctx.run_later(wait, |act, ctx| act.connect(ctx));
+            return;
+        }
         let url = self.connect_url();
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.settings.max_message_size))
@@ -156,27 +179,36 @@ impl ConnectionActor {
         self.stats.set_state(TaskState::Running);
         let in_url = self.settings.streams_per_message.max(1).min(self.streams.len());
         log::info!("{}: connected with {} stream(s)", self.name, self.streams.len());
-        for stream in &self.streams[..in_url] {
-            stream.subscription.do_send(StreamLive);
+        for index in 0..in_url {
+            self.announce_live(index, ctx);
         }
         let rest: Vec<usize> = (in_url..self.streams.len()).collect();
-        self.to_subscribe =
-            rest.chunks(self.settings.streams_per_message.max(1)).rev().map(<[usize]>::to_vec).collect();
-        if !self.to_subscribe.is_empty() {
-            ctx.run_interval(self.settings.control_interval, |act, _ctx| act.subscribe_next());
-        }
+        let chunks = rest.chunks(self.settings.streams_per_message.max(1));
+        self.controls = chunks.map(|chunk| Control::Subscribe(chunk.to_vec())).collect();
+        ctx.run_interval(self.settings.control_interval, |act, _ctx| act.send_next_control());
     }
 
-    /// Sends the next SUBSCRIBE, at most one per control interval.
-    fn subscribe_next(&mut self) {
+    fn announce_live(&self, index: usize, ctx: &mut Context<Self>) {
+        self.streams[index].subscription.do_send(StreamLive { connection: ctx.address().recipient() });
+    }
+
+    /// Sends the next control message, at most one per control interval (Binance closes a connection that sends
+    /// more than 5 messages a second).
+    fn send_next_control(&mut self) {
         let Some(writer) = &mut self.writer else { return };
-        let Some(chunk) = self.to_subscribe.pop() else { return };
+        let Some(control) = self.controls.pop_front() else { return };
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let params: Vec<String> = chunk.iter().map(|&i| self.streams[i].key.stream_name()).collect();
-        let request = serde_json::json!({ "method": "SUBSCRIBE", "params": params, "id": id });
-        if writer.write(Message::Text(request.to_string().into())).is_ok() {
-            self.awaiting_ack.insert(id, chunk);
+        let (method, streams) = match &control {
+            Control::Subscribe(streams) => ("SUBSCRIBE", streams),
+            Control::Unsubscribe(streams) => ("UNSUBSCRIBE", streams),
+        };
+        let params: Vec<String> = streams.iter().map(|&i| self.streams[i].key.stream_name()).collect();
+        let request = serde_json::json!({ "method": method, "params": params, "id": id });
+        if writer.write(Message::Text(request.to_string().into())).is_ok()
+            && let Control::Subscribe(streams) = control
+        {
+            self.awaiting_ack.insert(id, streams);
         }
     }
 
@@ -185,16 +217,22 @@ impl ConnectionActor {
         match parse_frame(text) {
             Ok(Frame::Kline(event)) => {
                 let index = self.routes.get(&*event.symbol).and_then(|slots| slots[event.timeframe.index()]);
-                match index {
-                    Some(index) => self.streams[index as usize]
-                        .subscription
-                        .do_send(KlineUpdate { candle: event.candle, event_time: event.event_time }),
-                    None => log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe),
+                let Some(index) = index else {
+                    log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe);
+                    return;
+                };
+                let update = KlineUpdate { candle: event.candle, event_time: event.event_time };
+                let subscription = &self.streams[index as usize].subscription;
+                if update.candle.is_closed {
+                    subscription.do_send(update);
+                } else if subscription.try_send(update).is_err() {
+                    // The subscription is behind: a later update (or the close) supersedes this one.
+                    self.metrics.in_progress_coalesced.inc();
                 }
             }
             Ok(Frame::Ack { id }) => {
                 for index in id.and_then(|id| self.awaiting_ack.remove(&id)).unwrap_or_default() {
-                    self.streams[index].subscription.do_send(StreamLive);
+                    self.announce_live(index, ctx);
                 }
             }
             Ok(Frame::ServerShutdown) => {
@@ -227,7 +265,7 @@ impl ConnectionActor {
         if let Some(mut writer) = self.writer.take() {
             writer.close();
         }
-        self.to_subscribe.clear();
+        self.controls.clear();
         self.awaiting_ack.clear();
     }
 }
@@ -302,6 +340,19 @@ impl WriteHandler<tungstenite::Error> for ConnectionActor {
     fn error(&mut self, error: tungstenite::Error, _ctx: &mut Context<Self>) -> Running {
         log::warn!("{}: write failed: {error}", self.name);
         Running::Stop
+    }
+}
+
+impl Handler<Resubscribe> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resubscribe, _ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
+        if self.writer.is_some() {
+            self.controls.push_back(Control::Unsubscribe(vec![index]));
+            self.controls.push_back(Control::Subscribe(vec![index]));
+        }
     }
 }
 

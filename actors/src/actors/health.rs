@@ -7,7 +7,9 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde::Serialize;
 
+use crate::domain::StreamKey;
 use crate::metrics::Metrics;
+use crate::streams::{StreamCounters, StreamHealth};
 use crate::tasks::{Priority, TaskCounters, TaskKind, TaskSpec, TaskState, TaskStats};
 
 /// Add a task to the table.
@@ -17,6 +19,16 @@ pub struct RegisterTask {
     pub spec: TaskSpec,
     pub stats: Arc<TaskStats>,
 }
+
+/// Add a stream's completeness counters.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RegisterStream(pub Arc<StreamHealth>);
+
+/// Every stream's completeness counters, in registration order.
+#[derive(Message)]
+#[rtype(result = "Vec<(StreamKey, StreamCounters)>")]
+pub struct GetStreams;
 
 /// A snapshot of every task and the overall verdict.
 #[derive(Message)]
@@ -41,6 +53,7 @@ pub struct TaskCounts {
     pub failed: usize,
     pub finished: usize,
     pub stopped: usize,
+    pub stale: usize,
 }
 
 /// One row of `/api/v1/tasks/status`.
@@ -76,13 +89,14 @@ struct TaskEntry {
 
 pub struct HealthActor {
     tasks: Vec<TaskEntry>,
+    streams: Vec<Arc<StreamHealth>>,
     started_at: Instant,
     metrics: Metrics,
 }
 
 impl HealthActor {
     pub fn new(metrics: Metrics) -> Self {
-        Self { tasks: Vec::new(), started_at: Instant::now(), metrics }
+        Self { tasks: Vec::new(), streams: Vec::new(), started_at: Instant::now(), metrics }
     }
 }
 
@@ -111,6 +125,22 @@ impl Handler<RegisterTask> for HealthActor {
 
     fn handle(&mut self, msg: RegisterTask, _ctx: &mut Context<Self>) {
         self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats });
+    }
+}
+
+impl Handler<RegisterStream> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, RegisterStream(stream): RegisterStream, _ctx: &mut Context<Self>) {
+        self.streams.push(stream);
+    }
+}
+
+impl Handler<GetStreams> for HealthActor {
+    type Result = MessageResult<GetStreams>;
+
+    fn handle(&mut self, _: GetStreams, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.streams.iter().map(|s| (s.key.clone(), s.snapshot())).collect())
     }
 }
 
@@ -146,6 +176,7 @@ impl Handler<GetHealth> for HealthActor {
                 TaskState::Failed => &mut counts.failed,
                 TaskState::Finished => &mut counts.finished,
                 TaskState::Stopped => &mut counts.stopped,
+                TaskState::Stale => &mut counts.stale,
             } += 1;
         }
         let mailbox_depth = task_list.iter().map(|t| t.counters.mailbox_depth).sum();
@@ -157,6 +188,7 @@ impl Handler<GetHealth> for HealthActor {
             ("failed", counts.failed),
             ("finished", counts.finished),
             ("stopped", counts.stopped),
+            ("stale", counts.stale),
         ] {
             self.metrics.tasks.with_label_values(&[state]).set(count as i64);
         }

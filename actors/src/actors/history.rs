@@ -69,13 +69,8 @@ impl Actor for HistoryActor {
                 missing.join(", ")
             );
             for stream in act.pending.drain().map(|(_, s)| s) {
-                stream.subscription.do_send(Backfilled {
-                    stream: stream.stream,
-                    purpose: BackfillPurpose::History,
-                    candles: Vec::new(),
-                    through_open: None,
-                    error: Some("history load timed out".into()),
-                });
+                let timed_out = "history load timed out".to_owned();
+                stream.subscription.do_send(Backfilled::failed(stream.stream, BackfillPurpose::History, timed_out));
             }
             act.stats.set_state(TaskState::Failed);
             ctx.stop();

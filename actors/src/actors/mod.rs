@@ -51,6 +51,24 @@ impl<A: Actor> Mailbox<A> {
         self.addr.do_send(msg);
     }
 
+    /// Enqueues `msg` unless the mailbox is full; gives it back if it is. Use it for updates that may be
+    /// coalesced: the mailbox bound is what keeps memory bounded.
+    pub fn try_send<M>(&self, msg: M) -> Result<(), M>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        match self.addr.try_send(msg) {
+            Ok(()) => {
+                self.stats.record_sent();
+                Ok(())
+            }
+            Err(SendError::Full(msg) | SendError::Closed(msg)) => Err(msg),
+        }
+    }
+
     /// Sends `msg` and waits for the answer.
     pub async fn send<M>(&self, msg: M) -> Result<M::Result, MailboxError>
     where

@@ -1,18 +1,20 @@
 //! The subscription actor: one per (symbol, timeframe). Applies the candle rules to live and backfilled candles,
-//! sends them to storage and to its indicator actor, and asks for REST repairs after every (re)connect and gap.
+//! sends them to storage and to its indicator actor, and repairs from REST after every (re)connect, gap, missed
+//! close deadline and stale spell.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::MAILBOX_CAPACITY;
-use crate::actors::Mailbox;
 use crate::actors::backfill::{BackfillActor, FetchKlines, FetchStart};
+use crate::actors::connection::Resubscribe;
 use crate::actors::indicator::{IndicatorActor, IndicatorCandle};
 use crate::actors::storage::{StorageActor, StoreCandle, StoreCandles};
-use crate::domain::{Candle, CandleRules, StreamId, StreamKey, Verdict};
+use crate::actors::{MAILBOX_CAPACITY, Mailbox};
+use crate::domain::{Candle, CandleRules, Gap, StreamId, StreamKey, Verdict};
 use crate::metrics::Metrics;
+use crate::streams::StreamHealth;
 use crate::tasks::{TaskState, TaskStats};
 
 /// A kline update for this stream, parsed once by its connection.
@@ -25,17 +27,19 @@ pub struct KlineUpdate {
 }
 
 /// The stream is subscribed on a live connection: events flow from now on, and whatever closed while it was not
-/// live must be fetched over REST.
-#[derive(Message, Debug, Clone, Copy)]
+/// live must be fetched over REST. `connection` takes resubscribe requests for it.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct StreamLive;
+pub struct StreamLive {
+    pub connection: Recipient<Resubscribe>,
+}
 
 /// Why candles were fetched over REST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackfillPurpose {
     /// The start-up history load.
     History,
-    /// A repair after a (re)connect or a gap.
+    /// A repair after a (re)connect, a gap, a missed close or a stale spell.
     Repair,
 }
 
@@ -48,8 +52,17 @@ pub struct Backfilled {
     pub candles: Vec<Candle>,
     /// Every closed candle up to this open time was fetched; missing ones do not exist on the exchange.
     pub through_open: Option<i64>,
+    /// Ranges the exchange has no candles for.
+    pub exchange_gaps: Vec<Gap>,
     /// Why the fetch failed, if it did. It is retried later.
     pub error: Option<String>,
+}
+
+impl Backfilled {
+    /// A fetch that failed: nothing learned, to be retried.
+    pub fn failed(stream: StreamId, purpose: BackfillPurpose, error: String) -> Self {
+        Self { stream, purpose, candles: Vec::new(), through_open: None, exchange_gaps: Vec::new(), error: Some(error) }
+    }
 }
 
 /// Answers once every message queued before it was handled (used to drain before shutdown).
@@ -57,50 +70,82 @@ pub struct Backfilled {
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// How a subscription watches its stream.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionSettings {
+    /// How late a candle's `x:true` may be, after its close time, before it is fetched over REST.
+    pub close_grace: Duration,
+    /// How long a live stream may stay silent before it is marked stale and resubscribed. Binance sends an update
+    /// every 2 s per stream.
+    pub stale_after: Duration,
+}
+
 /// How long to wait before retrying a failed repair.
 const REPAIR_RETRY: Duration = Duration::from_secs(5);
+/// How often the stale and close-deadline checks run.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct SubscriptionActor {
     stream: StreamId,
     key: StreamKey,
     rules: CandleRules,
+    settings: SubscriptionSettings,
     storage: Mailbox<StorageActor>,
     indicator: Mailbox<IndicatorActor>,
     backfill: Mailbox<BackfillActor>,
+    connection: Option<Recipient<Resubscribe>>,
     stats: Arc<TaskStats>,
+    health: Arc<StreamHealth>,
     metrics: Metrics,
     /// The start-up history has been applied (or there is none to load).
     history_done: bool,
     /// A repair should run as soon as possible.
     repair_wanted: bool,
     repair_in_flight: bool,
+    /// The exchange's clock as last seen (`E`), and when we saw it.
+    exchange_clock: Option<(i64, Instant)>,
+    last_update: Instant,
+    /// The newest in-progress candle storage had no room for; a later update or the close replaces it.
+    deferred: Option<Candle>,
+}
+
+/// What a subscription is wired to.
+pub struct SubscriptionLinks {
+    pub storage: Mailbox<StorageActor>,
+    pub indicator: Mailbox<IndicatorActor>,
+    pub backfill: Mailbox<BackfillActor>,
+    pub stats: Arc<TaskStats>,
+    pub health: Arc<StreamHealth>,
+    pub metrics: Metrics,
 }
 
 impl SubscriptionActor {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: StreamId,
-        key: StreamKey,
         last_stored_closed: Option<i64>,
         loads_history: bool,
-        storage: Mailbox<StorageActor>,
-        indicator: Mailbox<IndicatorActor>,
-        backfill: Mailbox<BackfillActor>,
-        stats: Arc<TaskStats>,
-        metrics: Metrics,
+        settings: SubscriptionSettings,
+        links: SubscriptionLinks,
     ) -> Self {
+        let key = links.health.key.clone();
         Self {
             stream,
             rules: CandleRules::new(key.timeframe, last_stored_closed),
             key,
-            storage,
-            indicator,
-            backfill,
-            stats,
-            metrics,
+            settings,
+            storage: links.storage,
+            indicator: links.indicator,
+            backfill: links.backfill,
+            connection: None,
+            stats: links.stats,
+            health: links.health,
+            metrics: links.metrics,
             history_done: !loads_history,
             repair_wanted: false,
             repair_in_flight: false,
+            exchange_clock: None,
+            last_update: Instant::now(),
+            deferred: None,
         }
     }
 
@@ -108,7 +153,8 @@ impl SubscriptionActor {
     fn apply(&mut self, candle: Candle) -> Option<Candle> {
         match self.rules.apply(&candle) {
             Verdict::InProgress => {
-                self.indicator.do_send(IndicatorCandle(candle));
+                // Provisional values only: when the indicator falls behind, this update is coalesced away.
+                let _ = self.indicator.try_send(IndicatorCandle(candle));
                 Some(candle)
             }
             Verdict::Closed => {
@@ -123,6 +169,28 @@ impl SubscriptionActor {
                 self.metrics.stale_updates_ignored.inc();
                 None
             }
+        }
+    }
+
+    /// Sends a candle to storage. Closed candles are never dropped; an in-progress one waits in `deferred` (only
+    /// the newest) while storage's mailbox is full.
+    fn store(&mut self, candle: Candle) {
+        if candle.is_closed {
+            if self.deferred.is_some_and(|d| d.open_time == candle.open_time) {
+                self.deferred = None;
+            }
+            self.storage.do_send(StoreCandle { stream: self.stream, candle });
+        } else if let Err(StoreCandle { candle, .. }) =
+            self.storage.try_send(StoreCandle { stream: self.stream, candle })
+            && self.deferred.replace(candle).is_some()
+        {
+            self.metrics.in_progress_coalesced.inc();
+        }
+    }
+
+    fn retry_deferred(&mut self) {
+        if let Some(candle) = self.deferred.take() {
+            self.store(candle);
         }
     }
 
@@ -141,6 +209,36 @@ impl SubscriptionActor {
             reply: ctx.address().recipient(),
         });
     }
+
+    /// The exchange's clock now, estimated from the last event time seen.
+    fn exchange_now(&self) -> Option<i64> {
+        self.exchange_clock.map(|(event_time, seen)| event_time + seen.elapsed().as_millis() as i64)
+    }
+
+    /// The periodic checks: a stale stream is resubscribed, an overdue close is fetched, a deferred update retried.
+    fn watch(&mut self, ctx: &mut Context<Self>) {
+        self.retry_deferred();
+        if let Some(connection) = &self.connection
+            && self.last_update.elapsed() > self.settings.stale_after
+        {
+            if self.health.set_stale(true) {
+                log::warn!("{}: no update for {:?}, resubscribing", self.key, self.settings.stale_after);
+                self.stats.set_state(TaskState::Stale);
+            }
+            connection.do_send(Resubscribe { key: self.key.clone() });
+            self.last_update = Instant::now();
+        }
+        let grace = self.settings.close_grace.as_millis() as i64;
+        if let Some(open) = self.exchange_now().and_then(|now| self.rules.overdue_close(now, grace))
+            && !self.repair_in_flight
+            && !self.repair_wanted
+        {
+            log::warn!("{}: the close of the candle opened at {open} is overdue, fetching it", self.key);
+            self.health.record_missed_close();
+            self.repair_wanted = true;
+        }
+        self.maybe_repair(ctx);
+    }
 }
 
 impl Actor for SubscriptionActor {
@@ -149,6 +247,7 @@ impl Actor for SubscriptionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.stats.set_state(TaskState::Running);
+        ctx.run_interval(WATCH_INTERVAL, |act, ctx| act.watch(ctx));
     }
 }
 
@@ -157,8 +256,14 @@ impl Handler<KlineUpdate> for SubscriptionActor {
 
     fn handle(&mut self, msg: KlineUpdate, ctx: &mut Context<Self>) {
         self.stats.record_handled();
+        self.last_update = Instant::now();
+        self.exchange_clock = Some((msg.event_time, self.last_update));
+        if self.health.set_stale(false) {
+            log::info!("{}: updates flow again", self.key);
+            self.stats.set_state(TaskState::Running);
+        }
         if let Some(candle) = self.apply(msg.candle) {
-            self.storage.do_send(StoreCandle { stream: self.stream, candle });
+            self.store(candle);
         }
         self.maybe_repair(ctx);
     }
@@ -167,9 +272,11 @@ impl Handler<KlineUpdate> for SubscriptionActor {
 impl Handler<StreamLive> for SubscriptionActor {
     type Result = ();
 
-    fn handle(&mut self, _: StreamLive, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StreamLive, ctx: &mut Context<Self>) {
         self.stats.record_handled();
         log::info!("Subscribed to {} {} candles", self.key.symbol, self.key.timeframe);
+        self.connection = Some(msg.connection);
+        self.last_update = Instant::now();
         self.repair_wanted = true;
         self.maybe_repair(ctx);
     }
@@ -180,9 +287,18 @@ impl Handler<Backfilled> for SubscriptionActor {
 
     fn handle(&mut self, msg: Backfilled, ctx: &mut Context<Self>) {
         self.stats.record_handled();
+        self.health.record_backfill(msg.candles.len(), msg.purpose == BackfillPurpose::Repair && msg.error.is_none());
         let candles: Vec<Candle> = msg.candles.into_iter().filter_map(|c| self.apply(c)).collect();
         if !candles.is_empty() {
             self.storage.do_send(StoreCandles { stream: self.stream, candles });
+        }
+        if !msg.exchange_gaps.is_empty() {
+            log::warn!(
+                "{}: the exchange has no candles for {:?}; reported, not fetched again",
+                self.key,
+                msg.exchange_gaps
+            );
+            self.health.record_exchange_gaps(&msg.exchange_gaps);
         }
         if let Some(through) = msg.through_open {
             self.rules.backfilled_through(through);
@@ -207,5 +323,9 @@ impl Handler<Drain> for SubscriptionActor {
 
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
+        // Shutting down: what storage had no room for is written now.
+        if let Some(candle) = self.deferred.take() {
+            self.storage.do_send(StoreCandle { stream: self.stream, candle });
+        }
     }
 }

@@ -9,16 +9,17 @@ use actix::prelude::*;
 
 use crate::actors::backfill::BackfillActor;
 use crate::actors::connection::{ConnectionActor, ConnectionSettings, RoutedStream, Stop};
-use crate::actors::health::{HealthActor, RegisterTask};
+use crate::actors::health::{HealthActor, RegisterStream, RegisterTask};
 use crate::actors::history::{HistoryActor, HistoryStream};
 use crate::actors::indicator::IndicatorActor;
 use crate::actors::storage::{Flush, StorageActor, StorageSettings};
-use crate::actors::subscription::{Drain, SubscriptionActor};
+use crate::actors::subscription::{Drain, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, StreamId, StreamKey};
 use crate::metrics::Metrics;
 use crate::rest::RestClient;
 use crate::store::CandleStore;
+use crate::streams::StreamHealth;
 use crate::tasks::{Priority, RestartBudget, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats};
 
 /// Stop every task in reverse start order and flush storage. Answers when everything received is committed.
@@ -71,6 +72,7 @@ pub struct EngineSettings {
     /// Closed candles per stream loaded over REST at start.
     pub history: u32,
     pub backfill_concurrency: usize,
+    pub subscription: SubscriptionSettings,
     pub sma_period: usize,
     pub supervision: SupervisionSettings,
 }
@@ -167,16 +169,22 @@ impl SupervisorActor {
             let (stats, _) = table.handle(indicator_task);
             let indicator = Mailbox::new(IndicatorActor::new(self.settings.sma_period, stats.clone()).start(), stats);
             let (stats, _) = table.handle(subscription_task);
+            let health = StreamHealth::new(key.clone());
+            self.health.do_send(RegisterStream(health.clone()));
+            let links = SubscriptionLinks {
+                storage: storage.clone(),
+                indicator: indicator.clone(),
+                backfill: backfill.clone(),
+                stats: stats.clone(),
+                health,
+                metrics: self.metrics.clone(),
+            };
             let subscription = SubscriptionActor::new(
                 StreamId(index as u32),
-                key.clone(),
                 last_closed.get(&(key.symbol.clone(), key.timeframe)).copied(),
                 history_task.is_some(),
-                storage.clone(),
-                indicator.clone(),
-                backfill.clone(),
-                stats.clone(),
-                self.metrics.clone(),
+                self.settings.subscription,
+                links,
             );
             subscriptions.push(Mailbox::new(subscription.start(), stats));
             indicators.push(indicator);

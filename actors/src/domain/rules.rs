@@ -1,7 +1,7 @@
 //! The candle rules of one stream: which updates to store, which closed candles extend the series, and which
 //! ranges are missing and must be fetched from REST.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::domain::{Candle, Timeframe};
 
@@ -29,18 +29,20 @@ pub struct Gap {
 /// Tracks the closed candles of one stream, to decide what each update means and to find gaps.
 ///
 /// `contiguous` is the newest open time up to which the series has no hole since tracking began. Closed candles
-/// beyond a hole wait in `ahead` until the hole is filled or a backfill covers it.
+/// beyond a hole wait in `ahead` until the hole is filled or a backfill covers it. `awaiting_close` holds the
+/// candles seen in progress whose final update has not arrived yet, with their close times.
 #[derive(Debug, Clone)]
 pub struct CandleRules {
     timeframe: Timeframe,
     contiguous: Option<i64>,
     ahead: BTreeSet<i64>,
+    awaiting_close: BTreeMap<i64, i64>,
 }
 
 impl CandleRules {
     /// Starts tracking after `last_closed`, the newest closed open time already stored (if any).
     pub fn new(timeframe: Timeframe, last_closed: Option<i64>) -> Self {
-        Self { timeframe, contiguous: last_closed, ahead: BTreeSet::new() }
+        Self { timeframe, contiguous: last_closed, ahead: BTreeSet::new(), awaiting_close: BTreeMap::new() }
     }
 
     /// The newest closed open time seen.
@@ -70,9 +72,13 @@ impl CandleRules {
         if !candle.is_closed {
             return match newest {
                 Some(closed) if candle.open_time <= closed => Verdict::StaleInProgress,
-                _ => Verdict::InProgress,
+                _ => {
+                    self.awaiting_close.insert(candle.open_time, candle.close_time);
+                    Verdict::InProgress
+                }
             };
         }
+        self.awaiting_close.remove(&candle.open_time);
         let verdict = match newest {
             Some(closed) if candle.open_time <= closed => Verdict::LateClosed,
             _ => Verdict::Closed,
@@ -94,7 +100,15 @@ impl CandleRules {
         if self.contiguous.is_none_or(|open| open < through_open) {
             self.contiguous = Some(through_open);
         }
+        self.awaiting_close.retain(|&open, _| open > through_open);
         self.advance();
+    }
+
+    /// The oldest candle seen in progress whose final update is more than `grace_ms` late at exchange time
+    /// `exchange_now`: its close must be fetched over REST.
+    pub fn overdue_close(&self, exchange_now: i64, grace_ms: i64) -> Option<i64> {
+        let (&open, &close_time) = self.awaiting_close.first_key_value()?;
+        (exchange_now > close_time + grace_ms).then_some(open)
     }
 
     fn advance(&mut self) {
@@ -166,6 +180,27 @@ mod tests {
         assert_eq!(rules.first_gap(), None);
         assert_eq!(rules.contiguous(), Some(13 * MIN));
         assert_eq!(rules.last_closed(), Some(13 * MIN));
+    }
+
+    #[test]
+    fn a_close_that_never_arrives_becomes_overdue_until_backfilled() {
+        let mut rules = CandleRules::new(Timeframe::M1, Some(9 * MIN));
+        rules.apply(&candle(10, false));
+        let close_time = 11 * MIN - 1;
+        // TC0: within the grace period: not overdue.
+        assert_eq!(rules.overdue_close(close_time + 500, 1_000), None);
+        // TC1: past it.
+        assert_eq!(rules.overdue_close(close_time + 1_001, 1_000), Some(10 * MIN));
+        // TC2: the next candle started without the close: still overdue, oldest first.
+        rules.apply(&candle(11, false));
+        assert_eq!(rules.overdue_close(close_time + 1_001, 1_000), Some(10 * MIN));
+        // TC3: the backfill brought it; the next one is not overdue yet.
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::Closed);
+        rules.backfilled_through(10 * MIN);
+        assert_eq!(rules.overdue_close(close_time + 1_001, 1_000), None);
+        // TC4: a live close clears it too.
+        rules.apply(&candle(11, true));
+        assert_eq!(rules.overdue_close(i64::MAX / 2, 1_000), None);
     }
 
     #[test]

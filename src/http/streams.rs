@@ -1,0 +1,138 @@
+//! `GET /api/v1/streams`: the completeness report. Per (symbol, timeframe): the first and last stored closed
+//! candle, the expected and present counts between them, known exchange gaps, repairs and revisions.
+
+use std::collections::HashMap;
+
+use actix_web::{HttpResponse, ResponseError, web};
+use candled_actors::actors::health::GetStreams;
+use candled_actors::domain::Timeframe;
+use candled_actors::store::{CandleStore, StoreError};
+use serde::Serialize;
+
+use super::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamsError {
+    #[error("the health actor did not answer: {0}")]
+    Health(#[from] actix::MailboxError),
+    #[error("cannot read the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("the database query was cancelled")]
+    Blocking,
+}
+
+impl ResponseError for StreamsError {}
+
+/// What SQLite holds for one stream.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct StoredRange {
+    first_closed: Option<i64>,
+    last_closed: Option<i64>,
+    present: u64,
+    revisions: u64,
+}
+
+#[derive(Serialize)]
+struct StreamReport {
+    symbol: String,
+    timeframe: String,
+    #[serde(flatten)]
+    stored: StoredRange,
+    /// Closed candles there should be from the first stored to the last, on the exchange's grid.
+    expected: u64,
+    /// Expected candles neither stored nor known to be missing on the exchange.
+    missing: u64,
+    #[serde(flatten)]
+    counters: candled_actors::streams::StreamCounters,
+}
+
+pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, StreamsError> {
+    let counters = state.health.send(GetStreams).await?;
+    let db_path = state.db_path.clone();
+    let stored = web::block(move || stored_ranges(&CandleStore::open_read_only(&db_path)?))
+        .await
+        .map_err(|_| StreamsError::Blocking)??;
+    let reports: Vec<StreamReport> = counters
+        .into_iter()
+        .map(|(key, counters)| {
+            let stored = stored.get(&(key.symbol.clone(), key.timeframe.to_string())).copied().unwrap_or_default();
+            let tf = key.timeframe;
+            let (expected, known_gaps) = match (stored.first_closed, stored.last_closed) {
+                (Some(first), Some(last)) => {
+                    let end = tf.next_open(last);
+                    let gaps = counters.exchange_gaps.iter();
+                    let known = gaps.map(|g| count_opens(tf, g.from_open.max(first), g.to_open.min(end))).sum();
+                    (count_opens(tf, first, end), known)
+                }
+                _ => (0, 0),
+            };
+            let missing = expected.saturating_sub(stored.present).saturating_sub(known_gaps);
+            StreamReport {
+                symbol: key.symbol,
+                timeframe: key.timeframe.to_string(),
+                stored,
+                expected,
+                missing,
+                counters,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "streams": reports,
+        "rejected_frames": state.metrics.rejected().into_iter().collect::<HashMap<_, _>>(),
+    })))
+}
+
+/// The candle open times on the grid in `[from, to)`.
+fn count_opens(timeframe: Timeframe, from: i64, to: i64) -> u64 {
+    match timeframe.fixed_ms() {
+        Some(ms) => ((to - from + ms - 1) / ms).max(0) as u64,
+        None => std::iter::successors(Some(from), |&open| Some(timeframe.next_open(open)))
+            .take_while(|&open| open < to)
+            .count() as u64,
+    }
+}
+
+fn stored_ranges(store: &CandleStore) -> Result<HashMap<(String, String), StoredRange>, StoreError> {
+    let conn = store.connection();
+    let mut ranges = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT symbol, timeframe, MIN(timestamp), MAX(timestamp), COUNT(*) FROM candles WHERE is_closed = 1
+         GROUP BY symbol, timeframe",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        let range = StoredRange {
+            first_closed: row.get(2)?,
+            last_closed: row.get(3)?,
+            present: row.get::<_, i64>(4)? as u64,
+            revisions: 0,
+        };
+        Ok(((row.get(0)?, row.get(1)?), range))
+    })?;
+    for row in rows {
+        let (key, range) = row?;
+        ranges.insert(key, range);
+    }
+    let mut stmt =
+        conn.prepare("SELECT symbol, timeframe, COUNT(*) FROM candle_revisions GROUP BY symbol, timeframe")?;
+    let rows = stmt.query_map([], |row| Ok(((row.get(0)?, row.get(1)?), row.get::<_, i64>(2)? as u64)))?;
+    for row in rows {
+        let (key, revisions) = row?;
+        ranges.entry(key).or_insert_with(StoredRange::default).revisions = revisions;
+    }
+    Ok(ranges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_opens_counts_the_grid_in_a_half_open_range() {
+        assert_eq!(count_opens(Timeframe::M1, 0, 60_000), 1);
+        assert_eq!(count_opens(Timeframe::M1, 0, 60 * 60_000), 60);
+        assert_eq!(count_opens(Timeframe::M1, 60_000, 0), 0);
+        // 2025-12-01 up to 2026-03-01: three monthly candles.
+        assert_eq!(count_opens(Timeframe::Mo1, 1_764_547_200_000, 1_772_323_200_000), 3);
+    }
+}
