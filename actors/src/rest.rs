@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::domain::{Candle, Gap, RateBudget, RejectReason, StreamKey, Timeframe, parse_rest_klines};
+use crate::domain::{Candle, Gap, Permit, RejectReason, RequestGate, StreamKey, Timeframe, parse_rest_klines};
 use crate::metrics::Metrics;
 
 /// Binance allows 6000 request weight per minute per IP.
@@ -54,12 +54,12 @@ pub struct ClosedRange {
     pub exchange_gaps: Vec<Gap>,
 }
 
-/// A cheap-to-clone REST client. Every clone shares one weight budget.
+/// A cheap-to-clone REST client. Every clone shares one request gate (weight budget, `Retry-After`, probing).
 #[derive(Clone)]
 pub struct RestClient {
     http: reqwest::Client,
     base: Arc<str>,
-    budget: Arc<Mutex<RateBudget>>,
+    gate: Arc<Mutex<RequestGate>>,
     metrics: Metrics,
 }
 
@@ -70,8 +70,8 @@ impl RestClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(RestError::Client)?;
-        let budget = RateBudget::new(WEIGHT_PER_MINUTE, Duration::from_secs(60));
-        Ok(Self { http, base: base.trim_end_matches('/').into(), budget: Arc::new(Mutex::new(budget)), metrics })
+        let gate = RequestGate::new(WEIGHT_PER_MINUTE, Duration::from_secs(60));
+        Ok(Self { http, base: base.trim_end_matches('/').into(), gate: Arc::new(Mutex::new(gate)), metrics })
     }
 
     /// The exchange's clock, ms UTC.
@@ -168,12 +168,12 @@ impl RestClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.spend(weight).await;
-            let result = self.http.get(&url).query(query).send().await;
-            let response = match result {
+            let permit = self.acquire(weight).await;
+            let response = match self.http.get(&url).query(query).send().await {
                 Ok(response) => response,
                 Err(source) if attempt < ATTEMPTS => {
                     log::warn!("GET {url} failed (attempt {attempt}): {source}");
+                    drop(permit);
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     continue;
                 }
@@ -186,17 +186,19 @@ impl RestClient {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
+            if status == 429 || status == 418 {
+                // Nothing goes out before Retry-After expires: sending on after a 429 earns a 418 ban.
+                let wait = Duration::from_secs(retry_after.unwrap_or(60));
+                log::warn!("{url} answered {status}: no request for {}s", wait.as_secs());
+                permit.rate_limited(Instant::now() + wait);
+            } else {
+                permit.answered();
+            }
             let body = response.bytes().await.map_err(|source| RestError::Http { url: url.clone(), source })?;
             if status == 200 {
                 return Ok((url, body.to_vec()));
             }
             let error = RestError::Status { url: url.clone(), status, body: String::from_utf8_lossy(&body).into() };
-            if status == 429 || status == 418 {
-                // Nothing goes out before Retry-After expires: sending on after a 429 earns a 418 ban.
-                let wait = Duration::from_secs(retry_after.unwrap_or(60));
-                log::warn!("{url} answered {status}: no request for {}s", wait.as_secs());
-                self.budget.lock().unwrap_or_else(|e| e.into_inner()).block_until(Instant::now() + wait);
-            }
             if !error.is_transient() || attempt >= ATTEMPTS {
                 return Err(error);
             }
@@ -206,14 +208,46 @@ impl RestClient {
         }
     }
 
-    /// Waits until the shared budget allows `weight`.
-    async fn spend(&self, weight: u32) {
+    /// Waits until the shared gate lets a request of `weight` go out.
+    async fn acquire(&self, weight: u32) -> HeldPermit<'_> {
         loop {
-            let verdict = self.budget.lock().unwrap_or_else(|e| e.into_inner()).try_spend(Instant::now(), weight);
+            let verdict = self.gate().try_acquire(Instant::now(), weight);
             match verdict {
-                Ok(()) => return,
+                Ok(permit) => return HeldPermit { client: self, permit: Some(permit) },
                 Err(wait) => tokio::time::sleep(wait).await,
             }
+        }
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, RequestGate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A permit while its request is out. Whatever ends it without an answer (an error, a dropped future) settles it
+/// as unanswered, so a probe can never stay in flight forever.
+struct HeldPermit<'a> {
+    client: &'a RestClient,
+    permit: Option<Permit>,
+}
+
+impl HeldPermit<'_> {
+    fn answered(mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.client.gate().answered(permit);
+        }
+    }
+
+    fn rate_limited(mut self, until: Instant) {
+        self.permit = None;
+        self.client.gate().rate_limited(until);
+    }
+}
+
+impl Drop for HeldPermit<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.client.gate().unanswered(permit);
         }
     }
 }

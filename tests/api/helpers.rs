@@ -151,6 +151,13 @@ impl TestApp {
         (status, self.take_dir(), log)
     }
 
+    /// Kills the process with SIGKILL (`kill -9`), as a crash would; returns its folder for a restart.
+    pub fn kill_9(mut self) -> tempfile::TempDir {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        self.take_dir()
+    }
+
     /// The app's folder (its config and `data/`), handed over once the process has exited.
     fn take_dir(&mut self) -> tempfile::TempDir {
         self.dir.take().expect("the folder is taken once")

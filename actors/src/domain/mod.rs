@@ -10,6 +10,6 @@ mod timeframe;
 pub use backoff::{Backoff, BackoffPolicy};
 pub use candle::{Candle, StreamId, StreamKey};
 pub use kline::{Frame, KlineEvent, RejectReason, parse_frame, parse_rest_klines, validate};
-pub use rate::RateBudget;
+pub use rate::{Permit, RateBudget, RequestGate};
 pub use rules::{CandleRules, Gap, Verdict};
 pub use timeframe::{Timeframe, UnknownTimeframe};

@@ -54,6 +54,70 @@ impl RateBudget {
     }
 }
 
+/// How long a request waits while another one probes the exchange.
+const PROBE_POLL: Duration = Duration::from_millis(20);
+
+/// The REST client's gate: a [`RateBudget`], plus a single probe whenever the exchange's willingness is unknown
+/// (at start, and after a 429 or 418). Until the probe is answered nothing else goes out, so the end of a
+/// `Retry-After` is never met by a burst of requests, of which all but the first would earn a 418 ban.
+#[derive(Debug, Clone)]
+pub struct RequestGate {
+    budget: RateBudget,
+    probe: Probe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Needed,
+    InFlight,
+    Open,
+}
+
+/// Leave to send one request; `probe` if its answer decides whether others may follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub probe: bool,
+}
+
+impl RequestGate {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self { budget: RateBudget::new(limit, window), probe: Probe::Needed }
+    }
+
+    /// Leave to send a request of `cost` at `now`, or how long to wait before asking again.
+    pub fn try_acquire(&mut self, now: Instant, cost: u32) -> Result<Permit, Duration> {
+        if self.probe == Probe::InFlight {
+            return Err(PROBE_POLL);
+        }
+        self.budget.try_spend(now, cost)?;
+        let probe = self.probe == Probe::Needed;
+        if probe {
+            self.probe = Probe::InFlight;
+        }
+        Ok(Permit { probe })
+    }
+
+    /// The exchange answered (anything but a rate limit).
+    pub fn answered(&mut self, permit: Permit) {
+        if permit.probe {
+            self.probe = Probe::Open;
+        }
+    }
+
+    /// The request got no answer (a network error): the next request probes again.
+    pub fn unanswered(&mut self, permit: Permit) {
+        if permit.probe {
+            self.probe = Probe::Needed;
+        }
+    }
+
+    /// A 429 or 418: nothing goes out before `until`, and then only a probe.
+    pub fn rate_limited(&mut self, until: Instant) {
+        self.budget.block_until(until);
+        self.probe = Probe::Needed;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +145,33 @@ mod tests {
         budget.block_until(start + Duration::from_secs(1));
         assert_eq!(budget.try_spend(start + Duration::from_secs(2), 2), Err(Duration::from_secs(3)));
         assert_eq!(budget.try_spend(start + Duration::from_secs(5), 2), Ok(()));
+    }
+
+    #[test]
+    fn after_a_rate_limit_one_probe_goes_out_and_the_rest_wait_for_its_answer() {
+        let start = Instant::now();
+        let mut gate = RequestGate::new(6000, Duration::from_secs(60));
+        // TC0: at start the first request probes; a second waits while it is in flight.
+        let first = gate.try_acquire(start, 2).unwrap();
+        assert!(first.probe);
+        assert_eq!(gate.try_acquire(start, 2), Err(PROBE_POLL));
+        // TC1: once it is answered, requests flow freely.
+        gate.answered(first);
+        assert_eq!(gate.try_acquire(start, 2), Ok(Permit { probe: false }));
+        assert_eq!(gate.try_acquire(start, 2), Ok(Permit { probe: false }));
+        // TC2: a 429 with Retry-After 2 s: nothing before it expires...
+        gate.rate_limited(start + Duration::from_secs(2));
+        assert_eq!(gate.try_acquire(start + Duration::from_secs(1), 2), Err(Duration::from_secs(1)));
+        // TC3: ...then one probe, and the others wait for it.
+        let probe = gate.try_acquire(start + Duration::from_secs(2), 2).unwrap();
+        assert!(probe.probe);
+        assert_eq!(gate.try_acquire(start + Duration::from_secs(2), 2), Err(PROBE_POLL));
+        // TC4: a late answer to a request sent before the 429 does not open the gate.
+        gate.answered(Permit { probe: false });
+        assert_eq!(gate.try_acquire(start + Duration::from_secs(2), 2), Err(PROBE_POLL));
+        // TC5: a probe lost to a network error makes the next request the probe.
+        gate.unanswered(probe);
+        assert!(gate.try_acquire(start + Duration::from_secs(3), 2).unwrap().probe);
     }
 
     #[test]

@@ -321,6 +321,26 @@ impl FakeExchange {
         self.shared.update_faults(|faults| faults.duplicate_events = enabled);
     }
 
+    /// With this on, no closed (`x:true`) event is sent: clients learn of closes only over REST.
+    pub fn set_drop_closed_events(&self, enabled: bool) {
+        self.shared.update_faults(|faults| faults.drop_closed_events = enabled);
+    }
+
+    /// Silences a stream (e.g. `btcusdt@kline_1m`) on every connection while the connections stay up, as a stuck
+    /// exchange-side stream would. With `until_resubscribed`, a client's SUBSCRIBE to it brings it back; otherwise
+    /// only [`FakeExchange::unmute_stream`] does. Nothing missed is replayed.
+    pub fn mute_stream(&self, stream: &str, until_resubscribed: bool) {
+        self.shared.update_faults(|faults| {
+            faults.muted_streams.insert(stream.to_owned(), until_resubscribed);
+        });
+    }
+
+    pub fn unmute_stream(&self, stream: &str) {
+        self.shared.update_faults(|faults| {
+            faults.muted_streams.remove(stream);
+        });
+    }
+
     /// The next `requests` REST requests get 429 with `Retry-After`; any request arriving before that window
     /// expires gets 418.
     pub fn rest_rate_limit(&self, requests: u32, retry_after: Duration) {

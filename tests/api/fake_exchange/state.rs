@@ -88,6 +88,12 @@ stats! {
     ws_out_of_order_events_sent,
     /// In-progress events sent for an already closed candle.
     ws_stale_in_progress_sent,
+    /// Closed (`x:true`) events withheld by the drop-closed-events fault.
+    ws_closed_events_withheld,
+    /// Events withheld from muted streams.
+    ws_muted_events_withheld,
+    /// Muted streams that a client's SUBSCRIBE brought back.
+    ws_streams_unmuted_by_subscribe,
     /// REST requests received.
     rest_requests,
     /// REST 429 answers.
@@ -124,6 +130,10 @@ pub(super) struct Faults {
     pub(super) stall_until: Option<Instant>,
     pub(super) down_until: Option<Instant>,
     pub(super) duplicate_events: bool,
+    /// Withhold every closed (`x:true`) event: only REST can tell the client a candle closed.
+    pub(super) drop_closed_events: bool,
+    /// Streams that send nothing on any connection; `true` if a client's SUBSCRIBE brings them back.
+    pub(super) muted_streams: HashMap<String, bool>,
     pub(super) enforce_message_rate: bool,
     pub(super) ping_interval: Duration,
     pub(super) pong_timeout: Duration,
@@ -190,6 +200,8 @@ impl Shared {
             stall_until: None,
             down_until: None,
             duplicate_events: false,
+            drop_closed_events: false,
+            muted_streams: HashMap::new(),
             enforce_message_rate: config.enforce_message_rate,
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,

@@ -290,11 +290,12 @@ impl Connection {
             self.outstanding_pings.push_back((payload, now));
             self.last_ping = now;
         }
-        self.publish_klines(sink, faults.duplicate_events).await?;
+        self.publish_klines(sink, &faults).await?;
         sink.flush().await.map_err(|_| Exit::Gone)
     }
 
-    async fn publish_klines<S: Socket>(&mut self, sink: &mut Sink<S>, duplicates: bool) -> Step {
+    async fn publish_klines<S: Socket>(&mut self, sink: &mut Sink<S>, faults: &Faults) -> Step {
+        let duplicates = faults.duplicate_events;
         let shared = self.shared.clone();
         let market = &shared.market;
         let now_ms = shared.clock.now_ms();
@@ -304,9 +305,23 @@ impl Connection {
                 continue;
             }
             let interval_ms = stream.interval.ms();
+            let muted = faults.muted_streams.contains_key(&stream.name);
             let mut budget = MAX_CLOSED_EVENTS_PER_TICK;
             while self.subscriptions[index].next_closed_open + interval_ms <= now_ms && budget > 0 {
                 let open = self.subscriptions[index].next_closed_open;
+                if muted || faults.drop_closed_events {
+                    let withheld = if muted {
+                        &shared.counters.ws_muted_events_withheld
+                    } else {
+                        &shared.counters.ws_closed_events_withheld
+                    };
+                    Shared::count(withheld);
+                    let subscription = &mut self.subscriptions[index];
+                    subscription.last_closed_open = Some(open);
+                    subscription.next_closed_open = open + interval_ms;
+                    budget -= 1;
+                    continue;
+                }
                 self.send_closed(sink, &stream, open).await?;
                 if duplicates {
                     self.send_closed(sink, &stream, open).await?;
@@ -329,6 +344,10 @@ impl Connection {
             }
             let caught_up = self.subscriptions[index].next_closed_open + interval_ms > now_ms;
             let current_open = stream.interval.open_time_at(now_ms);
+            if muted {
+                Shared::count(&shared.counters.ws_muted_events_withheld);
+                continue;
+            }
             if caught_up && let Some(kline) = market.candle_at(&stream.symbol, stream.interval, current_open, now_ms) {
                 let frame = self.wrap(&stream.name, kline.ws_event_json(now_ms));
                 self.send_data(sink, Message::text(frame)).await?;
@@ -426,6 +445,14 @@ impl Connection {
                     .count();
                 if self.subscriptions.len() + new > self.shared.config.max_streams_per_connection {
                     return Err(RequestError { code: 4, msg: "Too many subscriptions".to_string() });
+                }
+                let muted = self.shared.faults().muted_streams;
+                let unmuted = streams.iter().filter(|stream| muted.get(&stream.name) == Some(&true));
+                for stream in unmuted.map(|stream| stream.name.clone()).collect::<Vec<_>>() {
+                    self.shared.update_faults(|faults| {
+                        faults.muted_streams.remove(&stream);
+                    });
+                    Shared::count(&self.shared.counters.ws_streams_unmuted_by_subscribe);
                 }
                 self.subscribe(streams);
                 Ok(Value::Null)
