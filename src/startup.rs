@@ -12,6 +12,7 @@ use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
 use candled_actors::actors::storage::StorageSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
+use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
@@ -24,8 +25,6 @@ use crate::http::{self, AppState};
 const STREAMS_PER_MESSAGE: usize = 100;
 /// One control message every 250 ms: 4 per second, under Binance's 5, leaving room for pongs.
 const CONTROL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-/// Indicator placeholder until the indicator engine lands.
-const SMA_PERIOD: usize = 20;
 
 pub struct Application {
     port: u16,
@@ -51,10 +50,13 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let health = HealthActor::new(metrics.clone()).start();
-        let engine = engine_settings(&settings, tls);
+        let names = IndicatorSet::new(&settings.indicators).names().into();
+        let provisional = ProvisionalBoard::new(&settings.streams, names);
+        let engine = engine_settings(&settings, tls, provisional.clone());
         let supervisor = SupervisorActor::new(engine, store, rest, health.clone(), metrics.clone()).start();
 
-        let state = web::Data::new(AppState { health, metrics, db_path: settings.storage_path.clone() });
+        let db_path = settings.storage_path.clone();
+        let state = web::Data::new(AppState { health, metrics, db_path, provisional });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
             .disable_signals()
@@ -83,7 +85,11 @@ impl Application {
     }
 }
 
-fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig>) -> EngineSettings {
+fn engine_settings(
+    settings: &Settings,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    provisional: ProvisionalBoard,
+) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
         streams: settings.streams.clone(),
@@ -105,7 +111,8 @@ fn engine_settings(settings: &Settings, tls: std::sync::Arc<rustls::ClientConfig
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,
-        sma_period: SMA_PERIOD,
+        indicators: settings.indicators.clone(),
+        provisional,
         supervision: settings.supervision.clone(),
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use actix::Addr;
 use actix_web::web;
 use candled_actors::actors::health::HealthActor;
+use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 
 /// What every handler can reach.
@@ -15,6 +16,8 @@ pub struct AppState {
     pub health: Addr<HealthActor>,
     pub metrics: Metrics,
     pub db_path: PathBuf,
+    /// The latest provisional indicator values, written by the indicator actors.
+    pub provisional: ProvisionalBoard,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

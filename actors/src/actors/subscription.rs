@@ -9,7 +9,7 @@ use actix::prelude::*;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
 use crate::actors::backfill::{BackfillActor, FetchKlines, FetchStart};
-use crate::actors::indicator::{IndicatorActor, IndicatorCandle};
+use crate::actors::indicator::{IndicatorActor, IndicatorCandle, Rebuild};
 use crate::actors::storage::{StorageActor, StoreCandle, StoreCandles};
 use crate::domain::{Candle, CandleRules, StreamId, StreamKey, Verdict};
 use crate::metrics::Metrics;
@@ -74,6 +74,8 @@ pub struct SubscriptionActor {
     /// A repair should run as soon as possible.
     repair_wanted: bool,
     repair_in_flight: bool,
+    /// The earliest late closed candle applied since the last `Rebuild` was sent to the indicator actor.
+    late_from: Option<i64>,
 }
 
 impl SubscriptionActor {
@@ -101,6 +103,7 @@ impl SubscriptionActor {
             history_done: !loads_history,
             repair_wanted: false,
             repair_in_flight: false,
+            late_from: None,
         }
     }
 
@@ -118,11 +121,22 @@ impl SubscriptionActor {
                 }
                 Some(candle)
             }
-            Verdict::LateClosed => Some(candle),
+            Verdict::LateClosed => {
+                self.late_from = Some(self.late_from.map_or(candle.open_time, |t| t.min(candle.open_time)));
+                Some(candle)
+            }
             Verdict::StaleInProgress => {
                 self.metrics.stale_updates_ignored.inc();
                 None
             }
+        }
+    }
+
+    /// Late closed candles were applied and sent to storage: the indicators rebuild from the earliest one (one
+    /// `Rebuild` per message handled). It is sent after the candles, so the rebuild's load from storage sees them.
+    fn rebuild_indicators(&mut self) {
+        if let Some(from) = self.late_from.take() {
+            self.indicator.do_send(Rebuild { from });
         }
     }
 
@@ -160,6 +174,7 @@ impl Handler<KlineUpdate> for SubscriptionActor {
         if let Some(candle) = self.apply(msg.candle) {
             self.storage.do_send(StoreCandle { stream: self.stream, candle });
         }
+        self.rebuild_indicators();
         self.maybe_repair(ctx);
     }
 }
@@ -184,6 +199,7 @@ impl Handler<Backfilled> for SubscriptionActor {
         if !candles.is_empty() {
             self.storage.do_send(StoreCandles { stream: self.stream, candles });
         }
+        self.rebuild_indicators();
         if let Some(through) = msg.through_open {
             self.rules.backfilled_through(through);
         }
