@@ -1,7 +1,10 @@
 //! The HTTP layer: one file per route group, all asking the actors or a read-only database connection.
 
+mod candles;
 mod health;
+mod indicators;
 mod metrics;
+mod params;
 
 use std::path::PathBuf;
 
@@ -23,5 +26,10 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/api/v1/tasks/status", web::get().to(health::tasks_status))
-        .route("/metrics", web::get().to(metrics::metrics));
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/api/v1/candles", web::get().to(candles::candles))
+        .route("/api/v1/indicators", web::get().to(indicators::indicators));
 }
+
+#[cfg(test)]
+mod tests;

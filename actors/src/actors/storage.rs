@@ -85,7 +85,13 @@ impl PendingWrites {
         }
     }
 
+    /// Queues one indicator value. A non-finite one is left out with a warning: SQLite would store NaN as NULL,
+    /// which `value REAL NOT NULL` rejects, failing the whole batch on every retry.
     pub fn push_indicator(&mut self, stream: StreamId, open_time: i64, value: IndicatorValue) {
+        if !value.value.is_finite() {
+            log::warn!("storage: indicator output {} at {open_time} is {}; not stored", value.output, value.value);
+            return;
+        }
         self.indicators.insert((stream, open_time, value.output), value.value);
     }
 
@@ -385,6 +391,7 @@ mod tests {
         pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 1.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 3.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 0, value: 2.0 });
+        pending.push_indicator(a, 0, IndicatorValue { output: 2, value: f64::NAN });
         assert_eq!(pending.len(), 4);
         let rows = pending.take().indicators;
         let keys: Vec<_> = rows.iter().map(|r| (r.stream, r.output, r.value)).collect();
