@@ -101,6 +101,8 @@ impl IndicatorActor {
         log::info!("indicators of stream {}: rebuilt from {} candles, {stored} values stored", stream.0, candles.len());
         if again {
             self.load(ctx);
+        } else if let Some((open_time, values)) = self.state.provisional() {
+            self.board.publish(stream, open_time, values);
         }
     }
 }
@@ -122,7 +124,9 @@ impl Handler<IndicatorCandle> for IndicatorActor {
     fn handle(&mut self, IndicatorCandle(candle): IndicatorCandle, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         if !candle.is_closed {
-            self.board.publish(self.stream, candle.open_time, self.state.provisional(&candle));
+            if let Some(values) = self.state.in_progress(&candle) {
+                self.board.publish(self.stream, candle.open_time, values);
+            }
             return;
         }
         self.board.closed(self.stream, candle.open_time);
@@ -152,5 +156,105 @@ impl Handler<Drain> for IndicatorActor {
         if self.state.is_rebuilding() {
             log::info!("indicators of stream {}: stopping during a rebuild; the next start rebuilds", self.stream.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::actors::storage::{Flush, StorageSettings, StoreCandles};
+    use crate::domain::{StreamKey, Timeframe};
+    use crate::indicators::{IndicatorSet, recompute};
+    use crate::metrics::Metrics;
+    use crate::store::CandleStore;
+    use crate::tasks::{RestartPolicy, RestartTracker};
+
+    fn candle(minute: i64, is_closed: bool) -> Candle {
+        let open_time = minute * 60_000;
+        let close = 100.0 + ((minute * 7919) % 17) as f64;
+        Candle {
+            open_time,
+            close_time: open_time + 59_999,
+            open: close - 0.5,
+            high: close + 1.0,
+            low: close - 1.0,
+            close,
+            volume: 2.0,
+            quote_volume: 2.0 * close,
+            trades: 3,
+            taker_buy_base: 1.0,
+            taker_buy_quote: close,
+            is_closed,
+        }
+    }
+
+    /// The stored table and a clean recomputation over the stored closed candles, as comparable maps.
+    fn table_and_recomputation(path: &PathBuf) -> (BTreeMap<(i64, String), f64>, BTreeMap<(i64, String), f64>) {
+        let store = CandleStore::open_read_only(path).expect("db");
+        let mut stmt = store.connection().prepare("SELECT timestamp, name, value FROM indicators").expect("sql");
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?))).expect("query");
+        let table = rows.collect::<Result<_, _>>().expect("rows");
+        let closed = store.closed_candles("BTCUSDT", Timeframe::M1).expect("candles");
+        let clean = recompute(&IndicatorConfig::default(), &closed).into_iter().map(|(t, n, v)| ((t, n), v)).collect();
+        (table, clean)
+    }
+
+    #[actix::test]
+    async fn stored_values_equal_a_clean_recomputation_after_a_late_candle() {
+        let path = std::env::temp_dir().join(format!("candled-indicator-actor-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let config = IndicatorConfig::default();
+        let streams: Arc<[StreamKey]> = vec![StreamKey::new("BTCUSDT", Timeframe::M1)].into();
+        let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
+        let settings =
+            StorageSettings { path: path.clone(), batch_size: 64, flush_interval: Duration::from_millis(10) };
+        let store = CandleStore::open(&path).expect("db");
+        let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let storage =
+            StorageActor::new(settings, streams.clone(), names.clone(), store, stats.clone(), tracker, metrics).start();
+        let storage = Mailbox::new(storage, stats);
+        let stream = StreamId(0);
+        let store_candles = |minutes: &mut dyn Iterator<Item = i64>| {
+            storage.do_send(StoreCandles { stream, candles: minutes.map(|m| candle(m, true)).collect() })
+        };
+
+        // TC0: history stored before the actor starts is picked up by the start-up rebuild.
+        store_candles(&mut (0..30));
+        let board = ProvisionalBoard::new(&streams, names);
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let actor = IndicatorActor::new(stream, &config, storage.clone(), board.clone(), stats.clone()).start();
+        let indicator = Mailbox::new(actor, stats);
+        // TC1: live candles (stored first, as the subscription does), with minute 40 missed.
+        for minute in (30..40).chain(41..50) {
+            store_candles(&mut std::iter::once(minute));
+            indicator.do_send(IndicatorCandle(candle(minute, true)));
+        }
+        // TC2: minute 40 arrives late from a backfill, then a live close and an in-progress update.
+        store_candles(&mut std::iter::once(40));
+        indicator.do_send(Rebuild { from: 40 * 60_000 });
+        store_candles(&mut std::iter::once(50));
+        indicator.do_send(IndicatorCandle(candle(50, true)));
+        indicator.do_send(IndicatorCandle(candle(51, false)));
+
+        let mut equal = false;
+        for _ in 0..200 {
+            indicator.send(Drain).await.expect("indicator alive");
+            storage.send(Flush).await.expect("storage alive").expect("flushed");
+            let (table, clean) = table_and_recomputation(&path);
+            if !clean.is_empty() && table == clean {
+                equal = true;
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(equal, "the indicators table never matched a clean recomputation");
+        let provisional = board.get("BTCUSDT", Timeframe::M1).expect("provisional values");
+        assert_eq!(provisional.open_time, 51 * 60_000);
+        assert!(provisional.values.iter().any(|(name, _)| name == "sma_20"));
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -31,6 +31,8 @@ pub struct StreamIndicators {
     set: IndicatorSet,
     out: Vec<IndicatorValue>,
     rebuild: Option<Rebuild>,
+    /// The latest in-progress candle, until it (or a newer one) closes.
+    in_progress: Option<Candle>,
 }
 
 impl StreamIndicators {
@@ -38,7 +40,8 @@ impl StreamIndicators {
     pub fn new(config: &IndicatorConfig) -> Self {
         let set = IndicatorSet::new(config);
         let out = Vec::with_capacity(set.names().len());
-        Self { set, out, rebuild: Some(Rebuild { store_from: FULL_REBUILD, ..Rebuild::default() }) }
+        let rebuild = Some(Rebuild { store_from: FULL_REBUILD, ..Rebuild::default() });
+        Self { set, out, rebuild, in_progress: None }
     }
 
     pub fn names(&self) -> &[String] {
@@ -93,6 +96,9 @@ impl StreamIndicators {
     /// Feeds one closed candle. Returns the values to store, or `None` when a rebuild is pending (the candle is
     /// queued and applied after it).
     pub fn closed(&mut self, candle: &Candle) -> Option<&[IndicatorValue]> {
+        if self.in_progress.is_some_and(|c| c.open_time <= candle.open_time) {
+            self.in_progress = None;
+        }
         if let Some(rebuild) = &mut self.rebuild {
             rebuild.queued.push(*candle);
             return None;
@@ -102,11 +108,24 @@ impl StreamIndicators {
         Some(&self.out)
     }
 
-    /// The values the in-progress `candle` would give if it closed now.
-    pub fn provisional(&mut self, candle: &Candle) -> &[IndicatorValue] {
+    /// An in-progress candle: returns the values it would give if it closed now, or `None` while a rebuild is
+    /// pending (the state is being replaced; [`provisional`](Self::provisional) gives them after it).
+    pub fn in_progress(&mut self, candle: &Candle) -> Option<&[IndicatorValue]> {
+        self.in_progress = Some(*candle);
+        if self.rebuild.is_some() {
+            return None;
+        }
         self.out.clear();
         self.set.provisional(candle, &mut self.out);
-        &self.out
+        Some(&self.out)
+    }
+
+    /// The latest in-progress candle's open time and provisional values, unless it closed or a rebuild is pending.
+    pub fn provisional(&mut self) -> Option<(i64, &[IndicatorValue])> {
+        let candle = self.in_progress.filter(|_| self.rebuild.is_none())?;
+        self.out.clear();
+        self.set.provisional(&candle, &mut self.out);
+        Some((candle.open_time, &self.out))
     }
 
     /// The loaded closed candles of the stream, oldest first: resets and replays them, then the candles queued
@@ -245,9 +264,19 @@ mod tests {
         assert!(!feed(&mut state, &mut table, &next[0]));
         assert!(!rebuild(&mut state, &mut table, &series(0..30)));
         assert!(table.equals_recomputation_over(&series(0..31)));
-        // TC3: after the rebuild, live feeding resumes.
+        // TC3: an in-progress candle gives no provisional values during a rebuild, and gives them after it.
+        assert!(state.request_rebuild(30 * 60_000));
+        let mut current = series(31..32)[0];
+        current.is_closed = false;
+        assert!(state.in_progress(&current).is_none());
+        assert!(state.start_load());
+        assert!(!rebuild(&mut state, &mut table, &series(0..31)));
+        assert!(state.provisional().is_some_and(|(t, values)| t == current.open_time && values.len() == 10));
+        assert_eq!(state.in_progress(&current).map(<[_]>::len), Some(10));
+        // TC4: after the rebuild, live feeding resumes; the close ends the provisional values.
         assert!(feed(&mut state, &mut table, &series(31..32)[0]));
         assert!(table.equals_recomputation_over(&series(0..32)));
+        assert!(state.provisional().is_none());
     }
 
     #[test]
