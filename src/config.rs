@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
 use candled_actors::domain::{BackoffPolicy, StreamKey, Timeframe};
+use candled_actors::indicators::IndicatorConfig;
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
 
@@ -37,6 +38,9 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     supervisor: RawSupervisor,
+    /// A missing section (or key) takes the default indicator set.
+    #[serde(default)]
+    indicators: IndicatorConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +191,8 @@ pub struct Settings {
     pub flush_interval: Duration,
     pub http_bind: SocketAddr,
     pub supervision: SupervisionSettings,
+    /// The indicators computed on every stream.
+    pub indicators: IndicatorConfig,
 }
 
 impl Settings {
@@ -276,6 +282,8 @@ impl Settings {
             let key = if supervisor.restart_window_secs == 0 { "restart_window_secs" } else { "history_timeout_secs" };
             return Err(invalid(&format!("supervisor.{key}"), "must be at least 1".into()));
         }
+        raw.indicators.validate().map_err(|e| invalid(&format!("indicators.{}", e.key), e.problem))?;
+
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
@@ -319,6 +327,7 @@ impl Settings {
                 },
                 run_once_timeout: Duration::from_secs(supervisor.history_timeout_secs),
             },
+            indicators: raw.indicators,
         })
     }
 }
@@ -369,6 +378,42 @@ mod tests {
         assert_eq!(settings.http_bind, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(settings.history, 500);
         assert_eq!(settings.exchange.ws_url, "wss://stream.binance.com:9443");
+        assert_eq!(settings.indicators, IndicatorConfig::default());
+    }
+
+    /// The shipped config with its `[indicators]` section replaced by `section`.
+    fn with_indicators(section: &str) -> String {
+        let start = SHIPPED.find("[indicators]").expect("the shipped config has an [indicators] section");
+        format!("{}[indicators]\n{section}\n", &SHIPPED[..start])
+    }
+
+    #[test]
+    fn indicator_errors_name_the_key() {
+        let cases = [
+            // TC0: a period TA-Lib rejects.
+            ("rsi = [0]", "config file c: `indicators.rsi`: period 0 must be at least 2"),
+            // TC1: a duplicate.
+            ("ema = [12, 12]", "config file c: `indicators.ema`: duplicate entry (output `ema_12`)"),
+            // TC2: a bad multiplier.
+            ("bollinger = [[20, -2.0]]", "config file c: `indicators.bollinger`: multiplier -2 must be finite and > 0"),
+        ];
+        for (section, want) in cases {
+            let error = Settings::parse(&with_indicators(section), "c").expect_err(section);
+            assert_eq!(error.to_string(), want);
+        }
+        // TC3: an unknown key fails at parse time, naming it.
+        let error = Settings::parse(&with_indicators("smaa = [20]"), "c").expect_err("unknown key");
+        assert!(error.to_string().contains("smaa"), "{error}");
+    }
+
+    #[test]
+    fn indicators_default_when_the_section_is_missing_and_keys_can_be_turned_off() {
+        let start = SHIPPED.find("[indicators]").expect("section");
+        let settings = Settings::parse(&SHIPPED[..start], "c").unwrap();
+        assert_eq!(settings.indicators, IndicatorConfig::default());
+        let settings = Settings::parse(&with_indicators("ema = []\nobv = true"), "c").unwrap();
+        assert!(settings.indicators.ema.is_empty() && settings.indicators.obv);
+        assert_eq!(settings.indicators.sma, [20]);
     }
 
     #[test]

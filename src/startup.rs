@@ -16,6 +16,7 @@ use candled_actors::actors::storage::StorageSettings;
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
 use candled_actors::domain::RateBudget;
+use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
@@ -31,8 +32,6 @@ const CONTROL_INTERVAL: Duration = Duration::from_millis(250);
 /// Binance allows 300 connection attempts per 5 minutes per IP.
 const CONNECTS_PER_WINDOW: u32 = 300;
 const CONNECT_WINDOW: Duration = Duration::from_secs(300);
-/// Indicator placeholder until the indicator engine lands.
-const SMA_PERIOD: usize = 20;
 
 pub struct Application {
     port: u16,
@@ -58,10 +57,13 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let health = HealthActor::new(metrics.clone()).start();
-        let engine = engine_settings(&settings, tls);
+        let names = IndicatorSet::new(&settings.indicators).names().into();
+        let provisional = ProvisionalBoard::new(&settings.streams, names);
+        let engine = engine_settings(&settings, tls, provisional.clone());
         let supervisor = SupervisorActor::new(engine, store, rest, health.clone(), metrics.clone()).start();
 
-        let state = web::Data::new(AppState { health, metrics, db_path: settings.storage_path.clone() });
+        let db_path = settings.storage_path.clone();
+        let state = web::Data::new(AppState { health, metrics, db_path, provisional });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
             .disable_signals()
@@ -90,7 +92,11 @@ impl Application {
     }
 }
 
-fn engine_settings(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> EngineSettings {
+fn engine_settings(
+    settings: &Settings,
+    tls: Arc<rustls::ClientConfig>,
+    provisional: ProvisionalBoard,
+) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
         streams: settings.streams.clone(),
@@ -117,7 +123,8 @@ fn engine_settings(settings: &Settings, tls: Arc<rustls::ClientConfig>) -> Engin
             close_grace: exchange.close_grace,
             stale_after: exchange.stream_stale_after,
         },
-        sma_period: SMA_PERIOD,
+        indicators: settings.indicators.clone(),
+        provisional,
         supervision: settings.supervision.clone(),
     }
 }

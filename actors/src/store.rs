@@ -1,4 +1,5 @@
-//! SQLite storage of candles: the schema, the batched upsert that keeps closed candles final, and the reads.
+//! SQLite storage of candles and indicator values: the schema, the batched upsert that keeps closed candles final
+//! (with the indicator values of the same batch in the same transaction), and the reads.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -81,6 +82,40 @@ WHERE candles.is_closed = 0
                    excluded.quote_volume, excluded.trades, excluded.taker_buy_base, excluded.taker_buy_quote))
 ";
 
+/// The indicator upsert. A rebuild recomputes values and overwrites them; an unchanged value is not rewritten.
+const UPSERT_INDICATOR: &str = "
+INSERT INTO indicators (symbol, timeframe, timestamp, name, value) VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (symbol, timeframe, timestamp, name) DO UPDATE SET value = excluded.value
+WHERE indicators.value IS NOT excluded.value
+";
+
+const CANDLE_COLUMNS: &str = "timestamp, close_time, open, high, low, close, volume, quote_volume, trades, \
+                              taker_buy_base, taker_buy_quote, is_closed";
+
+/// One indicator value to store: `output` indexes the indicator names given to [`CandleStore::write_batch`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndicatorRow {
+    pub stream: StreamId,
+    /// The open time of the candle the value was computed on.
+    pub open_time: i64,
+    pub output: u16,
+    pub value: f64,
+}
+
+/// The stored indicator values of one candle, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndicatorPoint {
+    pub timestamp: i64,
+    pub values: Vec<(String, f64)>,
+}
+
+/// Which end of a range [`CandleStore::candles_window`] returns when the range holds more than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Oldest,
+    Newest,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("SQLite: {0}")]
@@ -89,6 +124,8 @@ pub enum StoreError {
     UnknownStream(StreamId),
     #[error("{0:?} in the database is not a timeframe")]
     BadTimeframe(String),
+    #[error("no indicator output is numbered {0}")]
+    UnknownOutput(u16),
 }
 
 /// A candle row as stored, with its stream.
@@ -133,12 +170,25 @@ impl CandleStore {
 
     /// Upserts a batch of candles in one transaction with one prepared statement. Returns the rows changed.
     pub fn write_candles(&mut self, streams: &[StreamKey], rows: &[(StreamId, Candle)]) -> Result<usize, StoreError> {
+        self.write_batch(streams, &[], rows, &[])
+    }
+
+    /// Upserts a batch in one transaction: the candles, then the indicator values (named by `names`), each with
+    /// one cached prepared statement. Returns the rows changed.
+    pub fn write_batch(
+        &mut self,
+        streams: &[StreamKey],
+        names: &[String],
+        candles: &[(StreamId, Candle)],
+        indicators: &[IndicatorRow],
+    ) -> Result<usize, StoreError> {
+        let key = |stream: StreamId| streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(stream));
         let tx = self.conn.transaction()?;
         let mut changed = 0;
         {
             let mut upsert = tx.prepare_cached(UPSERT_CANDLE)?;
-            for (stream, c) in rows {
-                let key = streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(*stream))?;
+            for (stream, c) in candles {
+                let key = key(*stream)?;
                 changed += upsert.execute(params![
                     key.symbol,
                     key.timeframe.as_str(),
@@ -155,6 +205,15 @@ impl CandleStore {
                     c.taker_buy_quote,
                     c.is_closed,
                 ])?;
+            }
+        }
+        if !indicators.is_empty() {
+            let mut upsert = tx.prepare_cached(UPSERT_INDICATOR)?;
+            for row in indicators {
+                let key = key(row.stream)?;
+                let name = names.get(usize::from(row.output)).ok_or(StoreError::UnknownOutput(row.output))?;
+                changed +=
+                    upsert.execute(params![key.symbol, key.timeframe.as_str(), row.open_time, name, row.value])?;
             }
         }
         tx.commit()?;
@@ -185,29 +244,74 @@ impl CandleStore {
         end: i64,
         limit: usize,
     ) -> Result<Vec<Candle>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT timestamp, close_time, open, high, low, close, volume, quote_volume, trades, taker_buy_base,
-                    taker_buy_quote, is_closed
-             FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4
-             ORDER BY timestamp LIMIT ?5",
-        )?;
-        let rows = stmt.query_map(params![symbol, timeframe.as_str(), start, end, limit as i64], |row| {
-            Ok(Candle {
-                open_time: row.get(0)?,
-                close_time: row.get(1)?,
-                open: row.get(2)?,
-                high: row.get(3)?,
-                low: row.get(4)?,
-                close: row.get(5)?,
-                volume: row.get(6)?,
-                quote_volume: row.get(7)?,
-                trades: row.get::<_, i64>(8)? as u64,
-                taker_buy_base: row.get(9)?,
-                taker_buy_quote: row.get(10)?,
-                is_closed: row.get(11)?,
-            })
-        })?;
+        self.candles_window(symbol, timeframe, start, end, limit, Window::Oldest)
+    }
+
+    /// Stored candles of one stream with `start <= open time < end`, oldest first: the oldest or the newest
+    /// `limit` of them.
+    pub fn candles_window(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        start: i64,
+        end: i64,
+        limit: usize,
+        window: Window,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let order = match window {
+            Window::Oldest => "ASC",
+            Window::Newest => "DESC",
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CANDLE_COLUMNS} FROM candles
+             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4
+             ORDER BY timestamp {order} LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(params![symbol, timeframe.as_str(), start, end, limit as i64], candle_from_row)?;
+        let mut candles = rows.collect::<Result<Vec<_>, _>>()?;
+        if window == Window::Newest {
+            candles.reverse();
+        }
+        Ok(candles)
+    }
+
+    /// Every closed candle of one stream, oldest first: what the indicators are recomputed from.
+    pub fn closed_candles(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<Candle>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CANDLE_COLUMNS} FROM candles
+             WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1 ORDER BY timestamp"
+        ))?;
+        let rows = stmt.query_map(params![symbol, timeframe.as_str()], candle_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The stored indicator values of the newest `limit` candles that have any, oldest first, names sorted.
+    pub fn indicator_series(
+        &self,
+        symbol: &str,
+        timeframe: Timeframe,
+        limit: usize,
+    ) -> Result<Vec<IndicatorPoint>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT timestamp, name, value FROM indicators
+             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= (
+                 SELECT MIN(timestamp) FROM (
+                     SELECT DISTINCT timestamp FROM indicators WHERE symbol = ?1 AND timeframe = ?2
+                     ORDER BY timestamp DESC LIMIT ?3))
+             ORDER BY timestamp, name",
+        )?;
+        let rows = stmt.query_map(params![symbol, timeframe.as_str(), limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?))
+        })?;
+        let mut series: Vec<IndicatorPoint> = Vec::new();
+        for row in rows {
+            let (timestamp, name, value) = row?;
+            match series.last_mut() {
+                Some(point) if point.timestamp == timestamp => point.values.push((name, value)),
+                _ => series.push(IndicatorPoint { timestamp, values: vec![(name, value)] }),
+            }
+        }
+        Ok(series)
     }
 
     /// The number of revisions recorded for a stream.
@@ -224,6 +328,24 @@ impl CandleStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
+
+/// Reads a row selected with [`CANDLE_COLUMNS`].
+fn candle_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
+    Ok(Candle {
+        open_time: row.get(0)?,
+        close_time: row.get(1)?,
+        open: row.get(2)?,
+        high: row.get(3)?,
+        low: row.get(4)?,
+        close: row.get(5)?,
+        volume: row.get(6)?,
+        quote_volume: row.get(7)?,
+        trades: row.get::<_, i64>(8)? as u64,
+        taker_buy_base: row.get(9)?,
+        taker_buy_quote: row.get(10)?,
+        is_closed: row.get(11)?,
+    })
 }
 
 #[cfg(test)]
@@ -299,5 +421,71 @@ mod tests {
             store.write_candles(&streams, &[(StreamId(9), rows[0].1)]),
             Err(StoreError::UnknownStream(_))
         ));
+    }
+
+    fn names() -> Vec<String> {
+        vec!["sma_2".to_owned(), "rsi_2".to_owned()]
+    }
+
+    fn ind(open_time: i64, output: u16, value: f64) -> IndicatorRow {
+        IndicatorRow { stream: StreamId(0), open_time, output, value }
+    }
+
+    fn all_indicators(store: &CandleStore) -> Vec<(i64, String, f64)> {
+        let mut stmt =
+            store.connection().prepare("SELECT timestamp, name, value FROM indicators ORDER BY 1, 2").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn indicator_values_commit_with_the_candles_and_a_rebuild_overwrites_them() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        let candles = [(id, candle(0, 10.0, true)), (id, candle(60_000, 11.0, true))];
+        let changed = store.write_batch(&streams, &names(), &candles, &[ind(60_000, 0, 10.5), ind(60_000, 1, 100.0)]);
+        assert_eq!(changed.unwrap(), 4);
+        let want = vec![(60_000, "rsi_2".to_owned(), 100.0), (60_000, "sma_2".to_owned(), 10.5)];
+        assert_eq!(all_indicators(&store), want);
+        // A rebuild writes the same key again: the new value wins, an unchanged one is not rewritten.
+        assert_eq!(
+            store.write_batch(&streams, &names(), &[], &[ind(60_000, 0, 10.75), ind(60_000, 1, 100.0)]).unwrap(),
+            1
+        );
+        let want = vec![(60_000, "rsi_2".to_owned(), 100.0), (60_000, "sma_2".to_owned(), 10.75)];
+        assert_eq!(all_indicators(&store), want);
+    }
+
+    #[test]
+    fn a_failing_indicator_row_rolls_back_the_whole_batch() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        let result = store.write_batch(&streams, &names(), &[(id, candle(0, 10.0, true))], &[ind(0, 7, 1.0)]);
+        assert!(matches!(result, Err(StoreError::UnknownOutput(7))));
+        assert!(read_all(&store).is_empty());
+        assert!(all_indicators(&store).is_empty());
+    }
+
+    #[test]
+    fn reads_for_rebuilds_and_queries() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        let rows: Vec<_> = (0..5).map(|i| (id, candle(i * 60_000, 10.0 + i as f64, i < 4))).collect();
+        let indicators: Vec<_> =
+            (1..4).flat_map(|i| [ind(i * 60_000, 0, i as f64), ind(i * 60_000, 1, 50.0)]).collect();
+        store.write_batch(&streams, &names(), &rows, &indicators).unwrap();
+        // TC0: closed candles only, oldest first.
+        let closed = store.closed_candles("BTCUSDT", Timeframe::M1).unwrap();
+        assert_eq!(closed.iter().map(|c| c.open_time).collect::<Vec<_>>(), [0, 60_000, 120_000, 180_000]);
+        // TC1: the newest two candles, ascending.
+        let newest = store.candles_window("BTCUSDT", Timeframe::M1, 0, i64::MAX, 2, Window::Newest).unwrap();
+        assert_eq!(newest, [rows[3].1, rows[4].1]);
+        // TC2: the newest two indicator timestamps, ascending, names sorted.
+        let series = store.indicator_series("BTCUSDT", Timeframe::M1, 2).unwrap();
+        let want = |t: i64| IndicatorPoint {
+            timestamp: t * 60_000,
+            values: vec![("rsi_2".to_owned(), 50.0), ("sma_2".to_owned(), t as f64)],
+        };
+        assert_eq!(series, [want(2), want(3)]);
+        assert!(store.indicator_series("ETHUSDT", Timeframe::M1, 2).unwrap().is_empty());
     }
 }

@@ -1,13 +1,19 @@
-//! The indicator actor: one per (symbol, timeframe), fed closed candles in order by its subscription.
+//! The indicator actor: one per (symbol, timeframe), fed its stream's candles in order by its subscription. A thin
+//! shell around [`StreamIndicators`]: closed candles advance the indicators and their values go to storage (which
+//! commits them with the candles); in-progress candles only give provisional values, published on the
+//! [`ProvisionalBoard`] for HTTP and never stored. At start, and whenever a late or revised closed candle lands
+//! inside what was already consumed, the state is rebuilt from the stored closed candles.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::MAILBOX_CAPACITY;
+use crate::actors::storage::{LoadClosedCandles, StorageActor, StoreIndicators};
 use crate::actors::subscription::Drain;
-use crate::domain::Candle;
+use crate::actors::{MAILBOX_CAPACITY, Mailbox};
+use crate::domain::{Candle, StreamId};
+use crate::indicators::{IndicatorConfig, IndicatorValue, ProvisionalBoard, StreamIndicators};
 use crate::tasks::{TaskState, TaskStats};
 
 /// A candle of this stream: closed ones advance the indicators, in-progress ones only give provisional values.
@@ -15,16 +21,89 @@ use crate::tasks::{TaskState, TaskStats};
 #[rtype(result = "()")]
 pub struct IndicatorCandle(pub Candle);
 
+/// A closed candle opened at `from` was stored after newer ones were fed (a backfill, a replay or a revision):
+/// rebuild from storage and re-store the values from `from` on. Send it after the candle went to storage.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Rebuild {
+    pub from: i64,
+}
+
+/// How long to wait before retrying a failed load of the stored candles.
+const RELOAD_RETRY: Duration = Duration::from_secs(5);
+/// Indicator values per storage message while a rebuild re-stores them.
+const REBUILD_CHUNK: usize = 4096;
+
 pub struct IndicatorActor {
-    period: usize,
-    closes: VecDeque<f64>,
-    sum: f64,
+    stream: StreamId,
+    state: StreamIndicators,
+    storage: Mailbox<StorageActor>,
+    board: ProvisionalBoard,
     stats: Arc<TaskStats>,
 }
 
 impl IndicatorActor {
-    pub fn new(period: usize, stats: Arc<TaskStats>) -> Self {
-        Self { period: period.max(1), closes: VecDeque::new(), sum: 0.0, stats }
+    pub fn new(
+        stream: StreamId,
+        config: &IndicatorConfig,
+        storage: Mailbox<StorageActor>,
+        board: ProvisionalBoard,
+        stats: Arc<TaskStats>,
+    ) -> Self {
+        Self { stream, state: StreamIndicators::new(config), storage, board, stats }
+    }
+
+    fn store(&self, values: Vec<(i64, IndicatorValue)>) {
+        if !values.is_empty() {
+            self.storage.do_send(StoreIndicators { stream: self.stream, values });
+        }
+    }
+
+    /// Sends the pending rebuild's load, unless it is already in flight.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        if !self.state.start_load() {
+            return;
+        }
+        let (storage, stream) = (self.storage.clone(), self.stream);
+        let load = async move { storage.send(LoadClosedCandles { stream }).await };
+        ctx.spawn(load.into_actor(self).map(|result, act, ctx| {
+            let result = result.map_err(|e| format!("storage did not answer: {e}")).and_then(|loaded| loaded);
+            act.loaded(result, ctx);
+        }));
+    }
+
+    fn loaded(&mut self, result: Result<Vec<Candle>, String>, ctx: &mut Context<Self>) {
+        let candles = match result {
+            Ok(candles) => candles,
+            Err(error) => {
+                log::warn!(
+                    "indicators of stream {}: rebuild failed, retrying in {:?}: {error}",
+                    self.stream.0,
+                    RELOAD_RETRY
+                );
+                self.state.load_failed();
+                ctx.run_later(RELOAD_RETRY, |act, ctx| act.load(ctx));
+                return;
+            }
+        };
+        let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
+        let mut stored = 0;
+        let (storage, stream) = (&self.storage, self.stream);
+        let again = self.state.rebuilt(&candles, |open_time, values| {
+            chunk.extend(values.iter().map(|v| (open_time, *v)));
+            if chunk.len() >= REBUILD_CHUNK {
+                stored += chunk.len();
+                storage.do_send(StoreIndicators { stream, values: std::mem::take(&mut chunk) });
+            }
+        });
+        stored += chunk.len();
+        self.store(chunk);
+        log::info!("indicators of stream {}: rebuilt from {} candles, {stored} values stored", stream.0, candles.len());
+        if again {
+            self.load(ctx);
+        } else if let Some((open_time, values)) = self.state.provisional() {
+            self.board.publish(stream, open_time, values);
+        }
     }
 }
 
@@ -34,6 +113,8 @@ impl Actor for IndicatorActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.stats.set_state(TaskState::Running);
+        // Nothing is known about what is stored: start from a full rebuild.
+        self.load(ctx);
     }
 }
 
@@ -43,12 +124,26 @@ impl Handler<IndicatorCandle> for IndicatorActor {
     fn handle(&mut self, IndicatorCandle(candle): IndicatorCandle, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         if !candle.is_closed {
+            if let Some(values) = self.state.in_progress(&candle) {
+                self.board.publish(self.stream, candle.open_time, values);
+            }
             return;
         }
-        self.closes.push_back(candle.close);
-        self.sum += candle.close;
-        if self.closes.len() > self.period {
-            self.sum -= self.closes.pop_front().unwrap_or_default();
+        self.board.closed(self.stream, candle.open_time);
+        if let Some(values) = self.state.closed(&candle) {
+            let values = values.iter().map(|v| (candle.open_time, *v)).collect();
+            self.store(values);
+        }
+    }
+}
+
+impl Handler<Rebuild> for IndicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, Rebuild { from }: Rebuild, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        if self.state.request_rebuild(from) {
+            self.load(ctx);
         }
     }
 }
@@ -58,5 +153,111 @@ impl Handler<Drain> for IndicatorActor {
 
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
+        if self.state.is_rebuilding() {
+            log::info!("indicators of stream {}: stopping during a rebuild; the next start rebuilds", self.stream.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::actors::storage::{Flush, StorageSettings, StoreCandles};
+    use crate::domain::{StreamKey, Timeframe};
+    use crate::indicators::{IndicatorSet, recompute};
+    use crate::metrics::Metrics;
+    use crate::store::CandleStore;
+    use crate::tasks::{RestartPolicy, RestartTracker};
+
+    fn candle(minute: i64, is_closed: bool) -> Candle {
+        let open_time = minute * 60_000;
+        let close = 100.0 + ((minute * 7919) % 17) as f64;
+        Candle {
+            open_time,
+            close_time: open_time + 59_999,
+            open: close - 0.5,
+            high: close + 1.0,
+            low: close - 1.0,
+            close,
+            volume: 2.0,
+            quote_volume: 2.0 * close,
+            trades: 3,
+            taker_buy_base: 1.0,
+            taker_buy_quote: close,
+            is_closed,
+        }
+    }
+
+    /// Indicator values by (open time, output name).
+    type Values = BTreeMap<(i64, String), f64>;
+
+    /// The stored table and a clean recomputation over the stored closed candles, as comparable maps.
+    fn table_and_recomputation(path: &Path) -> (Values, Values) {
+        let store = CandleStore::open_read_only(path).expect("db");
+        let mut stmt = store.connection().prepare("SELECT timestamp, name, value FROM indicators").expect("sql");
+        let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?))).expect("query");
+        let table = rows.collect::<Result<_, _>>().expect("rows");
+        let closed = store.closed_candles("BTCUSDT", Timeframe::M1).expect("candles");
+        let clean = recompute(&IndicatorConfig::default(), &closed).into_iter().map(|(t, n, v)| ((t, n), v)).collect();
+        (table, clean)
+    }
+
+    #[actix::test]
+    async fn stored_values_equal_a_clean_recomputation_after_a_late_candle() {
+        let path = std::env::temp_dir().join(format!("candled-indicator-actor-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let config = IndicatorConfig::default();
+        let streams: Arc<[StreamKey]> = vec![StreamKey::new("BTCUSDT", Timeframe::M1)].into();
+        let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
+        let settings =
+            StorageSettings { path: path.clone(), batch_size: 64, flush_interval: Duration::from_millis(10) };
+        let store = CandleStore::open(&path).expect("db");
+        let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let storage =
+            StorageActor::new(settings, streams.clone(), names.clone(), store, stats.clone(), tracker, metrics).start();
+        let storage = Mailbox::new(storage, stats);
+        let stream = StreamId(0);
+        let store_candles = |minutes: &mut dyn Iterator<Item = i64>| {
+            storage.do_send(StoreCandles { stream, candles: minutes.map(|m| candle(m, true)).collect() })
+        };
+
+        // TC0: history stored before the actor starts is picked up by the start-up rebuild.
+        store_candles(&mut (0..30));
+        let board = ProvisionalBoard::new(&streams, names);
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let actor = IndicatorActor::new(stream, &config, storage.clone(), board.clone(), stats.clone()).start();
+        let indicator = Mailbox::new(actor, stats);
+        // TC1: live candles (stored first, as the subscription does), with minute 40 missed.
+        for minute in (30..40).chain(41..50) {
+            store_candles(&mut std::iter::once(minute));
+            indicator.do_send(IndicatorCandle(candle(minute, true)));
+        }
+        // TC2: minute 40 arrives late from a backfill, then a live close and an in-progress update.
+        store_candles(&mut std::iter::once(40));
+        indicator.do_send(Rebuild { from: 40 * 60_000 });
+        store_candles(&mut std::iter::once(50));
+        indicator.do_send(IndicatorCandle(candle(50, true)));
+        indicator.do_send(IndicatorCandle(candle(51, false)));
+
+        let mut equal = false;
+        for _ in 0..200 {
+            indicator.send(Drain).await.expect("indicator alive");
+            storage.send(Flush).await.expect("storage alive").expect("flushed");
+            let (table, clean) = table_and_recomputation(&path);
+            if !clean.is_empty() && table == clean {
+                equal = true;
+                break;
+            }
+            actix::clock::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(equal, "the indicators table never matched a clean recomputation");
+        let provisional = board.get("BTCUSDT", Timeframe::M1).expect("provisional values");
+        assert_eq!(provisional.open_time, 51 * 60_000);
+        assert!(provisional.values.iter().any(|(name, _)| name == "sma_20"));
+        let _ = std::fs::remove_file(&path);
     }
 }

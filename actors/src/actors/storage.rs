@@ -1,4 +1,6 @@
-//! The storage actor: coalesces candle writes and commits them to SQLite in batches, by size and by time.
+//! The storage actor: coalesces candle and indicator writes and commits them to SQLite in batches (candles, then
+//! the indicator values pending with them, in one transaction), by size and by time. It also serves the closed
+//! candles an indicator rebuild replays, after committing everything sent before.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,8 +11,9 @@ use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
 use crate::domain::{Candle, StreamId, StreamKey};
+use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
-use crate::store::{CandleStore, StoreError};
+use crate::store::{CandleStore, IndicatorRow, StoreError};
 use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
 
 /// Store one candle (in progress or closed).
@@ -29,6 +32,21 @@ pub struct StoreCandles {
     pub candles: Vec<Candle>,
 }
 
+/// Store indicator values of one stream: each is the value of one output on the closed candle opened at the time.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StoreIndicators {
+    pub stream: StreamId,
+    pub values: Vec<(i64, IndicatorValue)>,
+}
+
+/// Every closed candle stored for a stream, oldest first, after committing everything sent before this message.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<Candle>, String>")]
+pub struct LoadClosedCandles {
+    pub stream: StreamId,
+}
+
 /// Commit everything pending now. Answers once it is durable (or why not).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<(), String>")]
@@ -45,9 +63,18 @@ pub struct StorageSettings {
 }
 
 /// Pending writes, coalesced per (stream, open time): a closed candle is never replaced by an in-progress one.
+/// Indicator values are coalesced per (stream, open time, output): the latest value wins.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
     rows: HashMap<(StreamId, i64), Candle>,
+    indicators: HashMap<(StreamId, i64, u16), f64>,
+}
+
+/// One batch taken from [`PendingWrites`], ordered by key so a batch walks the primary keys in order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Batch {
+    pub candles: Vec<(StreamId, Candle)>,
+    pub indicators: Vec<IndicatorRow>,
 }
 
 impl PendingWrites {
@@ -58,30 +85,50 @@ impl PendingWrites {
         }
     }
 
+    /// Queues one indicator value. A non-finite one is left out with a warning: SQLite would store NaN as NULL,
+    /// which `value REAL NOT NULL` rejects, failing the whole batch on every retry.
+    pub fn push_indicator(&mut self, stream: StreamId, open_time: i64, value: IndicatorValue) {
+        if !value.value.is_finite() {
+            log::warn!("storage: indicator output {} at {open_time} is {}; not stored", value.output, value.value);
+            return;
+        }
+        self.indicators.insert((stream, open_time, value.output), value.value);
+    }
+
+    /// Pending rows, candles and indicator values together.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows.len() + self.indicators.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.is_empty() && self.indicators.is_empty()
     }
 
-    /// Takes every pending row, ordered by key so a batch walks the primary key in order.
-    pub fn take(&mut self) -> Vec<(StreamId, Candle)> {
-        let mut rows: Vec<_> = self.rows.drain().map(|((stream, _), candle)| (stream, candle)).collect();
-        rows.sort_unstable_by_key(|(stream, candle)| (*stream, candle.open_time));
-        rows
+    /// Takes every pending row.
+    pub fn take(&mut self) -> Batch {
+        let mut candles: Vec<_> = self.rows.drain().map(|((stream, _), candle)| (stream, candle)).collect();
+        candles.sort_unstable_by_key(|(stream, candle)| (*stream, candle.open_time));
+        let mut indicators: Vec<_> = self
+            .indicators
+            .drain()
+            .map(|((stream, open_time, output), value)| IndicatorRow { stream, open_time, output, value })
+            .collect();
+        indicators.sort_unstable_by_key(|row| (row.stream, row.open_time, row.output));
+        Batch { candles, indicators }
     }
 
     /// Puts back rows whose commit failed, without overwriting anything newer that arrived meanwhile.
-    pub fn restore(&mut self, rows: Vec<(StreamId, Candle)>) {
-        for (stream, candle) in rows {
+    pub fn restore(&mut self, batch: Batch) {
+        for (stream, candle) in batch.candles {
             match self.rows.get(&(stream, candle.open_time)) {
                 Some(newer) if newer.is_closed || !candle.is_closed => {}
                 _ => {
                     self.rows.insert((stream, candle.open_time), candle);
                 }
             }
+        }
+        for row in batch.indicators {
+            self.indicators.entry((row.stream, row.open_time, row.output)).or_insert(row.value);
         }
     }
 }
@@ -90,6 +137,8 @@ impl PendingWrites {
 pub struct StorageActor {
     settings: StorageSettings,
     streams: Arc<[StreamKey]>,
+    /// The indicator output names ([`crate::indicators::IndicatorSet::names`]); `IndicatorValue::output` indexes it.
+    indicator_names: Arc<[String]>,
     store: Option<CandleStore>,
     pending: PendingWrites,
     stats: Arc<TaskStats>,
@@ -103,6 +152,7 @@ impl StorageActor {
     pub fn new(
         settings: StorageSettings,
         streams: Arc<[StreamKey]>,
+        indicator_names: Arc<[String]>,
         store: CandleStore,
         stats: Arc<TaskStats>,
         restarts: RestartTracker,
@@ -111,6 +161,7 @@ impl StorageActor {
         Self {
             settings,
             streams,
+            indicator_names,
             store: Some(store),
             pending: PendingWrites::default(),
             stats,
@@ -121,31 +172,46 @@ impl StorageActor {
         }
     }
 
+    /// The open connection, reopened after a failure.
+    fn store(&mut self) -> Result<&mut CandleStore, StoreError> {
+        let store = match self.store.take() {
+            Some(store) => store,
+            None => CandleStore::open(&self.settings.path)?,
+        };
+        Ok(self.store.insert(store))
+    }
+
     /// Commits everything pending. On failure the rows stay pending, to be written after the restart.
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let store = match self.store.take() {
-            Some(store) => store,
-            None => CandleStore::open(&self.settings.path)?,
-        };
-        let store = self.store.insert(store);
-        let rows = self.pending.take();
-        match store.write_candles(&self.streams, &rows) {
+        let batch = self.pending.take();
+        let (streams, names) = (self.streams.clone(), self.indicator_names.clone());
+        let result =
+            self.store().and_then(|store| store.write_batch(&streams, &names, &batch.candles, &batch.indicators));
+        match result {
             Ok(_) => {
-                let closed = rows.iter().filter(|(_, c)| c.is_closed).count() as u64;
+                let closed = batch.candles.iter().filter(|(_, c)| c.is_closed).count() as u64;
+                let in_progress = batch.candles.len() as u64 - closed;
                 self.metrics.candles_written.with_label_values(&["closed"]).inc_by(closed);
-                self.metrics.candles_written.with_label_values(&["in_progress"]).inc_by(rows.len() as u64 - closed);
+                self.metrics.candles_written.with_label_values(&["in_progress"]).inc_by(in_progress);
                 self.restarts.on_healthy();
                 Ok(())
             }
             Err(error) => {
                 self.store = None;
-                self.pending.restore(rows);
+                self.pending.restore(batch);
                 Err(error)
             }
         }
+    }
+
+    /// Commits what is pending, then reads the stream's closed candles.
+    fn load_closed(&mut self, stream: StreamId) -> Result<Vec<Candle>, StoreError> {
+        self.flush()?;
+        let key = self.streams.get(stream.0 as usize).cloned().ok_or(StoreError::UnknownStream(stream))?;
+        self.store()?.closed_candles(&key.symbol, key.timeframe)
     }
 
     fn flush_or_restart(&mut self, ctx: &mut Context<Self>) {
@@ -157,6 +223,10 @@ impl StorageActor {
 
     fn accept(&mut self, stream: StreamId, candle: Candle, ctx: &mut Context<Self>) {
         self.pending.push(stream, candle);
+        self.flush_if_full(ctx);
+    }
+
+    fn flush_if_full(&mut self, ctx: &mut Context<Self>) {
         if self.pending.len() >= self.settings.batch_size {
             self.flush_or_restart(ctx);
         }
@@ -213,6 +283,34 @@ impl Handler<StoreCandles> for StorageActor {
     }
 }
 
+impl Handler<StoreIndicators> for StorageActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreIndicators, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        for (open_time, value) in msg.values {
+            self.pending.push_indicator(msg.stream, open_time, value);
+            self.flush_if_full(ctx);
+        }
+    }
+}
+
+impl Handler<LoadClosedCandles> for StorageActor {
+    type Result = Result<Vec<Candle>, String>;
+
+    fn handle(&mut self, msg: LoadClosedCandles, ctx: &mut Context<Self>) -> Self::Result {
+        self.stats.record_handled();
+        self.load_closed(msg.stream).map_err(|error| {
+            if !self.pending.is_empty() {
+                // The commit failed: restart like any failed commit; the rows stay pending.
+                log::error!("storage: commit of {} rows failed, restarting: {error}", self.pending.len());
+                ctx.stop();
+            }
+            format!("cannot load the closed candles of stream {}: {error}", msg.stream.0)
+        })
+    }
+}
+
 impl Handler<Flush> for StorageActor {
     type Result = Result<(), String>;
 
@@ -255,7 +353,7 @@ mod tests {
         pending.push(s, candle(0, 2.5, true));
         // A stale in-progress update does not replace the closed candle.
         pending.push(s, candle(0, 1.2, false));
-        assert_eq!(pending.take(), [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, false))]);
+        assert_eq!(pending.take().candles, [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, false))]);
         assert!(pending.is_empty());
     }
 
@@ -264,7 +362,39 @@ mod tests {
         let mut pending = PendingWrites::default();
         let s = StreamId(0);
         pending.push(s, candle(0, 2.5, true));
-        pending.restore(vec![(s, candle(0, 1.0, false)), (s, candle(60_000, 1.0, true))]);
-        assert_eq!(pending.take(), [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, true))]);
+        pending.push_indicator(s, 0, IndicatorValue { output: 0, value: 2.0 });
+        let failed = Batch {
+            candles: vec![(s, candle(0, 1.0, false)), (s, candle(60_000, 1.0, true))],
+            indicators: vec![
+                IndicatorRow { stream: s, open_time: 0, output: 0, value: 1.0 },
+                IndicatorRow { stream: s, open_time: 0, output: 1, value: 1.0 },
+            ],
+        };
+        pending.restore(failed);
+        let batch = pending.take();
+        assert_eq!(batch.candles, [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, true))]);
+        assert_eq!(
+            batch.indicators,
+            [
+                IndicatorRow { stream: s, open_time: 0, output: 0, value: 2.0 },
+                IndicatorRow { stream: s, open_time: 0, output: 1, value: 1.0 },
+            ]
+        );
+    }
+
+    #[test]
+    fn indicator_values_coalesce_per_output_and_count_towards_the_batch() {
+        let mut pending = PendingWrites::default();
+        let (a, b) = (StreamId(0), StreamId(1));
+        pending.push(a, candle(0, 1.0, true));
+        pending.push_indicator(b, 0, IndicatorValue { output: 1, value: 1.0 });
+        pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 1.0 });
+        pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 3.0 });
+        pending.push_indicator(a, 0, IndicatorValue { output: 0, value: 2.0 });
+        pending.push_indicator(a, 0, IndicatorValue { output: 2, value: f64::NAN });
+        assert_eq!(pending.len(), 4);
+        let rows = pending.take().indicators;
+        let keys: Vec<_> = rows.iter().map(|r| (r.stream, r.output, r.value)).collect();
+        assert_eq!(keys, [(a, 0, 2.0), (a, 1, 3.0), (b, 1, 1.0)]);
     }
 }

@@ -9,7 +9,7 @@ use actix::prelude::*;
 
 use crate::actors::backfill::{BackfillActor, FetchKlines, FetchStart};
 use crate::actors::connection::Resubscribe;
-use crate::actors::indicator::{IndicatorActor, IndicatorCandle};
+use crate::actors::indicator::{IndicatorActor, IndicatorCandle, Rebuild};
 use crate::actors::storage::{StorageActor, StoreCandle, StoreCandles};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Candle, CandleRules, Gap, StreamId, StreamKey, Verdict};
@@ -107,6 +107,8 @@ pub struct SubscriptionActor {
     last_update: Instant,
     /// The newest in-progress candle storage had no room for; a later update or the close replaces it.
     deferred: Option<Candle>,
+    /// The earliest late closed candle applied since the last `Rebuild` was sent to the indicator actor.
+    late_from: Option<i64>,
 }
 
 /// What a subscription is wired to.
@@ -146,6 +148,7 @@ impl SubscriptionActor {
             exchange_clock: None,
             last_update: Instant::now(),
             deferred: None,
+            late_from: None,
         }
     }
 
@@ -164,7 +167,10 @@ impl SubscriptionActor {
                 }
                 Some(candle)
             }
-            Verdict::LateClosed => Some(candle),
+            Verdict::LateClosed => {
+                self.late_from = Some(self.late_from.map_or(candle.open_time, |t| t.min(candle.open_time)));
+                Some(candle)
+            }
             Verdict::StaleInProgress => {
                 self.metrics.stale_updates_ignored.inc();
                 None
@@ -191,6 +197,14 @@ impl SubscriptionActor {
     fn retry_deferred(&mut self) {
         if let Some(candle) = self.deferred.take() {
             self.store(candle);
+        }
+    }
+
+    /// Late closed candles were applied and sent to storage: the indicators rebuild from the earliest one (one
+    /// `Rebuild` per message handled). It is sent after the candles, so the rebuild's load from storage sees them.
+    fn rebuild_indicators(&mut self) {
+        if let Some(from) = self.late_from.take() {
+            self.indicator.do_send(Rebuild { from });
         }
     }
 
@@ -265,6 +279,7 @@ impl Handler<KlineUpdate> for SubscriptionActor {
         if let Some(candle) = self.apply(msg.candle) {
             self.store(candle);
         }
+        self.rebuild_indicators();
         self.maybe_repair(ctx);
     }
 }
@@ -300,6 +315,7 @@ impl Handler<Backfilled> for SubscriptionActor {
             );
             self.health.record_exchange_gaps(&msg.exchange_gaps);
         }
+        self.rebuild_indicators();
         if let Some(through) = msg.through_open {
             self.rules.backfilled_through(through);
         }

@@ -16,6 +16,7 @@ use crate::actors::storage::{Flush, StorageActor, StorageSettings};
 use crate::actors::subscription::{Drain, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, StreamId, StreamKey};
+use crate::indicators::{IndicatorConfig, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::rest::RestClient;
 use crate::store::CandleStore;
@@ -73,7 +74,11 @@ pub struct EngineSettings {
     pub history: u32,
     pub backfill_concurrency: usize,
     pub subscription: SubscriptionSettings,
-    pub sma_period: usize,
+    /// The indicators computed on every stream (validated).
+    pub indicators: IndicatorConfig,
+    /// Where the indicator actors publish provisional values; built for `streams` and `indicators`, shared with
+    /// HTTP.
+    pub provisional: ProvisionalBoard,
     pub supervision: SupervisionSettings,
 }
 
@@ -151,9 +156,10 @@ impl SupervisorActor {
         let storage = {
             let (stats, tracker) = table.handle(storage_task);
             let (settings, streams, metrics) = (self.settings.storage.clone(), streams.clone(), self.metrics.clone());
+            let names = self.settings.provisional.names().clone();
             let stats_for_actor = stats.clone();
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                StorageActor::new(settings, streams, store, stats_for_actor, tracker, metrics)
+                StorageActor::new(settings, streams, names, store, stats_for_actor, tracker, metrics)
             });
             Mailbox::new(addr, stats)
         };
@@ -167,7 +173,10 @@ impl SupervisorActor {
         let mut subscriptions = Vec::new();
         for (index, (key, (indicator_task, subscription_task))) in streams.iter().zip(stream_tasks).enumerate() {
             let (stats, _) = table.handle(indicator_task);
-            let indicator = Mailbox::new(IndicatorActor::new(self.settings.sma_period, stats.clone()).start(), stats);
+            let stream = StreamId(index as u32);
+            let board = self.settings.provisional.clone();
+            let actor = IndicatorActor::new(stream, &self.settings.indicators, storage.clone(), board, stats.clone());
+            let indicator = Mailbox::new(actor.start(), stats);
             let (stats, _) = table.handle(subscription_task);
             let health = StreamHealth::new(key.clone());
             self.health.do_send(RegisterStream(health.clone()));
@@ -180,7 +189,7 @@ impl SupervisorActor {
                 metrics: self.metrics.clone(),
             };
             let subscription = SubscriptionActor::new(
-                StreamId(index as u32),
+                stream,
                 last_closed.get(&(key.symbol.clone(), key.timeframe)).copied(),
                 history_task.is_some(),
                 self.settings.subscription,

@@ -10,9 +10,11 @@
 //! whose open time is not after the previous candle's, is skipped with a `log::warn!` and changes no state.
 
 mod average;
+mod board;
 mod config;
 mod oscillator;
 mod ring;
+mod stream;
 mod volatility;
 mod volume;
 
@@ -20,8 +22,10 @@ mod volume;
 mod golden_tests;
 
 pub use average::{Dema, Ema, Sma, Tema, Wma};
+pub use board::{Provisional, ProvisionalBoard};
 pub use config::{IndicatorConfig, IndicatorConfigError, MAX_PERIOD, format_multiplier};
 pub use oscillator::{Adx, Macd, MacdValue, Rsi, Stoch, StochValue};
+pub use stream::{FULL_REBUILD, StreamIndicators};
 pub use volatility::{Atr, Bands, Bollinger, Keltner, true_range};
 pub use volume::{Obv, Vwap};
 
@@ -249,4 +253,19 @@ impl IndicatorSet {
             slot.kind.reset();
         }
     }
+}
+
+/// A clean recomputation: the `(open time, name, value)` the configured indicators give over `candles` (closed ones
+/// only, oldest first), in emission order. What the `indicators` table must hold for the stream's `candles`.
+pub fn recompute(config: &IndicatorConfig, candles: &[Candle]) -> Vec<(i64, String, f64)> {
+    let mut set = IndicatorSet::new(config);
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    for candle in candles.iter().filter(|c| c.is_closed) {
+        out.clear();
+        set.update(candle, &mut out);
+        let names = set.names();
+        rows.extend(out.iter().map(|v| (candle.open_time, names[usize::from(v.output)].clone(), v.value)));
+    }
+    rows
 }
