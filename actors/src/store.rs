@@ -324,6 +324,12 @@ impl CandleStore {
         Ok(count as u64)
     }
 
+    /// Folds the WAL into the main database file and truncates it.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// The underlying connection, for ad-hoc queries in tests and tools.
     pub fn connection(&self) -> &Connection {
         &self.conn

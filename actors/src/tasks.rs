@@ -248,6 +248,11 @@ impl TaskStats {
         self.last_message_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
+    /// Stamps activity that is not a mailbox message, such as a frame read from a socket.
+    pub fn record_activity(&self) {
+        self.last_message_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> TaskCounters {
         let handled = self.handled.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
@@ -271,7 +276,7 @@ pub struct TaskCounters {
     pub messages_handled: u64,
     pub mailbox_depth: u64,
     pub mailbox_capacity: usize,
-    /// When the task last took a message, ms UTC.
+    /// When the task last took a message (for a connection: read a frame), ms UTC.
     pub last_message_ms: Option<i64>,
 }
 

@@ -88,8 +88,11 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     assert_eq!((connection["state"].as_str(), connection["priority"].as_str()), (Some("running"), Some("critical")));
     assert_eq!(connection["restart_policy"], "always");
     assert_eq!(connection["metadata"]["streams"], "6");
+    assert!(connection["last_message_ms"].as_i64().is_some(), "frames stamp the connection: {connection}");
     let history = of_kind("history")[0];
     assert_eq!((history["state"].as_str(), history["auto_restart"].as_bool()), (Some("finished"), Some(false)));
+    assert_eq!(history["timeout_secs"], 300, "a run-once task has a time limit: {history}");
+    assert!(subscriptions[0]["timeout_secs"].is_null(), "a restarting task has none");
     assert_eq!(of_kind("storage")[0]["state"], "running");
 
     let (status, _dir, log) = app.terminate();

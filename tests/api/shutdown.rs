@@ -43,6 +43,8 @@ fn sigterm_flushes_everything_received_and_exits_0() {
     assert!(log.iter().any(|l| l.contains("SIGTERM received")), "log:\n{}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("Stopped cleanly")), "log:\n{}", log.join("\n"));
 
+    let wal = db_path.with_extension("db-wal");
+    assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0, "the WAL is folded into the database at shutdown");
     let db = open_db(&db_path);
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         for timeframe in ["1m", "5m"] {

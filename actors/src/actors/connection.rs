@@ -310,6 +310,7 @@ impl Supervised for ConnectionActor {
 impl StreamHandler<Result<Message, tungstenite::Error>> for ConnectionActor {
     fn handle(&mut self, item: Result<Message, tungstenite::Error>, ctx: &mut Context<Self>) {
         self.last_frame = Instant::now();
+        self.stats.record_activity();
         match item {
             Ok(Message::Text(text)) => {
                 self.restarts.on_healthy();

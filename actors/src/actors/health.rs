@@ -66,7 +66,8 @@ pub struct TaskStatus {
     pub priority: Priority,
     pub auto_restart: bool,
     pub restart_policy: String,
-    pub timeout_secs: u64,
+    /// The time limit of a run-once task.
+    pub timeout_secs: Option<u64>,
     #[serde(flatten)]
     pub counters: TaskCounters,
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -161,7 +162,7 @@ impl Handler<GetHealth> for HealthActor {
                     priority: spec.priority,
                     auto_restart: spec.auto_restart,
                     restart_policy: spec.policy.describe(),
-                    timeout_secs: spec.timeout.as_secs(),
+                    timeout_secs: (!spec.auto_restart).then_some(spec.timeout.as_secs()),
                     counters: entry.stats.snapshot(),
                     metadata: spec.metadata.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect(),
                 }

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use crate::actors::storage::{LoadClosedCandles, StorageActor, StoreIndicators};
 use crate::actors::subscription::Drain;
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
-use crate::domain::{Candle, StreamId};
+use crate::domain::{Candle, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, IndicatorValue, ProvisionalBoard, StreamIndicators};
 use crate::tasks::{TaskState, TaskStats};
 
@@ -36,6 +36,8 @@ const REBUILD_CHUNK: usize = 4096;
 
 pub struct IndicatorActor {
     stream: StreamId,
+    /// The stream's name, for logs.
+    key: StreamKey,
     state: StreamIndicators,
     storage: Mailbox<StorageActor>,
     board: ProvisionalBoard,
@@ -45,12 +47,13 @@ pub struct IndicatorActor {
 impl IndicatorActor {
     pub fn new(
         stream: StreamId,
+        key: StreamKey,
         config: &IndicatorConfig,
         storage: Mailbox<StorageActor>,
         board: ProvisionalBoard,
         stats: Arc<TaskStats>,
     ) -> Self {
-        Self { stream, state: StreamIndicators::new(config), storage, board, stats }
+        Self { stream, key, state: StreamIndicators::new(config), storage, board, stats }
     }
 
     fn store(&self, values: Vec<(i64, IndicatorValue)>) {
@@ -76,11 +79,7 @@ impl IndicatorActor {
         let candles = match result {
             Ok(candles) => candles,
             Err(error) => {
-                log::warn!(
-                    "indicators of stream {}: rebuild failed, retrying in {:?}: {error}",
-                    self.stream.0,
-                    RELOAD_RETRY
-                );
+                log::warn!("{}: indicator rebuild failed, retrying in {RELOAD_RETRY:?}: {error}", self.key);
                 self.state.load_failed();
                 ctx.run_later(RELOAD_RETRY, |act, ctx| act.load(ctx));
                 return;
@@ -98,7 +97,7 @@ impl IndicatorActor {
         });
         stored += chunk.len();
         self.store(chunk);
-        log::info!("indicators of stream {}: rebuilt from {} candles, {stored} values stored", stream.0, candles.len());
+        log::info!("{}: indicators rebuilt from {} candles, {stored} values stored", self.key, candles.len());
         if again {
             self.load(ctx);
         } else if let Some((open_time, values)) = self.state.provisional() {
@@ -154,7 +153,7 @@ impl Handler<Drain> for IndicatorActor {
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         if self.state.is_rebuilding() {
-            log::info!("indicators of stream {}: stopping during a rebuild; the next start rebuilds", self.stream.0);
+            log::info!("{}: stopping during an indicator rebuild; the next start rebuilds", self.key);
         }
     }
 }
@@ -229,7 +228,15 @@ mod tests {
         store_candles(&mut (0..30));
         let board = ProvisionalBoard::new(&streams, names);
         let stats = TaskStats::new(MAILBOX_CAPACITY);
-        let actor = IndicatorActor::new(stream, &config, storage.clone(), board.clone(), stats.clone()).start();
+        let actor = IndicatorActor::new(
+            stream,
+            StreamKey::new("BTCUSDT", Timeframe::M1),
+            &config,
+            storage.clone(),
+            board.clone(),
+            stats.clone(),
+        )
+        .start();
         let indicator = Mailbox::new(actor, stats);
         // TC1: live candles (stored first, as the subscription does), with minute 40 missed.
         for minute in (30..40).chain(41..50) {

@@ -52,6 +52,12 @@ pub struct LoadClosedCandles {
 #[rtype(result = "Result<(), String>")]
 pub struct Flush;
 
+/// Shutdown: commit everything pending, fold the WAL into the main database file, and close it, so that the
+/// `.db` file alone holds every candle.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), String>")]
+pub struct Close;
+
 /// How the storage actor batches.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
@@ -318,6 +324,21 @@ impl Handler<Flush> for StorageActor {
         self.stats.record_handled();
         let pending = self.pending.len();
         self.flush().map_err(|error| format!("flush of {pending} rows failed: {error}"))
+    }
+}
+
+impl Handler<Close> for StorageActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, _: Close, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stats.record_handled();
+        let pending = self.pending.len();
+        self.flush().map_err(|error| format!("flush of {pending} rows failed: {error}"))?;
+        if let Some(store) = self.store.take() {
+            store.checkpoint().map_err(|error| format!("WAL checkpoint failed: {error}"))?;
+        }
+        self.stats.set_state(TaskState::Stopped);
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use crate::actors::connection::{ConnectionActor, ConnectionSettings, RoutedStrea
 use crate::actors::health::{HealthActor, RegisterStream, RegisterTask};
 use crate::actors::history::{HistoryActor, HistoryStream};
 use crate::actors::indicator::IndicatorActor;
-use crate::actors::storage::{Flush, StorageActor, StorageSettings};
+use crate::actors::storage::{Close, StorageActor, StorageSettings};
 use crate::actors::subscription::{Drain, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, StreamId, StreamKey};
@@ -175,7 +175,8 @@ impl SupervisorActor {
             let (stats, _) = table.handle(indicator_task);
             let stream = StreamId(index as u32);
             let board = self.settings.provisional.clone();
-            let actor = IndicatorActor::new(stream, &self.settings.indicators, storage.clone(), board, stats.clone());
+            let config = &self.settings.indicators;
+            let actor = IndicatorActor::new(stream, key.clone(), config, storage.clone(), board, stats.clone());
             let indicator = Mailbox::new(actor.start(), stats);
             let (stats, _) = table.handle(subscription_task);
             let health = StreamHealth::new(key.clone());
@@ -305,7 +306,7 @@ impl Handler<Shutdown> for SupervisorActor {
             for indicator in &running.indicators {
                 let _ = indicator.send(Drain).await;
             }
-            let flushed = running.storage.send(Flush).await.map_err(|e| format!("storage is gone: {e}"))?;
+            let flushed = running.storage.send(Close).await.map_err(|e| format!("storage is gone: {e}"))?;
             for stats in &running.all_stats {
                 if stats.state() == TaskState::Running {
                     stats.set_state(TaskState::Stopped);
