@@ -64,6 +64,10 @@ struct RawExchange {
     close_grace_ms: u64,
     #[serde(default = "default_stream_stale_secs")]
     stream_stale_secs: u64,
+    #[serde(default = "default_rotate_after_secs")]
+    rotate_after_secs: u64,
+    #[serde(default = "default_rotate_stagger_secs")]
+    rotate_stagger_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +159,13 @@ fn default_close_grace_ms() -> u64 {
 fn default_stream_stale_secs() -> u64 {
     30
 }
+/// 23 h: well before Binance's 24 h cut.
+fn default_rotate_after_secs() -> u64 {
+    23 * 3600
+}
+fn default_rotate_stagger_secs() -> u64 {
+    60
+}
 fn default_history() -> i64 {
     500
 }
@@ -177,6 +188,10 @@ pub struct ExchangeSettings {
     pub close_grace: Duration,
     /// How long a stream may stay silent on a live connection before it is marked stale and resubscribed.
     pub stream_stale_after: Duration,
+    /// When a connection is replaced by a new one (make before break), ahead of Binance's 24 h cut.
+    pub rotate_after: Duration,
+    /// How much later each further connection rotates.
+    pub rotate_stagger: Duration,
 }
 
 /// A validated configuration.
@@ -211,6 +226,12 @@ impl Settings {
         let exchange = raw.exchange;
         check_url(&exchange.ws_url, &["ws://", "wss://"]).map_err(|p| invalid("exchange.ws_url", p))?;
         check_url(&exchange.rest_url, &["http://", "https://"]).map_err(|p| invalid("exchange.rest_url", p))?;
+        if exchange.rotate_after_secs >= 24 * 3600 {
+            return Err(invalid(
+                "exchange.rotate_after_secs",
+                "must be below 86400: Binance cuts connections at 24 h".into(),
+            ));
+        }
         if !(1..=MAX_STREAMS_PER_CONNECTION).contains(&exchange.max_streams_per_connection) {
             let problem = format!("must be between 1 and {MAX_STREAMS_PER_CONNECTION} (Binance's limit)");
             return Err(invalid("exchange.max_streams_per_connection", problem));
@@ -221,6 +242,7 @@ impl Settings {
             ("exchange.max_message_bytes", exchange.max_message_bytes),
             ("exchange.backfill_concurrency", exchange.backfill_concurrency),
             ("exchange.stream_stale_secs", exchange.stream_stale_secs as usize),
+            ("exchange.rotate_after_secs", exchange.rotate_after_secs as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -308,6 +330,8 @@ impl Settings {
                 backfill_concurrency: exchange.backfill_concurrency,
                 close_grace: Duration::from_millis(exchange.close_grace_ms),
                 stream_stale_after: Duration::from_secs(exchange.stream_stale_secs),
+                rotate_after: Duration::from_secs(exchange.rotate_after_secs),
+                rotate_stagger: Duration::from_secs(exchange.rotate_stagger_secs),
             },
             streams,
             history: market.history as u32,

@@ -108,6 +108,8 @@ fn engine_settings(
             streams_per_message: STREAMS_PER_MESSAGE,
             control_interval: CONTROL_INTERVAL,
             connect_timeout: exchange.connect_timeout,
+            rotate_after: exchange.rotate_after,
+            rotate_stagger: exchange.rotate_stagger,
             connect_budget: Arc::new(Mutex::new(RateBudget::new(CONNECTS_PER_WINDOW, CONNECT_WINDOW))),
         },
         max_streams_per_connection: exchange.max_streams_per_connection,

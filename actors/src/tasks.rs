@@ -104,12 +104,16 @@ pub enum RestartDecision {
     GiveUp,
 }
 
-/// Applies a [`RestartPolicy`] to one task's failures: the back-off and the ring of recent restart times.
+/// Applies a [`RestartPolicy`] to one task's failures: the back-off, the ring of recent restart times, and when
+/// the task may work again. A supervised actor calls [`RestartTracker::restarting`] from `Supervised::restarting`
+/// and asks [`RestartTracker::resume_after`] in `started`.
 #[derive(Debug, Clone)]
 pub struct RestartTracker {
     policy: RestartPolicy,
     backoff: Option<Backoff>,
     recent: VecDeque<Instant>,
+    /// How long to wait before working again; `None` once the policy has given up.
+    resume_after: Option<Duration>,
 }
 
 impl RestartTracker {
@@ -118,7 +122,7 @@ impl RestartTracker {
             RestartPolicy::Always(backoff) | RestartPolicy::Budget(_, backoff) => Some(Backoff::new(backoff)),
             RestartPolicy::Never | RestartPolicy::RunOnce { .. } => None,
         };
-        Self { policy, backoff, recent: VecDeque::new() }
+        Self { policy, backoff, recent: VecDeque::new(), resume_after: Some(Duration::ZERO) }
     }
 
     pub fn policy(&self) -> RestartPolicy {
@@ -139,6 +143,31 @@ impl RestartTracker {
         match &mut self.backoff {
             Some(backoff) => RestartDecision::RestartAfter(backoff.next_delay()),
             None => RestartDecision::GiveUp,
+        }
+    }
+
+    /// The actor stopped and is being restarted: counts it in `stats` and applies the policy. When the policy
+    /// gives up, the task is marked failed and must stay idle (actix cannot refuse a restart).
+    pub fn restarting(&mut self, stats: &TaskStats) {
+        stats.record_restart();
+        self.resume_after = match self.on_stop(Instant::now()) {
+            RestartDecision::RestartAfter(delay) => Some(delay),
+            RestartDecision::GiveUp => {
+                stats.set_state(TaskState::Failed);
+                None
+            }
+        };
+    }
+
+    /// In `started`: how long to wait before working, or `None` when the task has failed for good.
+    pub fn resume_after(&self) -> Option<Duration> {
+        self.resume_after
+    }
+
+    /// Skip the back-off of the coming restart (the exchange asked for an immediate reconnect).
+    pub fn resume_now(&mut self) {
+        if let Some(delay) = &mut self.resume_after {
+            *delay = Duration::ZERO;
         }
     }
 
@@ -324,6 +353,21 @@ mod tests {
         }
         assert_eq!(RestartTracker::new(policy(Priority::Low, true)).on_stop(now), RestartDecision::GiveUp);
         assert_eq!(RestartTracker::new(policy(Priority::High, false)).on_stop(now), RestartDecision::GiveUp);
+    }
+
+    #[test]
+    fn restarting_sets_when_to_resume_and_marks_a_given_up_task_failed() {
+        let stats = TaskStats::new(16);
+        let mut tracker = RestartTracker::new(policy(Priority::High, true));
+        assert_eq!(tracker.resume_after(), Some(Duration::ZERO), "a fresh task starts at once");
+        tracker.restarting(&stats);
+        assert!(tracker.resume_after().is_some_and(|d| d <= Duration::from_millis(250)));
+        tracker.resume_now();
+        assert_eq!(tracker.resume_after(), Some(Duration::ZERO));
+        tracker.restarting(&stats);
+        tracker.restarting(&stats);
+        assert_eq!(tracker.resume_after(), None, "the budget of 2 is spent");
+        assert_eq!((stats.state(), stats.snapshot().restarts), (TaskState::Failed, 3));
     }
 
     #[test]

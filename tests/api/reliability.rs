@@ -256,6 +256,19 @@ fn resubscribing_brings_back_a_stream_the_exchange_stopped_sending() {
 }
 
 #[test]
+fn connections_rotate_make_before_break_without_a_gap_or_a_reconnect() {
+    let fake = fake(FakeConfig::default());
+    let mut app = spawn_app(&fake, AppOptions { exchange_extra: "rotate_after_secs = 1", ..options("") });
+    app.wait_for_log("Subscribed to ETHUSDT 5m candles", Duration::from_secs(20));
+    wait_for("three rotations", &app, || app.log_text().matches("rotated to the new connection").count() >= 3);
+    assert_complete_through(&fake, &app, horizon(&fake));
+    assert!(fake.stats().ws_connections_accepted >= 4);
+    assert_eq!(app.metric("candled_reconnects_total"), 0.0, "a rotation is not a reconnect");
+    let subscribed = app.log_text().matches("Subscribed to BTCUSDT 1m candles").count();
+    assert_eq!(subscribed, 1, "the stream never went down, so it never needed a repair");
+}
+
+#[test]
 fn kill_9_mid_stream_then_a_restart_restores_every_candle() {
     let fake = fake(FakeConfig::default());
     let app = start(&fake, "");

@@ -20,7 +20,7 @@ use crate::actors::Mailbox;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
 use crate::domain::{Frame, RateBudget, RejectReason, StreamKey, Timeframe, parse_frame};
 use crate::metrics::Metrics;
-use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
+use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// Close the connection and stay down (shutdown).
 #[derive(Message, Debug, Clone, Copy)]
@@ -52,6 +52,10 @@ pub struct ConnectionSettings {
     /// The gap between two control messages: Binance allows 5 incoming messages per second per connection.
     pub control_interval: Duration,
     pub connect_timeout: Duration,
+    /// Binance cuts every connection at 24 h: a new one is made, and the old one dropped, before that.
+    pub rotate_after: Duration,
+    /// How much later each further connection rotates, so that they do not all rotate together.
+    pub rotate_stagger: Duration,
     /// Connection attempts, shared by every connection: Binance allows 300 per 5 minutes per IP.
     pub connect_budget: Arc<Mutex<RateBudget>>,
 }
@@ -63,6 +67,38 @@ enum Control {
     Unsubscribe(Vec<usize>),
 }
 
+/// One open WebSocket: its reader, its writer, and its own control messages (the 5-per-second limit is per
+/// connection).
+struct Socket {
+    reader: SpawnHandle,
+    writer: SinkWrite<Message, WsSink>,
+    /// Control messages waiting to be sent, one per control interval.
+    controls: VecDeque<Control>,
+    /// SUBSCRIBE ids awaiting their ack, with the streams they cover.
+    awaiting_ack: HashMap<i64, Vec<usize>>,
+}
+
+impl Socket {
+    /// Every stream is subscribed and acknowledged.
+    fn settled(&self) -> bool {
+        self.controls.is_empty() && self.awaiting_ack.is_empty()
+    }
+
+    fn close(mut self, ctx: &mut Context<ConnectionActor>) {
+        ctx.cancel_future(self.reader);
+        self.writer.close();
+    }
+}
+
+/// Which socket a handshake is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The connection's first socket, or the one after a reconnect.
+    Primary,
+    /// A rotation's new socket, made before the old one is broken.
+    Successor,
+}
+
 /// A stream carried by a connection, and where its events go.
 pub struct RoutedStream {
     pub key: StreamKey,
@@ -71,6 +107,8 @@ pub struct RoutedStream {
 
 /// How long the same kind of malformed frame is not logged again.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How long to wait before trying a failed rotation again.
+const ROTATION_RETRY: Duration = Duration::from_secs(60);
 /// How often the stall watchdog looks.
 const WATCHDOG_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -80,17 +118,14 @@ pub struct ConnectionActor {
     streams: Vec<RoutedStream>,
     /// Symbol → per-timeframe index into `streams`: routing without formatting a string per frame.
     routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]>,
-    reader: Option<SpawnHandle>,
-    writer: Option<SinkWrite<Message, WsSink>>,
-    /// Control messages waiting to be sent, one per control interval.
-    controls: VecDeque<Control>,
-    /// SUBSCRIBE ids awaiting their ack, with the streams they cover.
-    awaiting_ack: HashMap<i64, Vec<usize>>,
+    /// The socket carrying the streams.
+    current: Option<Socket>,
+    /// During a rotation: the new socket, subscribing to every stream while `current` still delivers.
+    successor: Option<Socket>,
     next_request_id: i64,
     last_frame: Instant,
     last_reject_log: HashMap<RejectReason, Instant>,
     reconnect_now: bool,
-    restart_delay: Duration,
     stopping: bool,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
@@ -116,15 +151,12 @@ impl ConnectionActor {
             settings,
             streams,
             routes,
-            reader: None,
-            writer: None,
-            controls: VecDeque::new(),
-            awaiting_ack: HashMap::new(),
+            current: None,
+            successor: None,
             next_request_id: 1,
             last_frame: Instant::now(),
             last_reject_log: HashMap::new(),
             reconnect_now: false,
-            restart_delay: Duration::ZERO,
             stopping: false,
             stats,
             restarts,
@@ -139,12 +171,12 @@ impl ConnectionActor {
         format!("{}/stream?streams={}", self.settings.ws_base.trim_end_matches('/'), names.join("/"))
     }
 
-    fn connect(&mut self, ctx: &mut Context<Self>) {
+    fn connect(&mut self, role: Role, ctx: &mut Context<Self>) {
         let verdict =
             self.settings.connect_budget.lock().unwrap_or_else(|e| e.into_inner()).try_spend(Instant::now(), 1);
         if let Err(wait) = verdict {
             log::warn!("{}: connection budget spent, next attempt in {} ms", self.name, wait.as_millis());
-            ctx.run_later(wait, |act, ctx| act.connect(ctx));
+            ctx.run_later(wait, move |act, ctx| act.connect(role, ctx));
             return;
         }
         let url = self.connect_url();
@@ -155,60 +187,91 @@ impl ConnectionActor {
         log::debug!("{}: connecting to {url}", self.name);
         let handshake = tokio_tungstenite::connect_async_tls_with_config(url, Some(config), false, Some(connector));
         let handshake = tokio::time::timeout(self.settings.connect_timeout, handshake);
-        ctx.spawn(handshake.into_actor(self).map(|result, act, ctx| match result {
-            Ok(Ok((socket, _response))) => act.connected(socket, ctx),
-            Ok(Err(error)) => {
-                log::warn!("{}: connect failed: {error}", act.name);
-                ctx.stop();
-            }
-            Err(_) => {
-                log::warn!("{}: connect timed out after {:?}", act.name, act.settings.connect_timeout);
-                ctx.stop();
+        ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
+            let error = match result {
+                Ok(Ok((socket, _response))) => return act.connected(socket, role, ctx),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("timed out after {:?}", act.settings.connect_timeout),
+            };
+            log::warn!("{}: connect failed: {error}", act.name);
+            match role {
+                Role::Primary => ctx.stop(),
+                Role::Successor => {
+                    ctx.run_later(ROTATION_RETRY, |act, ctx| act.connect(Role::Successor, ctx));
+                }
             }
         }));
     }
 
-    fn connected(&mut self, socket: WsStream, ctx: &mut Context<Self>) {
+    fn connected(&mut self, socket: WsStream, role: Role, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         let (sink, stream) = socket.split();
-        self.reader = Some(ctx.add_stream(stream));
-        self.writer = Some(SinkWrite::new(sink, ctx));
-        self.last_frame = Instant::now();
-        self.stats.set_state(TaskState::Running);
         let in_url = self.settings.streams_per_message.max(1).min(self.streams.len());
-        log::info!("{}: connected with {} stream(s)", self.name, self.streams.len());
-        for index in 0..in_url {
-            self.announce_live(index, ctx);
-        }
         let rest: Vec<usize> = (in_url..self.streams.len()).collect();
-        let chunks = rest.chunks(self.settings.streams_per_message.max(1));
-        self.controls = chunks.map(|chunk| Control::Subscribe(chunk.to_vec())).collect();
-        ctx.run_interval(self.settings.control_interval, |act, _ctx| act.send_next_control());
+        let controls = rest.chunks(self.settings.streams_per_message.max(1));
+        let socket = Socket {
+            reader: ctx.add_stream(stream),
+            writer: SinkWrite::new(sink, ctx),
+            controls: controls.map(|chunk| Control::Subscribe(chunk.to_vec())).collect(),
+            awaiting_ack: HashMap::new(),
+        };
+        self.last_frame = Instant::now();
+        ctx.run_later(self.settings.rotate_after, |act, ctx| act.connect(Role::Successor, ctx));
+        match role {
+            Role::Primary => {
+                log::info!("{}: connected with {} stream(s)", self.name, self.streams.len());
+                self.current = Some(socket);
+                self.stats.set_state(TaskState::Running);
+                for index in 0..in_url {
+                    self.announce_live(index, ctx);
+                }
+            }
+            Role::Successor => {
+                log::info!("{}: rotating: a new connection subscribes while the old one delivers", self.name);
+                if let Some(unfinished) = self.successor.replace(socket) {
+                    unfinished.close(ctx);
+                }
+                self.promote_if_settled(ctx);
+            }
+        }
+    }
+
+    /// Once the successor carries every stream, it replaces the current socket (make before break).
+    fn promote_if_settled(&mut self, ctx: &mut Context<Self>) {
+        if !self.successor.as_ref().is_some_and(Socket::settled) {
+            return;
+        }
+        let old = std::mem::replace(&mut self.current, self.successor.take());
+        if let Some(old) = old {
+            old.close(ctx);
+        }
+        log::info!("{}: rotated to the new connection", self.name);
     }
 
     fn announce_live(&self, index: usize, ctx: &mut Context<Self>) {
         self.streams[index].subscription.do_send(StreamLive { connection: ctx.address().recipient() });
     }
 
-    /// Sends the next control message, at most one per control interval (Binance closes a connection that sends
-    /// more than 5 messages a second).
-    fn send_next_control(&mut self) {
-        let Some(writer) = &mut self.writer else { return };
-        let Some(control) = self.controls.pop_front() else { return };
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        let (method, streams) = match &control {
-            Control::Subscribe(streams) => ("SUBSCRIBE", streams),
-            Control::Unsubscribe(streams) => ("UNSUBSCRIBE", streams),
-        };
-        let params: Vec<String> = streams.iter().map(|&i| self.streams[i].key.stream_name()).collect();
-        let request = serde_json::json!({ "method": method, "params": params, "id": id });
-        if writer.write(Message::Text(request.to_string().into())).is_ok()
-            && let Control::Subscribe(streams) = control
-        {
-            self.awaiting_ack.insert(id, streams);
+    /// Sends each socket's next control message, at most one per control interval (Binance closes a connection
+    /// that sends more than 5 messages a second).
+    fn send_next_controls(&mut self) {
+        for socket in [&mut self.current, &mut self.successor].into_iter().flatten() {
+            let Some(control) = socket.controls.pop_front() else { continue };
+            let id = self.next_request_id;
+            self.next_request_id += 1;
+            let (method, streams) = match &control {
+                Control::Subscribe(streams) => ("SUBSCRIBE", streams),
+                Control::Unsubscribe(streams) => ("UNSUBSCRIBE", streams),
+            };
+            let params: Vec<String> = streams.iter().map(|&i| self.streams[i].key.stream_name()).collect();
+            let request = serde_json::json!({ "method": method, "params": params, "id": id });
+            if socket.writer.write(Message::Text(request.to_string().into())).is_ok()
+                && let Control::Subscribe(streams) = control
+            {
+                socket.awaiting_ack.insert(id, streams);
+            }
         }
     }
 
@@ -230,11 +293,18 @@ impl ConnectionActor {
                     self.metrics.in_progress_coalesced.inc();
                 }
             }
-            Ok(Frame::Ack { id }) => {
-                for index in id.and_then(|id| self.awaiting_ack.remove(&id)).unwrap_or_default() {
+            Ok(Frame::Ack { id: Some(id) }) => {
+                let acked = self.current.as_mut().and_then(|socket| socket.awaiting_ack.remove(&id));
+                for index in acked.unwrap_or_default() {
                     self.announce_live(index, ctx);
                 }
+                if let Some(successor) = &mut self.successor
+                    && successor.awaiting_ack.remove(&id).is_some()
+                {
+                    self.promote_if_settled(ctx);
+                }
             }
+            Ok(Frame::Ack { id: None }) => {}
             Ok(Frame::ServerShutdown) => {
                 log::info!("{}: server shutdown announced, reconnecting now", self.name);
                 self.reconnect_now = true;
@@ -259,14 +329,9 @@ impl ConnectionActor {
     }
 
     fn disconnect(&mut self, ctx: &mut Context<Self>) {
-        if let Some(reader) = self.reader.take() {
-            ctx.cancel_future(reader);
+        for socket in [self.current.take(), self.successor.take()].into_iter().flatten() {
+            socket.close(ctx);
         }
-        if let Some(mut writer) = self.writer.take() {
-            writer.close();
-        }
-        self.controls.clear();
-        self.awaiting_ack.clear();
     }
 }
 
@@ -274,13 +339,12 @@ impl Actor for ConnectionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.stats.state() == TaskState::Failed {
-            return;
-        }
+        let Some(delay) = self.restarts.resume_after().filter(|_| !self.stopping) else { return };
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        ctx.run_later(self.restart_delay, |act, ctx| act.connect(ctx));
+        ctx.run_later(delay, |act, ctx| act.connect(Role::Primary, ctx));
+        ctx.run_interval(self.settings.control_interval, |act, _ctx| act.send_next_controls());
         ctx.run_interval(WATCHDOG_INTERVAL, |act, ctx| {
-            if act.writer.is_some() && act.last_frame.elapsed() > act.settings.stall_timeout {
+            if act.current.is_some() && act.last_frame.elapsed() > act.settings.stall_timeout {
                 log::warn!("{}: no frame for {:?}, reconnecting", act.name, act.settings.stall_timeout);
                 ctx.stop();
             }
@@ -294,16 +358,15 @@ impl Supervised for ConnectionActor {
         if self.stopping {
             return;
         }
-        self.stats.record_restart();
+        self.restarts.restarting(&self.stats);
         self.metrics.reconnects.inc();
-        let decision = self.restarts.on_stop(Instant::now());
-        match decision {
-            RestartDecision::RestartAfter(_) if self.reconnect_now => self.restart_delay = Duration::ZERO,
-            RestartDecision::RestartAfter(delay) => self.restart_delay = delay,
-            RestartDecision::GiveUp => self.stats.set_state(TaskState::Failed),
+        if std::mem::take(&mut self.reconnect_now) {
+            self.restarts.resume_now();
         }
-        self.reconnect_now = false;
-        log::info!("{}: reconnecting in {} ms", self.name, self.restart_delay.as_millis());
+        match self.restarts.resume_after() {
+            Some(delay) => log::info!("{}: reconnecting in {} ms", self.name, delay.as_millis()),
+            None => log::error!("{}: restart policy gave up; the connection stays down", self.name),
+        }
     }
 }
 
@@ -342,6 +405,10 @@ impl WriteHandler<tungstenite::Error> for ConnectionActor {
         log::warn!("{}: write failed: {error}", self.name);
         Running::Stop
     }
+
+    /// A writer finishes when we close it (a rotation's old socket, or shutdown). The default would stop the actor;
+    /// whether the connection lives is the reader's business.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<Resubscribe> for ConnectionActor {
@@ -350,9 +417,9 @@ impl Handler<Resubscribe> for ConnectionActor {
     fn handle(&mut self, msg: Resubscribe, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
-        if self.writer.is_some() {
-            self.controls.push_back(Control::Unsubscribe(vec![index]));
-            self.controls.push_back(Control::Subscribe(vec![index]));
+        if let Some(socket) = &mut self.current {
+            socket.controls.push_back(Control::Unsubscribe(vec![index]));
+            socket.controls.push_back(Control::Subscribe(vec![index]));
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -14,7 +14,7 @@ use crate::domain::{Candle, StreamId, StreamKey};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::store::{CandleStore, IndicatorRow, StoreError};
-use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
+use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// Store one candle (in progress or closed).
 #[derive(Message, Debug, Clone, Copy)]
@@ -149,8 +149,6 @@ pub struct StorageActor {
     pending: PendingWrites,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
-    restart_delay: Duration,
-    failed: bool,
     metrics: Metrics,
 }
 
@@ -172,8 +170,6 @@ impl StorageActor {
             pending: PendingWrites::default(),
             stats,
             restarts,
-            restart_delay: Duration::ZERO,
-            failed: false,
             metrics,
         }
     }
@@ -243,11 +239,8 @@ impl Actor for StorageActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.failed {
-            return;
-        }
+        let Some(resume) = self.restarts.resume_after() else { return };
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        let resume = self.restart_delay;
         ctx.run_later(resume, |act, ctx| {
             act.stats.set_state(TaskState::Running);
             act.flush_or_restart(ctx);
@@ -258,14 +251,7 @@ impl Actor for StorageActor {
 
 impl Supervised for StorageActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        self.stats.record_restart();
-        match self.restarts.on_stop(Instant::now()) {
-            RestartDecision::RestartAfter(delay) => self.restart_delay = delay,
-            RestartDecision::GiveUp => {
-                self.failed = true;
-                self.stats.set_state(TaskState::Failed);
-            }
-        }
+        self.restarts.restarting(&self.stats);
     }
 }
 

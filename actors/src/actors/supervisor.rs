@@ -221,9 +221,11 @@ impl SupervisorActor {
             let routed = (index * per_connection..((index + 1) * per_connection).min(streams.len()))
                 .map(|i| RoutedStream { key: streams[i].clone(), subscription: subscriptions[i].clone() })
                 .collect();
+            let mut settings = self.settings.connection.clone();
+            settings.rotate_after += settings.rotate_stagger * index as u32;
             let actor = ConnectionActor::new(
                 format!("connection-{index}"),
-                self.settings.connection.clone(),
+                settings,
                 routed,
                 stats.clone(),
                 tracker,
