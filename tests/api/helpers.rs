@@ -74,6 +74,10 @@ pub fn spawn_app(fake: &FakeExchange, options: AppOptions) -> TestApp {
 
 /// Starts `candled` in `dir`, which already holds a `config.toml` (a restart on the same database).
 pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
+    // reqwest is built without a default TLS provider; the tests' client only speaks plain HTTP to the app.
+    // Built before the child starts, so that nothing can panic between starting it and owning it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::blocking::Client::new();
     let mut child = Command::new(env!("CARGO_BIN_EXE_candled"))
         .args(["--config", "config.toml"])
         .current_dir(dir.path())
@@ -91,9 +95,7 @@ pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
         }
     });
     let db_path = dir.path().join("data/candles.db");
-    // reqwest is built without a default TLS provider; the tests' client only speaks plain HTTP to the app.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut app = TestApp { child, port: 0, dir: Some(dir), db_path, log, http: reqwest::blocking::Client::new() };
+    let mut app = TestApp { child, port: 0, dir: Some(dir), db_path, log, http };
     let listening = app.wait_for_log("HTTP listening on http://127.0.0.1:", START_TIMEOUT);
     let port = listening.rsplit(':').next().and_then(|p| p.trim().parse().ok());
     app.port = port.unwrap_or_else(|| panic!("no port in {listening:?}; log:\n{}", app.log_text()));

@@ -296,7 +296,7 @@ impl Handler<Shutdown> for SupervisorActor {
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let Some(running) = self.running.take() else { return Box::pin(fut::ready(Ok(()))) };
-        let metrics_note = self.metrics.frames_received.get();
+        let frames_received = self.metrics.frames_received.get();
         let shutdown = async move {
             for connection in &running.connections {
                 let _ = connection.send(Stop).await;
@@ -314,7 +314,7 @@ impl Handler<Shutdown> for SupervisorActor {
                     stats.set_state(TaskState::Stopped);
                 }
             }
-            log::info!("Shut down after {metrics_note} frame(s); storage flushed");
+            log::info!("Shut down after {frames_received} frame(s); storage flushed");
             flushed
         };
         Box::pin(shutdown.into_actor(self).map(|result, act, _ctx| {
