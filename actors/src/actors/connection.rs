@@ -18,7 +18,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
-use crate::domain::{Frame, RejectReason, StreamKey, Timeframe, parse_frame};
+use crate::domain::{Frame, RejectReason, Routed, Router, StreamKey, route_frame};
 use crate::metrics::Metrics;
 use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
 
@@ -62,8 +62,8 @@ pub struct ConnectionActor {
     name: String,
     settings: ConnectionSettings,
     streams: Vec<RoutedStream>,
-    /// Symbol → per-timeframe index into `streams`: routing without formatting a string per frame.
-    routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]>,
+    /// Symbol and timeframe → index into `streams`.
+    routes: Router,
     reader: Option<SpawnHandle>,
     writer: Option<SinkWrite<Message, WsSink>>,
     /// Stream indexes still to SUBSCRIBE on this connection, in message-sized chunks.
@@ -90,11 +90,7 @@ impl ConnectionActor {
         restarts: RestartTracker,
         metrics: Metrics,
     ) -> Self {
-        let mut routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]> = HashMap::new();
-        for (index, stream) in streams.iter().enumerate() {
-            let slot = routes.entry(stream.key.symbol.as_str().into()).or_default();
-            slot[stream.key.timeframe.index()] = Some(index as u32);
-        }
+        let routes = Router::new(streams.iter().map(|s| &s.key));
         Self {
             name,
             settings,
@@ -182,28 +178,26 @@ impl ConnectionActor {
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         self.metrics.frames_received.inc();
-        match parse_frame(text) {
-            Ok(Frame::Kline(event)) => {
-                let index = self.routes.get(&*event.symbol).and_then(|slots| slots[event.timeframe.index()]);
-                match index {
-                    Some(index) => self.streams[index as usize]
-                        .subscription
-                        .do_send(KlineUpdate { candle: event.candle, event_time: event.event_time }),
-                    None => log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe),
-                }
+        match route_frame(&self.routes, text) {
+            Ok(Routed::Kline { index, event_time, candle }) => {
+                self.streams[index].subscription.do_send(KlineUpdate { candle, event_time })
             }
-            Ok(Frame::Ack { id }) => {
+            Ok(Routed::Unrouted(event)) => {
+                log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe)
+            }
+            Ok(Routed::Other(Frame::Ack { id })) => {
                 for index in id.and_then(|id| self.awaiting_ack.remove(&id)).unwrap_or_default() {
                     self.streams[index].subscription.do_send(StreamLive);
                 }
             }
-            Ok(Frame::ServerShutdown) => {
+            Ok(Routed::Other(Frame::ServerShutdown)) => {
                 log::info!("{}: server shutdown announced, reconnecting now", self.name);
                 self.reconnect_now = true;
                 ctx.stop();
             }
-            Ok(Frame::Error { code, msg }) => log::warn!("{}: exchange error {code}: {msg}", self.name),
-            Ok(Frame::Other) => {}
+            Ok(Routed::Other(Frame::Error { code, msg })) => log::warn!("{}: exchange error {code}: {msg}", self.name),
+            // route_frame never returns a kline as `Other`.
+            Ok(Routed::Other(Frame::Other | Frame::Kline(_))) => {}
             Err(reason) => self.reject(reason, text),
         }
     }
