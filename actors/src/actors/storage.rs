@@ -19,6 +19,8 @@ use crate::tasks::{RestartDecision, RestartTracker, TaskState, TaskStats};
 pub struct StoreCandle {
     pub stream: StreamId,
     pub candle: Candle,
+    /// `E` of the update that carried it, ms UTC: feeds the event-to-commit latency histogram.
+    pub event_time: Option<i64>,
 }
 
 /// Store closed candles fetched over REST.
@@ -45,16 +47,22 @@ pub struct StorageSettings {
 }
 
 /// Pending writes, coalesced per (stream, open time): a closed candle is never replaced by an in-progress one.
+/// Each row keeps the event time of the update it holds, if known.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    rows: HashMap<(StreamId, i64), Candle>,
+    rows: HashMap<(StreamId, i64), (Candle, Option<i64>)>,
 }
 
 impl PendingWrites {
     pub fn push(&mut self, stream: StreamId, candle: Candle) {
-        let slot = self.rows.entry((stream, candle.open_time)).or_insert(candle);
-        if candle.is_closed || !slot.is_closed {
-            *slot = candle;
+        self.push_timed(stream, candle, None);
+    }
+
+    /// Like `push`, remembering the event time of the update that carried `candle`.
+    pub fn push_timed(&mut self, stream: StreamId, candle: Candle, event_time: Option<i64>) {
+        let slot = self.rows.entry((stream, candle.open_time)).or_insert((candle, event_time));
+        if candle.is_closed || !slot.0.is_closed {
+            *slot = (candle, event_time);
         }
     }
 
@@ -68,18 +76,23 @@ impl PendingWrites {
 
     /// Takes every pending row, ordered by key so a batch walks the primary key in order.
     pub fn take(&mut self) -> Vec<(StreamId, Candle)> {
-        let mut rows: Vec<_> = self.rows.drain().map(|((stream, _), candle)| (stream, candle)).collect();
-        rows.sort_unstable_by_key(|(stream, candle)| (*stream, candle.open_time));
-        rows
+        self.take_timed().0
+    }
+
+    /// Like `take`, with each row's event time beside it (same order).
+    pub fn take_timed(&mut self) -> (Vec<(StreamId, Candle)>, Vec<Option<i64>>) {
+        let mut rows: Vec<_> = self.rows.drain().map(|((stream, _), (candle, at))| (stream, candle, at)).collect();
+        rows.sort_unstable_by_key(|(stream, candle, _)| (*stream, candle.open_time));
+        rows.into_iter().map(|(stream, candle, at)| ((stream, candle), at)).unzip()
     }
 
     /// Puts back rows whose commit failed, without overwriting anything newer that arrived meanwhile.
     pub fn restore(&mut self, rows: Vec<(StreamId, Candle)>) {
         for (stream, candle) in rows {
             match self.rows.get(&(stream, candle.open_time)) {
-                Some(newer) if newer.is_closed || !candle.is_closed => {}
+                Some((newer, _)) if newer.is_closed || !candle.is_closed => {}
                 _ => {
-                    self.rows.insert((stream, candle.open_time), candle);
+                    self.rows.insert((stream, candle.open_time), (candle, None));
                 }
             }
         }
@@ -131,9 +144,12 @@ impl StorageActor {
             None => CandleStore::open(&self.settings.path)?,
         };
         let store = self.store.insert(store);
-        let rows = self.pending.take();
+        let (rows, event_times) = self.pending.take_timed();
         match store.write_candles(&self.streams, &rows) {
             Ok(_) => {
+                self.metrics.observe_event_to_commit(
+                    rows.iter().zip(&event_times).filter_map(|((_, c), at)| Some((c.is_closed, (*at)?))),
+                );
                 let closed = rows.iter().filter(|(_, c)| c.is_closed).count() as u64;
                 self.metrics.candles_written.with_label_values(&["closed"]).inc_by(closed);
                 self.metrics.candles_written.with_label_values(&["in_progress"]).inc_by(rows.len() as u64 - closed);
@@ -155,8 +171,8 @@ impl StorageActor {
         }
     }
 
-    fn accept(&mut self, stream: StreamId, candle: Candle, ctx: &mut Context<Self>) {
-        self.pending.push(stream, candle);
+    fn accept(&mut self, stream: StreamId, candle: Candle, event_time: Option<i64>, ctx: &mut Context<Self>) {
+        self.pending.push_timed(stream, candle, event_time);
         if self.pending.len() >= self.settings.batch_size {
             self.flush_or_restart(ctx);
         }
@@ -198,7 +214,7 @@ impl Handler<StoreCandle> for StorageActor {
 
     fn handle(&mut self, msg: StoreCandle, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        self.accept(msg.stream, msg.candle, ctx);
+        self.accept(msg.stream, msg.candle, msg.event_time, ctx);
     }
 }
 
@@ -208,7 +224,7 @@ impl Handler<StoreCandles> for StorageActor {
     fn handle(&mut self, msg: StoreCandles, ctx: &mut Context<Self>) {
         self.stats.record_handled();
         for candle in msg.candles {
-            self.accept(msg.stream, candle, ctx);
+            self.accept(msg.stream, candle, None, ctx);
         }
     }
 }
@@ -257,6 +273,20 @@ mod tests {
         pending.push(s, candle(0, 1.2, false));
         assert_eq!(pending.take(), [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, false))]);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn pending_writes_keep_the_event_time_of_the_update_they_hold() {
+        let mut pending = PendingWrites::default();
+        let s = StreamId(0);
+        pending.push_timed(s, candle(0, 1.5, false), Some(10));
+        pending.push_timed(s, candle(0, 2.5, true), Some(20));
+        // A stale in-progress update changes neither the row nor its event time.
+        pending.push_timed(s, candle(0, 1.2, false), Some(30));
+        pending.push(s, candle(60_000, 1.0, false));
+        let (rows, times) = pending.take_timed();
+        assert_eq!(rows, [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, false))]);
+        assert_eq!(times, [Some(20), None]);
     }
 
     #[test]

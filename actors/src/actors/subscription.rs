@@ -158,7 +158,7 @@ impl Handler<KlineUpdate> for SubscriptionActor {
     fn handle(&mut self, msg: KlineUpdate, ctx: &mut Context<Self>) {
         self.stats.record_handled();
         if let Some(candle) = self.apply(msg.candle) {
-            self.storage.do_send(StoreCandle { stream: self.stream, candle });
+            self.storage.do_send(StoreCandle { stream: self.stream, candle, event_time: Some(msg.event_time) });
         }
         self.maybe_repair(ctx);
     }
