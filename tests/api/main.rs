@@ -5,5 +5,6 @@ mod config_errors;
 mod end_to_end;
 mod fake_exchange;
 mod helpers;
+mod scale;
 mod shutdown;
 mod tls;
