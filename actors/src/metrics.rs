@@ -1,6 +1,6 @@
 //! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::domain::RejectReason;
 
@@ -18,7 +18,13 @@ pub struct Metrics {
     pub reconnects: IntCounter,
     pub tasks: IntGaugeVec,
     pub mailbox_depth: IntGauge,
+    /// Exchange event time (`E`) to SQLite commit, per committed live row, by kind (`closed`, `in_progress`).
+    event_to_commit: HistogramVec,
 }
+
+/// Upper bounds of the event-to-commit histogram, in seconds.
+const EVENT_TO_COMMIT_BUCKETS: [f64; 15] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -55,8 +61,18 @@ impl Metrics {
                 registry.register(Box::new(metric.clone())).expect("registered once");
                 metric
             },
+            event_to_commit: {
+                let opts = HistogramOpts::new("event_to_commit_seconds", "Exchange event time to SQLite commit")
+                    .buckets(EVENT_TO_COMMIT_BUCKETS.to_vec());
+                let metric = HistogramVec::new(opts, &["kind"]).expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
             registry,
         };
+        for kind in ["closed", "in_progress"] {
+            metrics.event_to_commit.with_label_values(&[kind]);
+        }
         for reason in RejectReason::ALL {
             metrics.frames_rejected.with_label_values(&[reason.label()]);
         }
@@ -65,6 +81,17 @@ impl Metrics {
 
     pub fn record_rejected(&self, reason: RejectReason) {
         self.frames_rejected.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// Records, for rows just committed, the time from their exchange event (`(is_closed, E in ms)`) to now.
+    pub fn observe_event_to_commit(&self, rows: impl Iterator<Item = (bool, i64)>) {
+        let now = crate::tasks::unix_ms();
+        let closed = self.event_to_commit.with_label_values(&["closed"]);
+        let in_progress = self.event_to_commit.with_label_values(&["in_progress"]);
+        for (is_closed, event_time) in rows {
+            let seconds = (now - event_time).max(0) as f64 / 1000.0;
+            if is_closed { closed.observe(seconds) } else { in_progress.observe(seconds) }
+        }
     }
 
     /// Rejected frames so far, by reason label.

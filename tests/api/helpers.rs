@@ -103,6 +103,11 @@ pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
 }
 
 impl TestApp {
+    /// The process id of the running `candled`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }

@@ -7,5 +7,6 @@ mod fake_exchange;
 mod helpers;
 mod indicators;
 mod reliability;
+mod scale;
 mod shutdown;
 mod tls;

@@ -18,7 +18,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
-use crate::domain::{Frame, RateBudget, RejectReason, StreamKey, Timeframe, parse_frame};
+use crate::domain::{Frame, RateBudget, RejectReason, Routed, Router, StreamKey, route_frame};
 use crate::metrics::Metrics;
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -116,8 +116,8 @@ pub struct ConnectionActor {
     name: String,
     settings: ConnectionSettings,
     streams: Vec<RoutedStream>,
-    /// Symbol → per-timeframe index into `streams`: routing without formatting a string per frame.
-    routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]>,
+    /// Symbol and timeframe → index into `streams`: routing without formatting a string per frame.
+    routes: Router,
     /// The socket carrying the streams.
     current: Option<Socket>,
     /// During a rotation: the new socket, subscribing to every stream while `current` still delivers.
@@ -141,11 +141,7 @@ impl ConnectionActor {
         restarts: RestartTracker,
         metrics: Metrics,
     ) -> Self {
-        let mut routes: HashMap<Box<str>, [Option<u32>; Timeframe::ALL.len()]> = HashMap::new();
-        for (index, stream) in streams.iter().enumerate() {
-            let slot = routes.entry(stream.key.symbol.as_str().into()).or_default();
-            slot[stream.key.timeframe.index()] = Some(index as u32);
-        }
+        let routes = Router::new(streams.iter().map(|s| &s.key));
         Self {
             name,
             settings,
@@ -277,23 +273,21 @@ impl ConnectionActor {
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
         self.metrics.frames_received.inc();
-        match parse_frame(text) {
-            Ok(Frame::Kline(event)) => {
-                let index = self.routes.get(&*event.symbol).and_then(|slots| slots[event.timeframe.index()]);
-                let Some(index) = index else {
-                    log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe);
-                    return;
-                };
-                let update = KlineUpdate { candle: event.candle, event_time: event.event_time };
-                let subscription = &self.streams[index as usize].subscription;
-                if update.candle.is_closed {
+        match route_frame(&self.routes, text) {
+            Ok(Routed::Kline { index, event_time, candle }) => {
+                let update = KlineUpdate { candle, event_time };
+                let subscription = &self.streams[index].subscription;
+                if candle.is_closed {
                     subscription.do_send(update);
                 } else if subscription.try_send(update).is_err() {
                     // The subscription is behind: a later update (or the close) supersedes this one.
                     self.metrics.in_progress_coalesced.inc();
                 }
             }
-            Ok(Frame::Ack { id: Some(id) }) => {
+            Ok(Routed::Unrouted(event)) => {
+                log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe);
+            }
+            Ok(Routed::Other(Frame::Ack { id: Some(id) })) => {
                 let acked = self.current.as_mut().and_then(|socket| socket.awaiting_ack.remove(&id));
                 for index in acked.unwrap_or_default() {
                     self.announce_live(index, ctx);
@@ -304,14 +298,14 @@ impl ConnectionActor {
                     self.promote_if_settled(ctx);
                 }
             }
-            Ok(Frame::Ack { id: None }) => {}
-            Ok(Frame::ServerShutdown) => {
+            Ok(Routed::Other(Frame::Ack { id: None })) => {}
+            Ok(Routed::Other(Frame::ServerShutdown)) => {
                 log::info!("{}: server shutdown announced, reconnecting now", self.name);
                 self.reconnect_now = true;
                 ctx.stop();
             }
-            Ok(Frame::Error { code, msg }) => log::warn!("{}: exchange error {code}: {msg}", self.name),
-            Ok(Frame::Other) => {}
+            Ok(Routed::Other(Frame::Error { code, msg })) => log::warn!("{}: exchange error {code}: {msg}", self.name),
+            Ok(Routed::Other(Frame::Other | Frame::Kline(_))) => {}
             Err(reason) => self.reject(reason, text),
         }
     }

@@ -22,6 +22,8 @@ use crate::tasks::{RestartTracker, TaskState, TaskStats};
 pub struct StoreCandle {
     pub stream: StreamId,
     pub candle: Candle,
+    /// `E` of the update that carried it, ms UTC, if it came live: feeds the event-to-commit latency histogram.
+    pub event_time: Option<i64>,
 }
 
 /// Store closed candles fetched over REST.
@@ -72,7 +74,8 @@ pub struct StorageSettings {
 /// Indicator values are coalesced per (stream, open time, output): the latest value wins.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
-    rows: HashMap<(StreamId, i64), Candle>,
+    /// Each candle with the event time of the update it holds, if known.
+    rows: HashMap<(StreamId, i64), (Candle, Option<i64>)>,
     indicators: HashMap<(StreamId, i64, u16), f64>,
 }
 
@@ -80,14 +83,16 @@ pub struct PendingWrites {
 #[derive(Debug, Default, PartialEq)]
 pub struct Batch {
     pub candles: Vec<(StreamId, Candle)>,
+    /// The event time of each of `candles`, in the same order.
+    pub event_times: Vec<Option<i64>>,
     pub indicators: Vec<IndicatorRow>,
 }
 
 impl PendingWrites {
-    pub fn push(&mut self, stream: StreamId, candle: Candle) {
-        let slot = self.rows.entry((stream, candle.open_time)).or_insert(candle);
-        if candle.is_closed || !slot.is_closed {
-            *slot = candle;
+    pub fn push(&mut self, stream: StreamId, candle: Candle, event_time: Option<i64>) {
+        let slot = self.rows.entry((stream, candle.open_time)).or_insert((candle, event_time));
+        if candle.is_closed || !slot.0.is_closed {
+            *slot = (candle, event_time);
         }
     }
 
@@ -112,24 +117,25 @@ impl PendingWrites {
 
     /// Takes every pending row.
     pub fn take(&mut self) -> Batch {
-        let mut candles: Vec<_> = self.rows.drain().map(|((stream, _), candle)| (stream, candle)).collect();
-        candles.sort_unstable_by_key(|(stream, candle)| (*stream, candle.open_time));
+        let mut rows: Vec<_> = self.rows.drain().map(|((stream, _), (candle, at))| ((stream, candle), at)).collect();
+        rows.sort_unstable_by_key(|((stream, candle), _)| (*stream, candle.open_time));
+        let (candles, event_times) = rows.into_iter().unzip();
         let mut indicators: Vec<_> = self
             .indicators
             .drain()
             .map(|((stream, open_time, output), value)| IndicatorRow { stream, open_time, output, value })
             .collect();
         indicators.sort_unstable_by_key(|row| (row.stream, row.open_time, row.output));
-        Batch { candles, indicators }
+        Batch { candles, event_times, indicators }
     }
 
     /// Puts back rows whose commit failed, without overwriting anything newer that arrived meanwhile.
     pub fn restore(&mut self, batch: Batch) {
         for (stream, candle) in batch.candles {
             match self.rows.get(&(stream, candle.open_time)) {
-                Some(newer) if newer.is_closed || !candle.is_closed => {}
+                Some((newer, _)) if newer.is_closed || !candle.is_closed => {}
                 _ => {
-                    self.rows.insert((stream, candle.open_time), candle);
+                    self.rows.insert((stream, candle.open_time), (candle, None));
                 }
             }
         }
@@ -198,6 +204,8 @@ impl StorageActor {
                 let in_progress = batch.candles.len() as u64 - closed;
                 self.metrics.candles_written.with_label_values(&["closed"]).inc_by(closed);
                 self.metrics.candles_written.with_label_values(&["in_progress"]).inc_by(in_progress);
+                let timed = batch.candles.iter().zip(&batch.event_times);
+                self.metrics.observe_event_to_commit(timed.filter_map(|((_, c), at)| Some((c.is_closed, (*at)?))));
                 self.restarts.on_healthy();
                 Ok(())
             }
@@ -223,8 +231,8 @@ impl StorageActor {
         }
     }
 
-    fn accept(&mut self, stream: StreamId, candle: Candle, ctx: &mut Context<Self>) {
-        self.pending.push(stream, candle);
+    fn accept(&mut self, stream: StreamId, candle: Candle, event_time: Option<i64>, ctx: &mut Context<Self>) {
+        self.pending.push(stream, candle, event_time);
         self.flush_if_full(ctx);
     }
 
@@ -260,7 +268,7 @@ impl Handler<StoreCandle> for StorageActor {
 
     fn handle(&mut self, msg: StoreCandle, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        self.accept(msg.stream, msg.candle, ctx);
+        self.accept(msg.stream, msg.candle, msg.event_time, ctx);
     }
 }
 
@@ -270,7 +278,7 @@ impl Handler<StoreCandles> for StorageActor {
     fn handle(&mut self, msg: StoreCandles, ctx: &mut Context<Self>) {
         self.stats.record_handled();
         for candle in msg.candles {
-            self.accept(msg.stream, candle, ctx);
+            self.accept(msg.stream, candle, None, ctx);
         }
     }
 }
@@ -353,25 +361,40 @@ mod tests {
     fn pending_writes_coalesce_to_the_latest_and_keep_closed_final() {
         let mut pending = PendingWrites::default();
         let s = StreamId(0);
-        pending.push(s, candle(0, 1.5, false));
-        pending.push(s, candle(0, 2.0, false));
-        pending.push(s, candle(60_000, 1.0, false));
+        pending.push(s, candle(0, 1.5, false), None);
+        pending.push(s, candle(0, 2.0, false), None);
+        pending.push(s, candle(60_000, 1.0, false), None);
         assert_eq!(pending.len(), 2);
-        pending.push(s, candle(0, 2.5, true));
+        pending.push(s, candle(0, 2.5, true), None);
         // A stale in-progress update does not replace the closed candle.
-        pending.push(s, candle(0, 1.2, false));
+        pending.push(s, candle(0, 1.2, false), None);
         assert_eq!(pending.take().candles, [(s, candle(0, 2.5, true)), (s, candle(60_000, 1.0, false))]);
         assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn pending_writes_keep_the_event_time_of_the_update_they_hold() {
+        let mut pending = PendingWrites::default();
+        let s = StreamId(0);
+        pending.push(s, candle(0, 1.5, false), Some(10));
+        pending.push(s, candle(0, 2.0, false), Some(20));
+        pending.push(s, candle(60_000, 1.0, true), Some(30));
+        // A stale in-progress update neither replaces the closed candle nor its event time.
+        pending.push(s, candle(60_000, 0.5, false), Some(40));
+        let batch = pending.take();
+        assert_eq!(batch.candles, [(s, candle(0, 2.0, false)), (s, candle(60_000, 1.0, true))]);
+        assert_eq!(batch.event_times, [Some(20), Some(30)]);
     }
 
     #[test]
     fn restored_rows_never_overwrite_newer_pending_ones() {
         let mut pending = PendingWrites::default();
         let s = StreamId(0);
-        pending.push(s, candle(0, 2.5, true));
+        pending.push(s, candle(0, 2.5, true), None);
         pending.push_indicator(s, 0, IndicatorValue { output: 0, value: 2.0 });
         let failed = Batch {
             candles: vec![(s, candle(0, 1.0, false)), (s, candle(60_000, 1.0, true))],
+            event_times: vec![None, None],
             indicators: vec![
                 IndicatorRow { stream: s, open_time: 0, output: 0, value: 1.0 },
                 IndicatorRow { stream: s, open_time: 0, output: 1, value: 1.0 },
@@ -393,7 +416,7 @@ mod tests {
     fn indicator_values_coalesce_per_output_and_count_towards_the_batch() {
         let mut pending = PendingWrites::default();
         let (a, b) = (StreamId(0), StreamId(1));
-        pending.push(a, candle(0, 1.0, true));
+        pending.push(a, candle(0, 1.0, true), None);
         pending.push_indicator(b, 0, IndicatorValue { output: 1, value: 1.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 1.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 3.0 });

@@ -106,7 +106,7 @@ pub struct SubscriptionActor {
     exchange_clock: Option<(i64, Instant)>,
     last_update: Instant,
     /// The newest in-progress candle storage had no room for; a later update or the close replaces it.
-    deferred: Option<Candle>,
+    deferred: Option<StoreCandle>,
     /// The earliest late closed candle applied since the last `Rebuild` was sent to the indicator actor.
     late_from: Option<i64>,
 }
@@ -180,23 +180,23 @@ impl SubscriptionActor {
 
     /// Sends a candle to storage. Closed candles are never dropped; an in-progress one waits in `deferred` (only
     /// the newest) while storage's mailbox is full.
-    fn store(&mut self, candle: Candle) {
+    fn store(&mut self, candle: Candle, event_time: Option<i64>) {
+        let msg = StoreCandle { stream: self.stream, candle, event_time };
         if candle.is_closed {
-            if self.deferred.is_some_and(|d| d.open_time == candle.open_time) {
+            if self.deferred.is_some_and(|d| d.candle.open_time == candle.open_time) {
                 self.deferred = None;
             }
-            self.storage.do_send(StoreCandle { stream: self.stream, candle });
-        } else if let Err(StoreCandle { candle, .. }) =
-            self.storage.try_send(StoreCandle { stream: self.stream, candle })
-            && self.deferred.replace(candle).is_some()
+            self.storage.do_send(msg);
+        } else if let Err(msg) = self.storage.try_send(msg)
+            && self.deferred.replace(msg).is_some()
         {
             self.metrics.in_progress_coalesced.inc();
         }
     }
 
     fn retry_deferred(&mut self) {
-        if let Some(candle) = self.deferred.take() {
-            self.store(candle);
+        if let Some(msg) = self.deferred.take() {
+            self.store(msg.candle, msg.event_time);
         }
     }
 
@@ -277,7 +277,7 @@ impl Handler<KlineUpdate> for SubscriptionActor {
             self.stats.set_state(TaskState::Running);
         }
         if let Some(candle) = self.apply(msg.candle) {
-            self.store(candle);
+            self.store(candle, Some(msg.event_time));
         }
         self.rebuild_indicators();
         self.maybe_repair(ctx);
@@ -340,8 +340,8 @@ impl Handler<Drain> for SubscriptionActor {
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         // Shutting down: what storage had no room for is written now.
-        if let Some(candle) = self.deferred.take() {
-            self.storage.do_send(StoreCandle { stream: self.stream, candle });
+        if let Some(msg) = self.deferred.take() {
+            self.storage.do_send(msg);
         }
     }
 }

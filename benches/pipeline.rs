@@ -1,0 +1,353 @@
+//! The actor pipeline end to end: combined-stream WebSocket frames in, through the connection's `route_frame`,
+//! `SubscriptionActor`, `IndicatorActor` and `StorageActor` (its own arbiter, a temp-file SQLite in WAL mode, the
+//! production batch size and flush interval), to committed rows. An iteration ends when storage answers `Flush`
+//! after every subscription and indicator drained, so everything fed is committed.
+//!
+//! Two cases: `closed` (every frame a distinct closed candle, every one must become a row) and `in_progress`
+//! (100 updates per candle, coalesced to one row each). Beside each, the floor: the same parse and candle rules on
+//! a plain tokio mpsc chain (parse → channel → rules → channel → a writer thread doing a batched rusqlite upsert).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use candled_actors::actors::backfill::BackfillActor;
+use candled_actors::actors::indicator::IndicatorActor;
+use candled_actors::actors::storage::{Flush, StorageActor, StorageSettings};
+use candled_actors::actors::subscription::{
+    Drain, KlineUpdate, SubscriptionActor, SubscriptionLinks, SubscriptionSettings,
+};
+use candled_actors::actors::{MAILBOX_CAPACITY, Mailbox};
+use candled_actors::domain::route_frame;
+use candled_actors::domain::{BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe};
+use candled_actors::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
+use candled_actors::metrics::Metrics;
+use candled_actors::rest::RestClient;
+use candled_actors::store::{CandleStore, SCHEMA};
+use candled_actors::streams::StreamHealth;
+use candled_actors::tasks::{RestartPolicy, RestartTracker, TaskStats};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+const SYMBOLS: usize = 25;
+const TIMEFRAMES: [Timeframe; 4] = [Timeframe::M1, Timeframe::M5, Timeframe::M15, Timeframe::H1];
+/// Frames per stream and iteration: 100 streams × 100 = 10,000 frames per iteration.
+const PER_STREAM: usize = 100;
+/// Production defaults (`[storage]` in config.toml).
+const BATCH_SIZE: usize = 1000;
+const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Frames fed between two yields to the runtime, so that actors run while frames arrive, as on a socket.
+const FEED_CHUNK: usize = 256;
+/// The production defaults of the subscriptions' watch (they never fire within an iteration).
+const WATCH: SubscriptionSettings =
+    SubscriptionSettings { close_grace: Duration::from_secs(5), stale_after: Duration::from_secs(30) };
+/// 2023-11-14T22:00:00Z, on every timeframe's grid used here.
+const BASE_OPEN: i64 = 1_699_999_200_000;
+
+fn streams() -> Vec<StreamKey> {
+    (0..SYMBOLS).flat_map(|s| TIMEFRAMES.map(|tf| StreamKey::new(format!("SYM{s:03}USDT"), tf))).collect()
+}
+
+/// A combined-stream kline frame, as `/stream?streams=` delivers it.
+fn frame(key: &StreamKey, open: i64, update: usize, closed: bool) -> String {
+    let tf = key.timeframe;
+    let close_time = tf.close_time(open);
+    let event_time = if closed { close_time + 2 } else { open + 1_000 + update as i64 };
+    let open_price = 100.0 + (open / 60_000 % 997) as f64 * 0.01;
+    let close_price = open_price + (update % 7) as f64 * 0.01;
+    let (high, low) = (open_price.max(close_price) + 0.05, open_price.min(close_price) - 0.05);
+    format!(
+        r#"{{"stream":"{stream}","data":{{"e":"kline","E":{event_time},"s":"{symbol}","k":{{"t":{open},"T":{close_time},"s":"{symbol}","i":"{tf}","f":1054217725,"L":1054218306,"o":"{open_price:.8}","c":"{close_price:.8}","h":"{high:.8}","l":"{low:.8}","v":"12.26168000","n":582,"x":{closed},"q":"572337.21655380","V":"3.29093000","Q":"153606.31592330","B":"0"}}}}}}"#,
+        stream = key.stream_name(),
+        symbol = key.symbol,
+    )
+}
+
+/// The frames of one iteration, interleaved across streams as a connection receives them. `round` makes every
+/// iteration's candles new: closed candles continue each series, in-progress updates move to the next candle.
+fn iteration_frames(streams: &[StreamKey], round: i64, closed: bool) -> Vec<String> {
+    let step = |tf: Timeframe| tf.next_open(BASE_OPEN) - BASE_OPEN;
+    (0..PER_STREAM)
+        .flat_map(|k| {
+            streams.iter().map(move |key| {
+                if closed {
+                    let open = BASE_OPEN + (round * PER_STREAM as i64 + k as i64) * step(key.timeframe);
+                    frame(key, open, 0, true)
+                } else {
+                    frame(key, BASE_OPEN + round * step(key.timeframe), k, false)
+                }
+            })
+        })
+        .collect()
+}
+
+/// The engine's actors for `streams`, wired as the supervisor wires them.
+struct Pipeline {
+    router: Router,
+    subscriptions: Vec<Mailbox<SubscriptionActor>>,
+    indicators: Vec<Mailbox<IndicatorActor>>,
+    storage: Mailbox<StorageActor>,
+    _arbiter: Arbiter,
+}
+
+impl Pipeline {
+    /// Must run inside the actix system.
+    fn start(streams: &[StreamKey], db: &Path) -> Pipeline {
+        let metrics = Metrics::new();
+        let keys: Arc<[StreamKey]> = streams.to_vec().into();
+        let tracker = || RestartTracker::new(RestartPolicy::Always(BackoffPolicy::default()));
+        let config = IndicatorConfig::default();
+        let board = ProvisionalBoard::new(streams, IndicatorSet::new(&config).names().into());
+        let arbiter = Arbiter::new();
+        let storage = {
+            let stats = TaskStats::new(MAILBOX_CAPACITY);
+            let settings =
+                StorageSettings { path: db.to_owned(), batch_size: BATCH_SIZE, flush_interval: FLUSH_INTERVAL };
+            let store = CandleStore::open(db).expect("open the bench database");
+            let (keys, metrics, actor_stats, tracker) = (keys.clone(), metrics.clone(), stats.clone(), tracker());
+            let names = board.names().clone();
+            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                StorageActor::new(settings, keys, names, store, actor_stats, tracker, metrics)
+            });
+            Mailbox::new(addr, stats)
+        };
+        let tls = candled_actors::tls::client_config(None).expect("TLS config");
+        // Never called: the series stay contiguous and no stream goes live, so no repair is asked for.
+        let rest = RestClient::new("http://127.0.0.1:9", tls, metrics.clone()).expect("REST client");
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let backfill = Mailbox::new(BackfillActor::new(rest, 1, stats.clone()).start(), stats);
+        let (mut subscriptions, mut indicators) = (Vec::new(), Vec::new());
+        for (index, key) in streams.iter().enumerate() {
+            let stream = StreamId(index as u32);
+            let stats = TaskStats::new(MAILBOX_CAPACITY);
+            let actor =
+                IndicatorActor::new(stream, key.clone(), &config, storage.clone(), board.clone(), stats.clone());
+            let indicator = Mailbox::new(actor.start(), stats);
+            let stats = TaskStats::new(MAILBOX_CAPACITY);
+            let links = SubscriptionLinks {
+                storage: storage.clone(),
+                indicator: indicator.clone(),
+                backfill: backfill.clone(),
+                stats: stats.clone(),
+                health: StreamHealth::new(key.clone()),
+                metrics: metrics.clone(),
+            };
+            let subscription = SubscriptionActor::new(stream, None, false, WATCH, links);
+            subscriptions.push(Mailbox::new(subscription.start(), stats));
+            indicators.push(indicator);
+        }
+        Pipeline { router: Router::new(streams), subscriptions, indicators, storage, _arbiter: arbiter }
+    }
+
+    /// Feeds `frames` as the connection actor does, then waits until storage committed all of them.
+    async fn run(&self, frames: &[String]) {
+        for chunk in frames.chunks(FEED_CHUNK) {
+            for text in chunk {
+                match route_frame(&self.router, text) {
+                    Ok(Routed::Kline { index, event_time, candle }) => {
+                        self.subscriptions[index].do_send(KlineUpdate { candle, event_time })
+                    }
+                    other => unreachable!("every bench frame is a routed kline: {other:?}"),
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        // Mailboxes are FIFO: once every Drain is answered, all their writes are queued at storage before Flush.
+        for subscription in &self.subscriptions {
+            subscription.send(Drain).await.expect("subscription alive");
+        }
+        for indicator in &self.indicators {
+            indicator.send(Drain).await.expect("indicator alive");
+        }
+        self.storage.send(Flush).await.expect("storage alive").expect("commit");
+    }
+}
+
+/// What travels down the floor's chain.
+enum FloorMsg {
+    Frame(String),
+    Row(StreamId, Candle),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The floor: the same parse and rules on a plain tokio mpsc chain, the writer on its own thread.
+struct Floor {
+    input: mpsc::UnboundedSender<FloorMsg>,
+}
+
+/// The floor's upsert: replace an in-progress row, keep everything else as is.
+const FLOOR_UPSERT: &str = "INSERT INTO candles VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+    ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume, quote_volume = excluded.quote_volume,
+    trades = excluded.trades, taker_buy_base = excluded.taker_buy_base, taker_buy_quote = excluded.taker_buy_quote,
+    is_closed = excluded.is_closed WHERE candles.is_closed = 0";
+
+impl Floor {
+    /// Must run inside a tokio runtime (the parse and rules tasks are spawned on it).
+    fn start(streams: &[StreamKey], db: &Path) -> Floor {
+        let (input, mut frames) = mpsc::unbounded_channel::<FloorMsg>();
+        let (to_rules, mut rules_in) = mpsc::unbounded_channel::<FloorMsg>();
+        let (to_writer, mut writer_in) = mpsc::unbounded_channel::<FloorMsg>();
+        let router = Router::new(streams);
+        tokio::spawn(async move {
+            while let Some(msg) = frames.recv().await {
+                let routed = match msg {
+                    FloorMsg::Frame(text) => match route_frame(&router, &text) {
+                        Ok(Routed::Kline { index, candle, .. }) => FloorMsg::Row(StreamId(index as u32), candle),
+                        other => unreachable!("every bench frame is a routed kline: {other:?}"),
+                    },
+                    other => other,
+                };
+                let _ = to_rules.send(routed);
+            }
+        });
+        let mut rules: Vec<CandleRules> = streams.iter().map(|k| CandleRules::new(k.timeframe, None)).collect();
+        tokio::spawn(async move {
+            while let Some(msg) = rules_in.recv().await {
+                if let FloorMsg::Row(stream, candle) = &msg {
+                    rules[stream.0 as usize].apply(candle);
+                }
+                let _ = to_writer.send(msg);
+            }
+        });
+        let mut conn = Connection::open(db).expect("open the floor database");
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let keys = streams.to_vec();
+        std::thread::spawn(move || {
+            let mut pending: HashMap<(StreamId, i64), Candle> = HashMap::new();
+            while let Some(msg) = writer_in.blocking_recv() {
+                match msg {
+                    FloorMsg::Row(stream, candle) => {
+                        pending.insert((stream, candle.open_time), candle);
+                        if pending.len() >= BATCH_SIZE {
+                            floor_commit(&mut conn, &keys, &mut pending);
+                        }
+                    }
+                    FloorMsg::Flush(done) => {
+                        floor_commit(&mut conn, &keys, &mut pending);
+                        let _ = done.send(());
+                    }
+                    FloorMsg::Frame(_) => unreachable!("frames are parsed upstream"),
+                }
+            }
+        });
+        Floor { input }
+    }
+
+    async fn run(&self, frames: Vec<String>) {
+        let mut frames = frames.into_iter();
+        loop {
+            let chunk: Vec<String> = frames.by_ref().take(FEED_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            for text in chunk {
+                let _ = self.input.send(FloorMsg::Frame(text));
+            }
+            tokio::task::yield_now().await;
+        }
+        let (done, committed) = oneshot::channel();
+        let _ = self.input.send(FloorMsg::Flush(done));
+        committed.await.expect("the floor writer answers");
+    }
+}
+
+fn floor_commit(conn: &mut Connection, keys: &[StreamKey], pending: &mut HashMap<(StreamId, i64), Candle>) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx.prepare_cached(FLOOR_UPSERT).unwrap();
+        for ((stream, _), c) in pending.drain() {
+            let key = &keys[stream.0 as usize];
+            stmt.execute(params![
+                key.symbol,
+                key.timeframe.as_str(),
+                c.open_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.close_time,
+                c.quote_volume,
+                c.trades as i64,
+                c.taker_buy_base,
+                c.taker_buy_quote,
+                c.is_closed
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn count_rows(db: &Path, closed: bool) -> i64 {
+    let conn = Connection::open(db).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM candles WHERE is_closed = ?1", [closed], |r| r.get(0)).unwrap()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let streams = streams();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let system = actix::System::new();
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements((streams.len() * PER_STREAM) as u64));
+    for (case, closed) in [("closed", true), ("in_progress", false)] {
+        let db = dir.path().join(format!("actors-{case}.db"));
+        let actors = system.block_on(async { Pipeline::start(&streams, &db) });
+        let rounds = Cell::new(0i64);
+        group.bench_function(format!("actors/{case}"), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let frames = iteration_frames(&streams, rounds.get(), closed);
+                    rounds.set(rounds.get() + 1);
+                    let start = Instant::now();
+                    system.block_on(actors.run(&frames));
+                    elapsed += start.elapsed();
+                }
+                elapsed
+            })
+        });
+        // Every closed candle fed is a committed row; in-progress updates coalesce to one row per candle.
+        let expected = if closed {
+            rounds.get() * (streams.len() * PER_STREAM) as i64
+        } else {
+            rounds.get() * streams.len() as i64
+        };
+        assert_eq!(count_rows(&db, closed), expected, "actors/{case}: rows committed");
+
+        let db = dir.path().join(format!("floor-{case}.db"));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let floor = runtime.block_on(async { Floor::start(&streams, &db) });
+        let rounds = Cell::new(0i64);
+        group.bench_function(format!("floor_mpsc_rusqlite/{case}"), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let frames = iteration_frames(&streams, rounds.get(), closed);
+                    rounds.set(rounds.get() + 1);
+                    let start = Instant::now();
+                    runtime.block_on(floor.run(frames));
+                    elapsed += start.elapsed();
+                }
+                elapsed
+            })
+        });
+        let expected = if closed {
+            rounds.get() * (streams.len() * PER_STREAM) as i64
+        } else {
+            rounds.get() * streams.len() as i64
+        };
+        assert_eq!(count_rows(&db, closed), expected, "floor/{case}: rows committed");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);
