@@ -76,6 +76,8 @@ struct Socket {
     controls: VecDeque<Control>,
     /// SUBSCRIBE ids awaiting their ack, with the streams they cover.
     awaiting_ack: HashMap<i64, Vec<usize>>,
+    /// When the last control message went out: the next waits a full control interval from it.
+    last_control: Option<Instant>,
 }
 
 impl Socket {
@@ -212,6 +214,7 @@ impl ConnectionActor {
             writer: SinkWrite::new(sink, ctx),
             controls: controls.map(|chunk| Control::Subscribe(chunk.to_vec())).collect(),
             awaiting_ack: HashMap::new(),
+            last_control: None,
         };
         self.last_frame = Instant::now();
         ctx.run_later(self.settings.rotate_after, |act, ctx| act.connect(Role::Successor, ctx));
@@ -251,10 +254,17 @@ impl ConnectionActor {
     }
 
     /// Sends each socket's next control message, at most one per control interval (Binance closes a connection
-    /// that sends more than 5 messages a second).
+    /// that sends more than 5 messages a second). The interval counts from the last message sent, not from timer
+    /// ticks: after a stalled arbiter, missed ticks fire back to back and must not become a burst.
     fn send_next_controls(&mut self) {
+        let now = Instant::now();
+        let interval = self.settings.control_interval;
         for socket in [&mut self.current, &mut self.successor].into_iter().flatten() {
+            if socket.last_control.is_some_and(|at| now.duration_since(at) < interval) {
+                continue;
+            }
             let Some(control) = socket.controls.pop_front() else { continue };
+            socket.last_control = Some(now);
             let id = self.next_request_id;
             self.next_request_id += 1;
             let (method, streams) = match &control {
@@ -336,7 +346,8 @@ impl Actor for ConnectionActor {
         let Some(delay) = self.restarts.resume_after().filter(|_| !self.stopping) else { return };
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         ctx.run_later(delay, |act, ctx| act.connect(Role::Primary, ctx));
-        ctx.run_interval(self.settings.control_interval, |act, _ctx| act.send_next_controls());
+        // Ticks faster than the interval; `send_next_controls` paces from the last message sent.
+        ctx.run_interval(self.settings.control_interval / 5, |act, _ctx| act.send_next_controls());
         ctx.run_interval(WATCHDOG_INTERVAL, |act, ctx| {
             if act.current.is_some() && act.last_frame.elapsed() > act.settings.stall_timeout {
                 log::warn!("{}: no frame for {:?}, reconnecting", act.name, act.settings.stall_timeout);
