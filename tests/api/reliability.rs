@@ -189,6 +189,8 @@ fn duplicate_stale_and_out_of_order_events_change_nothing() {
     for (symbol, timeframe) in streams() {
         assert_eq!(stream_report(&app, symbol, timeframe)["revisions"], 0, "an identical duplicate is no revision");
     }
+    let rebuilds = app.log_text().matches("indicators rebuilt from").count();
+    assert_eq!(rebuilds, 4, "only the start-up rebuilds: an identical replay changes no indicator");
 }
 
 #[test]

@@ -167,8 +167,10 @@ impl SubscriptionActor {
                 }
                 Some(candle)
             }
-            Verdict::LateClosed => {
-                self.late_from = Some(self.late_from.map_or(candle.open_time, |t| t.min(candle.open_time)));
+            Verdict::LateClosed { changes } => {
+                if changes {
+                    self.late_from = Some(self.late_from.map_or(candle.open_time, |t| t.min(candle.open_time)));
+                }
                 Some(candle)
             }
             Verdict::StaleInProgress => {

@@ -1,7 +1,8 @@
 //! The candle rules of one stream: which updates to store, which closed candles extend the series, and which
 //! ranges are missing and must be fetched from REST.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use crate::domain::{Candle, Timeframe};
 
@@ -15,8 +16,9 @@ pub enum Verdict {
     /// A closed candle newer than every closed candle seen: store it and feed it to the indicators.
     Closed,
     /// A closed candle at or before the newest one seen (a backfill, a replay or a duplicate): store it; storage
-    /// keeps the first copy and records a revision only if the values differ.
-    LateClosed,
+    /// keeps the first copy and records a revision only if the values differ. `changes` is false for an identical
+    /// replay of a recent close, and true for a gap fill or a revision: what indicators already consumed changed.
+    LateClosed { changes: bool },
 }
 
 /// A range of open times whose closed candles are missing: `[from_open, to_open)`.
@@ -37,12 +39,33 @@ pub struct CandleRules {
     contiguous: Option<i64>,
     ahead: BTreeSet<i64>,
     awaiting_close: BTreeMap<i64, i64>,
+    /// Fingerprints of the last closed candles seen, newest last: a replay of one of them changes nothing.
+    recent: VecDeque<(i64, u64)>,
+}
+
+/// How many recent closes are remembered to recognise replays (a few bytes each, per stream).
+const RECENT_CLOSES: usize = 8;
+
+/// A fingerprint of every field of a candle.
+fn fingerprint(candle: &Candle) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    let prices = [candle.open, candle.high, candle.low, candle.close, candle.volume, candle.quote_volume];
+    let taker = [candle.taker_buy_base, candle.taker_buy_quote];
+    (candle.open_time, candle.close_time, candle.trades, candle.is_closed).hash(&mut hasher);
+    prices.iter().chain(&taker).for_each(|v| v.to_bits().hash(&mut hasher));
+    hasher.finish()
 }
 
 impl CandleRules {
     /// Starts tracking after `last_closed`, the newest closed open time already stored (if any).
     pub fn new(timeframe: Timeframe, last_closed: Option<i64>) -> Self {
-        Self { timeframe, contiguous: last_closed, ahead: BTreeSet::new(), awaiting_close: BTreeMap::new() }
+        Self {
+            timeframe,
+            contiguous: last_closed,
+            ahead: BTreeSet::new(),
+            awaiting_close: BTreeMap::new(),
+            recent: VecDeque::with_capacity(RECENT_CLOSES),
+        }
     }
 
     /// The newest closed open time seen.
@@ -79,8 +102,17 @@ impl CandleRules {
             };
         }
         self.awaiting_close.remove(&candle.open_time);
+        let print = (candle.open_time, fingerprint(candle));
+        let replay = self.recent.contains(&print);
+        if !replay {
+            self.recent.retain(|&(open, _)| open != candle.open_time);
+            if self.recent.len() == RECENT_CLOSES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(print);
+        }
         let verdict = match newest {
-            Some(closed) if candle.open_time <= closed => Verdict::LateClosed,
+            Some(closed) if candle.open_time <= closed => Verdict::LateClosed { changes: !replay },
             _ => Verdict::Closed,
         };
         match self.contiguous {
@@ -161,8 +193,12 @@ mod tests {
         assert_eq!(rules.contiguous(), Some(10 * MIN));
         // TC2: a late in-progress update of the closed candle is stale.
         assert_eq!(rules.apply(&candle(10, false)), Verdict::StaleInProgress);
-        // TC3: a duplicate close is late, not new.
-        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed);
+        // TC3: a duplicate close is late, not new, and changes nothing.
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed { changes: false });
+        // TC4: a revised close (other values) changes what was consumed.
+        let revised = Candle { close: 1.5, high: 1.5, ..candle(10, true) };
+        assert_eq!(rules.apply(&revised), Verdict::LateClosed { changes: true });
+        assert_eq!(rules.apply(&revised), Verdict::LateClosed { changes: false });
         assert_eq!(rules.first_gap(), None);
     }
 
@@ -173,8 +209,8 @@ mod tests {
         assert_eq!(rules.first_gap(), Some(Gap { from_open: 10 * MIN, to_open: 13 * MIN }));
         assert_eq!(rules.repair_from(), Some(10 * MIN));
         // The backfill brings 10 and 11 (late), and 12 does not exist on the exchange.
-        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed);
-        assert_eq!(rules.apply(&candle(11, true)), Verdict::LateClosed);
+        assert_eq!(rules.apply(&candle(10, true)), Verdict::LateClosed { changes: true });
+        assert_eq!(rules.apply(&candle(11, true)), Verdict::LateClosed { changes: true });
         assert_eq!(rules.first_gap(), Some(Gap { from_open: 12 * MIN, to_open: 13 * MIN }));
         rules.backfilled_through(12 * MIN);
         assert_eq!(rules.first_gap(), None);
