@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use candled::config::Settings;
-use candled::startup::{Application, shutdown_signal};
+use candled::startup::{Application, UnlistedSymbols, shutdown_signal};
 use clap::Parser;
 
 /// Collects Binance kline streams into SQLite, supervised, with a health endpoint.
@@ -33,6 +33,10 @@ async fn main() -> ExitCode {
     let result = async { Application::build(settings).await?.run_until_stopped(shutdown_signal()).await }.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<UnlistedSymbols>() => {
+            eprintln!("error: config file {}: {error}", cli.config.display());
+            ExitCode::from(CONFIG_ERROR)
+        }
         Err(error) => {
             log::error!("{error:#}");
             ExitCode::FAILURE

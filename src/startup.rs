@@ -33,6 +33,11 @@ const CONTROL_INTERVAL: Duration = Duration::from_millis(250);
 const CONNECTS_PER_WINDOW: u32 = 300;
 const CONNECT_WINDOW: Duration = Duration::from_secs(300);
 
+/// The config names symbols the exchange does not list: Binance would accept their streams and send nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("`market_data.symbols`: not listed on the exchange: {}", .0.join(", "))]
+pub struct UnlistedSymbols(pub Vec<String>);
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -51,6 +56,7 @@ impl Application {
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
         let metrics = Metrics::new();
         let rest = RestClient::new(&settings.exchange.rest_url, tls.clone(), metrics.clone())?;
+        check_symbols(&rest, &settings).await?;
 
         let listener = TcpListener::bind(settings.http_bind)
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http_bind))?;
@@ -89,6 +95,20 @@ impl Application {
         self.supervisor.send(Shutdown).await?.map_err(anyhow::Error::msg)?;
         log::info!("Stopped cleanly");
         Ok(())
+    }
+}
+
+/// Fails on symbols the exchange does not list. An exchange that cannot be asked is no reason not to start.
+async fn check_symbols(rest: &RestClient, settings: &Settings) -> Result<(), UnlistedSymbols> {
+    let mut symbols: Vec<String> = settings.streams.iter().map(|key| key.symbol.clone()).collect();
+    symbols.dedup();
+    match rest.unlisted_symbols(&symbols).await {
+        Ok(unlisted) if unlisted.is_empty() => Ok(()),
+        Ok(unlisted) => Err(UnlistedSymbols(unlisted)),
+        Err(error) => {
+            log::warn!("could not check the symbols against the exchange, starting anyway: {error}");
+            Ok(())
+        }
     }
 }
 

@@ -13,6 +13,8 @@ pub const WEIGHT_PER_MINUTE: u32 = 6000;
 const KLINES_WEIGHT: u32 = 2;
 const TIME_WEIGHT: u32 = 1;
 const EXCHANGE_INFO_WEIGHT: u32 = 20;
+/// Symbols asked about in one `exchangeInfo` request.
+const EXCHANGE_INFO_CHUNK: usize = 100;
 /// The largest page `GET /api/v3/klines` serves.
 pub const KLINES_PAGE: usize = 1000;
 /// How often one request is tried before the error is returned.
@@ -27,8 +29,6 @@ pub enum RestError {
     Status { url: String, status: u16, body: String },
     #[error("{url} answered with a malformed body: {reason}")]
     Malformed { url: String, reason: RejectReason },
-    #[error("the exchange does not list symbol {0}")]
-    UnknownSymbol(String),
     #[error("cannot build the HTTP client: {0}")]
     Client(reqwest::Error),
 }
@@ -39,7 +39,7 @@ impl RestError {
         match self {
             Self::Http { .. } => true,
             Self::Status { status, .. } => *status == 429 || *status == 418 || *status >= 500,
-            Self::Malformed { .. } | Self::UnknownSymbol(_) | Self::Client(_) => false,
+            Self::Malformed { .. } | Self::Client(_) => false,
         }
     }
 }
@@ -87,14 +87,43 @@ impl RestClient {
         Ok(time.server_time)
     }
 
-    /// Checks that the exchange lists `symbol`.
-    pub async fn check_symbol(&self, symbol: &str) -> Result<(), RestError> {
-        match self.get("/api/v3/exchangeInfo", &[("symbol", symbol.to_owned())], EXCHANGE_INFO_WEIGHT).await {
-            Err(RestError::Status { status: 400, body, .. }) if body.contains("-1121") => {
-                Err(RestError::UnknownSymbol(symbol.to_owned()))
-            }
-            other => other.map(drop),
+    /// The symbols among `symbols` that the exchange does not list. Binance accepts a stream for an unlisted
+    /// symbol and then never sends anything, so this is checked at start. Asks 100 symbols per request; a chunk
+    /// answered with -1121 (some symbol in it is unknown) is asked one symbol at a time.
+    pub async fn unlisted_symbols(&self, symbols: &[String]) -> Result<Vec<String>, RestError> {
+        #[derive(serde::Deserialize)]
+        struct ExchangeInfo {
+            symbols: Vec<Listed>,
         }
+        #[derive(serde::Deserialize)]
+        struct Listed {
+            symbol: String,
+        }
+        let mut unlisted = Vec::new();
+        for chunk in symbols.chunks(EXCHANGE_INFO_CHUNK) {
+            let list = serde_json::to_string(chunk).unwrap_or_default();
+            let chunk_unknown = match self.get("/api/v3/exchangeInfo", &[("symbols", list)], EXCHANGE_INFO_WEIGHT).await
+            {
+                Ok((url, body)) => {
+                    let info: ExchangeInfo = serde_json::from_slice(&body)
+                        .map_err(|_| RestError::Malformed { url, reason: RejectReason::WrongType })?;
+                    unlisted.extend(chunk.iter().filter(|s| !info.symbols.iter().any(|l| &l.symbol == *s)).cloned());
+                    false
+                }
+                Err(error) if is_unknown_symbol(&error) => true,
+                Err(error) => return Err(error),
+            };
+            if chunk_unknown {
+                for symbol in chunk {
+                    match self.get("/api/v3/exchangeInfo", &[("symbol", symbol.clone())], EXCHANGE_INFO_WEIGHT).await {
+                        Ok(_) => {}
+                        Err(error) if is_unknown_symbol(&error) => unlisted.push(symbol.clone()),
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+        }
+        Ok(unlisted)
     }
 
     /// One page of klines starting at `start_open`, with closedness decided by `server_time`.
@@ -250,6 +279,11 @@ impl Drop for HeldPermit<'_> {
             self.client.gate().unanswered(permit);
         }
     }
+}
+
+/// Binance's "Invalid symbol." (`-1121`).
+fn is_unknown_symbol(error: &RestError) -> bool {
+    matches!(error, RestError::Status { status: 400, body, .. } if body.contains("-1121"))
 }
 
 /// The ranges within `[from_open, through_open]` that `opens` (ascending) does not cover.

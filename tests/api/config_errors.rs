@@ -1,6 +1,7 @@
 //! A malformed config fails fast: exit code 2 and a message naming the key and the problem.
 
-use crate::helpers::run_to_exit;
+use crate::fake_exchange::{FakeConfig, FakeExchange};
+use crate::helpers::{AppOptions, run_to_exit, write_config};
 
 /// A valid config; each case breaks one thing in it.
 const VALID: &str = r#"
@@ -71,4 +72,18 @@ fn a_missing_config_file_is_named() {
     let (status, stderr) = run_to_exit(dir.path(), &[]);
     assert_eq!(status.code(), Some(2));
     assert_mentions(&stderr, &["config.toml"]);
+}
+
+#[test]
+fn a_symbol_the_exchange_does_not_list_is_refused_at_start() {
+    // Binance accepts a stream for an unknown symbol and then sends nothing: refuse it up front.
+    let fake = FakeExchange::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        AppOptions { symbols: vec!["BTCUSDT", "NOSUCHUSDT"], timeframes: vec!["1m"], ..AppOptions::default() };
+    write_config(dir.path(), &fake, &options);
+    let (status, stderr) = run_to_exit(dir.path(), &["--config", "config.toml"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_mentions(&stderr, &["market_data.symbols", "not listed on the exchange: NOSUCHUSDT"]);
+    assert!(!stderr.contains("BTCUSDT"), "only the unlisted symbol is named: {stderr}");
 }
