@@ -422,7 +422,11 @@ impl Handler<Resubscribe> for ConnectionActor {
     fn handle(&mut self, msg: Resubscribe, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
         let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
-        if let Some(socket) = &mut self.current {
+        let Some(socket) = &mut self.current else { return };
+        // One resubscribe per stream at a time: a stream that stays silent asks again every `stale_after`, and
+        // the queue drains at only 4 messages a second.
+        let queued = socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.as_slice() == [index]));
+        if !queued {
             socket.controls.push_back(Control::Unsubscribe(vec![index]));
             socket.controls.push_back(Control::Subscribe(vec![index]));
         }
