@@ -110,4 +110,17 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     }
     let in_progress: i64 = db.query_row("SELECT COUNT(*) FROM candles WHERE is_closed = 0", [], |r| r.get(0)).unwrap();
     assert!(in_progress <= 6, "at most one in-progress candle per stream, got {in_progress}");
+
+    // The seed's own queries, as users run them, through the sqlite3 command-line tool.
+    let sqlite3 = |query: &str| {
+        let output = std::process::Command::new("sqlite3").arg(&db_path).arg(query).output();
+        let output = output.expect("the sqlite3 tool (.ci/run installs it)");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let count: i64 = db.query_row("SELECT COUNT(*) FROM candles WHERE symbol='BTCUSDT'", [], |r| r.get(0)).unwrap();
+    assert_eq!(sqlite3("SELECT COUNT(*) FROM candles WHERE symbol='BTCUSDT';").trim(), count.to_string());
+    let latest = sqlite3("SELECT symbol, timeframe, timestamp FROM candles ORDER BY timestamp DESC LIMIT 10;");
+    assert_eq!(latest.lines().count(), 10, "{latest}");
+    assert!(latest.lines().all(|line| line.split('|').count() == 3), "{latest}");
 }
