@@ -7,7 +7,6 @@
 //! (100 updates per candle, coalesced to one row each). Beside each, the floor: the same parse and candle rules on
 //! a plain tokio mpsc chain (parse → channel → rules → channel → a writer thread doing a batched rusqlite upsert).
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,9 +28,13 @@ use candled_actors::rest::RestClient;
 use candled_actors::store::{CandleStore, SCHEMA};
 use candled_actors::streams::StreamHealth;
 use candled_actors::tasks::{RestartPolicy, RestartTracker, TaskStats};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rusqlite::{Connection, params};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
+
+#[path = "support/floor.rs"]
+mod floor;
 
 const SYMBOLS: usize = 25;
 const TIMEFRAMES: [Timeframe; 4] = [Timeframe::M1, Timeframe::M5, Timeframe::M15, Timeframe::H1];
@@ -263,24 +266,7 @@ fn floor_commit(conn: &mut Connection, keys: &[StreamKey], pending: &mut HashMap
     {
         let mut stmt = tx.prepare_cached(FLOOR_UPSERT).unwrap();
         for ((stream, _), c) in pending.drain() {
-            let key = &keys[stream.0 as usize];
-            stmt.execute(params![
-                key.symbol,
-                key.timeframe.as_str(),
-                c.open_time,
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.volume,
-                c.close_time,
-                c.quote_volume,
-                c.trades as i64,
-                c.taker_buy_base,
-                c.taker_buy_quote,
-                c.is_closed
-            ])
-            .unwrap();
+            floor::execute_candle(&mut stmt, &keys[stream.0 as usize], &c);
         }
     }
     tx.commit().unwrap();
@@ -289,6 +275,37 @@ fn floor_commit(conn: &mut Connection, keys: &[StreamKey], pending: &mut HashMap
 fn count_rows(db: &Path, closed: bool) -> i64 {
     let conn = Connection::open(db).unwrap();
     conn.query_row("SELECT COUNT(*) FROM candles WHERE is_closed = ?1", [closed], |r| r.get(0)).unwrap()
+}
+
+/// Benchmarks `run` on a new iteration's frames per criterion iteration, timing `run` only. Returns the rounds run.
+fn bench_rounds(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    streams: &[StreamKey],
+    closed: bool,
+    mut run: impl FnMut(Vec<String>),
+) -> i64 {
+    let mut rounds = 0i64;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            for _ in 0..iters {
+                let frames = iteration_frames(streams, rounds, closed);
+                rounds += 1;
+                let start = Instant::now();
+                run(frames);
+                elapsed += start.elapsed();
+            }
+            elapsed
+        })
+    });
+    rounds
+}
+
+/// Every closed candle fed is a committed row; in-progress updates coalesce to one row per candle.
+fn expected_rows(rounds: i64, streams: &[StreamKey], closed: bool) -> i64 {
+    let per_round = if closed { streams.len() * PER_STREAM } else { streams.len() };
+    rounds * per_round as i64
 }
 
 fn pipeline(c: &mut Criterion) {
@@ -300,51 +317,18 @@ fn pipeline(c: &mut Criterion) {
     for (case, closed) in [("closed", true), ("in_progress", false)] {
         let db = dir.path().join(format!("actors-{case}.db"));
         let actors = system.block_on(async { Pipeline::start(&streams, &db) });
-        let rounds = Cell::new(0i64);
-        group.bench_function(format!("actors/{case}"), |b| {
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let frames = iteration_frames(&streams, rounds.get(), closed);
-                    rounds.set(rounds.get() + 1);
-                    let start = Instant::now();
-                    system.block_on(actors.run(&frames));
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            })
+        let rounds = bench_rounds(&mut group, &format!("actors/{case}"), &streams, closed, |frames| {
+            system.block_on(actors.run(&frames))
         });
-        // Every closed candle fed is a committed row; in-progress updates coalesce to one row per candle.
-        let expected = if closed {
-            rounds.get() * (streams.len() * PER_STREAM) as i64
-        } else {
-            rounds.get() * streams.len() as i64
-        };
-        assert_eq!(count_rows(&db, closed), expected, "actors/{case}: rows committed");
+        assert_eq!(count_rows(&db, closed), expected_rows(rounds, &streams, closed), "actors/{case}: rows committed");
 
         let db = dir.path().join(format!("floor-{case}.db"));
         let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
         let floor = runtime.block_on(async { Floor::start(&streams, &db) });
-        let rounds = Cell::new(0i64);
-        group.bench_function(format!("floor_mpsc_rusqlite/{case}"), |b| {
-            b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let frames = iteration_frames(&streams, rounds.get(), closed);
-                    rounds.set(rounds.get() + 1);
-                    let start = Instant::now();
-                    runtime.block_on(floor.run(frames));
-                    elapsed += start.elapsed();
-                }
-                elapsed
-            })
+        let rounds = bench_rounds(&mut group, &format!("floor_mpsc_rusqlite/{case}"), &streams, closed, |frames| {
+            runtime.block_on(floor.run(frames))
         });
-        let expected = if closed {
-            rounds.get() * (streams.len() * PER_STREAM) as i64
-        } else {
-            rounds.get() * streams.len() as i64
-        };
-        assert_eq!(count_rows(&db, closed), expected, "floor/{case}: rows committed");
+        assert_eq!(count_rows(&db, closed), expected_rows(rounds, &streams, closed), "floor/{case}: rows committed");
     }
     group.finish();
     // The process ends here. Dropping the system would drop the actors' contexts outside its runtime, and actix
