@@ -47,7 +47,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 const FEED_CHUNK: usize = 256;
 /// The production defaults of the subscriptions' watch (they never fire within an iteration).
 const WATCH: SubscriptionSettings =
-    SubscriptionSettings { close_grace: Duration::from_secs(5), stale_after: Duration::from_secs(30) };
+    SubscriptionSettings { close_grace: Duration::from_secs(5), stale_after: Duration::from_secs(30), history: 0 };
 /// 2023-11-14T22:00:00Z, on every timeframe's grid used here.
 const BASE_OPEN: i64 = 1_699_999_200_000;
 

@@ -144,6 +144,7 @@ fn engine_settings(
         subscription: SubscriptionSettings {
             close_grace: exchange.close_grace,
             stale_after: exchange.stream_stale_after,
+            history: settings.history,
         },
         indicators: settings.indicators.clone(),
         provisional,

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::fake_exchange::{FakeConfig, FakeExchange, MalformedKind};
 use crate::helpers::{
-    AppOptions, TestApp, assert_closed_candles_exact, open_db, spawn_app, spawn_in, stored_closed, wait_until,
+    AppOptions, TestApp, assert_closed_candles_exact, open_db, served_closed, spawn_app, spawn_in, stored_closed,
+    wait_until,
 };
 
 const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
@@ -214,6 +215,28 @@ fn the_exchange_down_for_a_while_then_back_loses_nothing() {
     assert_complete_through(&fake, &app, horizon(&fake));
     assert!(fake.stats().rest_503s + fake.stats().ws_refused_while_down >= 1);
     assert!(stream_report(&app, "ETHUSDT", "5m")["repairs"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn an_exchange_down_at_start_still_yields_the_whole_history_once_it_is_back() {
+    let fake = fake(FakeConfig::default());
+    // Long enough that the first history load fails after its own retries.
+    fake.set_down_for(Duration::from_secs(15));
+    let mut app = spawn_app(&fake, options(FAST_RESTARTS));
+    app.wait_for_log("history load failed, retrying", Duration::from_secs(30));
+    for (symbol, timeframe) in streams() {
+        app.wait_for_log(&format!("Subscribed to {symbol} {timeframe} candles"), Duration::from_secs(30));
+    }
+    assert_complete_through(&fake, &app, horizon(&fake));
+    let db = open_db(&app.db_path);
+    for (symbol, timeframe) in streams() {
+        let served = served_closed(&fake, symbol, timeframe);
+        assert!(served.len() >= 20, "{symbol} {timeframe}: the history arrived late but whole: {}", served.len());
+        assert!(served.is_subset(&stored_closed(&db, symbol, timeframe)));
+    }
+    let (_, body) = app.get("/api/v1/tasks/status");
+    let history = body["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "history").cloned().unwrap();
+    assert_eq!(history["state"], "failed", "a run-once task that did not do its job in time failed: {history}");
 }
 
 #[test]

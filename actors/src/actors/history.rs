@@ -30,6 +30,8 @@ pub struct HistoryActor {
     stats: Arc<TaskStats>,
     started_at: Instant,
     loaded: usize,
+    /// Streams whose history fetch failed (their subscriptions retry it).
+    failed: usize,
 }
 
 impl HistoryActor {
@@ -41,7 +43,7 @@ impl HistoryActor {
         stats: Arc<TaskStats>,
     ) -> Self {
         let pending = streams.into_iter().map(|s| (s.stream, s)).collect();
-        Self { count, timeout, pending, backfill, stats, started_at: Instant::now(), loaded: 0 }
+        Self { count, timeout, pending, backfill, stats, started_at: Instant::now(), loaded: 0, failed: 0 }
     }
 }
 
@@ -61,19 +63,17 @@ impl Actor for HistoryActor {
                 reply: ctx.address().recipient(),
             });
         }
-        ctx.run_later(self.timeout, |act, ctx| {
+        ctx.run_later(self.timeout, |act, _ctx| {
+            if act.pending.is_empty() {
+                return;
+            }
             let missing: Vec<String> = act.pending.values().map(|s| s.key.to_string()).collect();
             log::error!(
-                "History load did not finish within {}s; missing: {}. Those streams repair from REST on their own.",
+                "History load did not finish within {}s; still loading: {}. It lands when it arrives.",
                 act.timeout.as_secs(),
                 missing.join(", ")
             );
-            for stream in act.pending.drain().map(|(_, s)| s) {
-                let timed_out = "history load timed out".to_owned();
-                stream.subscription.do_send(Backfilled::failed(stream.stream, BackfillPurpose::History, timed_out));
-            }
             act.stats.set_state(TaskState::Failed);
-            ctx.stop();
         });
     }
 }
@@ -85,13 +85,22 @@ impl Handler<Backfilled> for HistoryActor {
         self.stats.record_handled();
         let Some(stream) = self.pending.remove(&msg.stream) else { return };
         match &msg.error {
-            Some(error) => log::warn!("History of {} failed: {error}", stream.key),
+            Some(error) => {
+                // The subscription retries it on its own; this run-once task has failed.
+                log::warn!("History of {} failed, its subscription retries: {error}", stream.key);
+                self.failed += 1;
+            }
             None => self.loaded += msg.candles.len(),
         }
         stream.subscription.do_send(msg);
         if self.pending.is_empty() {
-            log::info!("Loaded {} history candle(s) in {} ms", self.loaded, self.started_at.elapsed().as_millis());
-            self.stats.set_state(TaskState::Finished);
+            let elapsed = self.started_at.elapsed();
+            log::info!("Loaded {} history candle(s) in {} ms", self.loaded, elapsed.as_millis());
+            if self.failed == 0 && elapsed <= self.timeout {
+                self.stats.set_state(TaskState::Finished);
+            } else {
+                self.stats.set_state(TaskState::Failed);
+            }
             ctx.stop();
         }
     }

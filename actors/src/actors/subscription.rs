@@ -78,6 +78,8 @@ pub struct SubscriptionSettings {
     /// How long a live stream may stay silent before it is marked stale and resubscribed. Binance sends an update
     /// every 2 s per stream.
     pub stale_after: Duration,
+    /// Closed candles to load when nothing is stored yet (`market_data.history`): a failed history load is retried.
+    pub history: u32,
 }
 
 /// How long to wait before retrying a failed repair.
@@ -97,6 +99,8 @@ pub struct SubscriptionActor {
     stats: Arc<TaskStats>,
     health: Arc<StreamHealth>,
     metrics: Metrics,
+    /// The newest closed candle stored when the process started: where a retried history load starts.
+    stored_at_start: Option<i64>,
     /// The start-up history has been applied (or there is none to load).
     history_done: bool,
     /// A repair should run as soon as possible.
@@ -142,6 +146,7 @@ impl SubscriptionActor {
             stats: links.stats,
             health: links.health,
             metrics: links.metrics,
+            stored_at_start: last_stored_closed,
             history_done: !loads_history,
             repair_wanted: false,
             repair_in_flight: false,
@@ -222,6 +227,18 @@ impl SubscriptionActor {
             key: self.key.clone(),
             start: FetchStart::From(from),
             purpose: BackfillPurpose::Repair,
+            reply: ctx.address().recipient(),
+        });
+    }
+
+    /// Fetches the start-up history again (after the first attempt failed): everything after what was stored at
+    /// start, or the last `history` closed candles when nothing was. Live closes since then come back as replays.
+    fn fetch_history(&mut self, ctx: &mut Context<Self>) {
+        self.backfill.do_send(FetchKlines {
+            stream: self.stream,
+            key: self.key.clone(),
+            start: FetchStart::History { count: self.settings.history, after: self.stored_at_start },
+            purpose: BackfillPurpose::History,
             reply: ctx.address().recipient(),
         });
     }
@@ -321,16 +338,22 @@ impl Handler<Backfilled> for SubscriptionActor {
         if let Some(through) = msg.through_open {
             self.rules.backfilled_through(through);
         }
-        match msg.purpose {
-            BackfillPurpose::History => self.history_done = true,
-            BackfillPurpose::Repair => self.repair_in_flight = false,
-        }
-        if let Some(error) = msg.error {
-            log::warn!("{}: REST backfill failed, retrying in {}s: {error}", self.key, REPAIR_RETRY.as_secs());
-            ctx.run_later(REPAIR_RETRY, |act, ctx| {
-                act.repair_wanted = true;
-                act.maybe_repair(ctx);
-            });
+        match (msg.purpose, &msg.error) {
+            (BackfillPurpose::History, None) => self.history_done = true,
+            (BackfillPurpose::History, Some(error)) => {
+                log::warn!("{}: history load failed, retrying in {}s: {error}", self.key, REPAIR_RETRY.as_secs());
+                ctx.run_later(REPAIR_RETRY, |act, ctx| act.fetch_history(ctx));
+            }
+            (BackfillPurpose::Repair, error) => {
+                self.repair_in_flight = false;
+                if let Some(error) = error {
+                    log::warn!("{}: REST repair failed, retrying in {}s: {error}", self.key, REPAIR_RETRY.as_secs());
+                    ctx.run_later(REPAIR_RETRY, |act, ctx| {
+                        act.repair_wanted = true;
+                        act.maybe_repair(ctx);
+                    });
+                }
+            }
         }
         self.maybe_repair(ctx);
     }
