@@ -235,18 +235,6 @@ impl CandleStore {
         Ok(last)
     }
 
-    /// Stored candles of one stream with `start <= open time < end`, oldest first, at most `limit`.
-    pub fn candles(
-        &self,
-        symbol: &str,
-        timeframe: Timeframe,
-        start: i64,
-        end: i64,
-        limit: usize,
-    ) -> Result<Vec<Candle>, StoreError> {
-        self.candles_window(symbol, timeframe, start, end, limit, Window::Oldest)
-    }
-
     /// Stored candles of one stream with `start <= open time < end`, oldest first: the oldest or the newest
     /// `limit` of them.
     pub fn candles_window(
@@ -380,7 +368,7 @@ mod tests {
     }
 
     fn read_all(store: &CandleStore) -> Vec<Candle> {
-        store.candles("BTCUSDT", Timeframe::M1, 0, i64::MAX, 100).unwrap()
+        store.candles_window("BTCUSDT", Timeframe::M1, 0, i64::MAX, 100, Window::Oldest).unwrap()
     }
 
     #[test]

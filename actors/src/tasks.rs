@@ -125,10 +125,6 @@ impl RestartTracker {
         Self { policy, backoff, recent: VecDeque::new(), resume_after: Some(Duration::ZERO) }
     }
 
-    pub fn policy(&self) -> RestartPolicy {
-        self.policy
-    }
-
     /// The task stopped at `now`: restart it after a delay, or give up.
     pub fn on_stop(&mut self, now: Instant) -> RestartDecision {
         if let RestartPolicy::Budget(budget, _) = self.policy {
