@@ -143,9 +143,14 @@ impl RestClient {
         parse_rest_klines(&body, key.timeframe, server_time).map_err(|reason| RestError::Malformed { url, reason })
     }
 
-    /// Every closed candle of `key` from `from_open` to the exchange's present, paged by 1000.
-    pub async fn closed_since(&self, key: &StreamKey, from_open: i64) -> Result<ClosedRange, RestError> {
-        let server_time = self.server_time().await?;
+    /// Every closed candle of `key` from `from_open` to the exchange's present (`server_time`, asked just before),
+    /// paged by 1000.
+    pub async fn closed_since(
+        &self,
+        key: &StreamKey,
+        from_open: i64,
+        server_time: i64,
+    ) -> Result<ClosedRange, RestError> {
         let mut candles = Vec::new();
         let mut start = from_open;
         loop {
@@ -179,17 +184,6 @@ impl RestClient {
             missing_ranges(key.timeframe, from_open, through, candles.iter().map(|c| c.open_time))
         });
         Ok(ClosedRange { candles, through_open, exchange_gaps })
-    }
-
-    /// The open time `count` candles before the current one on the exchange: where a history of `count` closed
-    /// candles starts.
-    pub async fn history_start(&self, key: &StreamKey, count: u32) -> Result<i64, RestError> {
-        let server_time = self.server_time().await?;
-        let mut open = key.timeframe.open_time_containing(server_time);
-        for _ in 0..count {
-            open = previous_open(key, open);
-        }
-        Ok(open)
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)], weight: u32) -> Result<(String, Vec<u8>), RestError> {
@@ -305,6 +299,16 @@ pub fn missing_ranges(
         gaps.push(Gap { from_open: expected, to_open: timeframe.next_open(through_open) });
     }
     gaps
+}
+
+/// The open time `count` candles before the one current at `server_time`: where a history of `count` closed
+/// candles starts.
+pub fn history_start(key: &StreamKey, server_time: i64, count: u32) -> i64 {
+    let mut open = key.timeframe.open_time_containing(server_time);
+    for _ in 0..count {
+        open = previous_open(key, open);
+    }
+    open
 }
 
 /// The open time of the candle before the one opening at `open`.

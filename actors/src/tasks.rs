@@ -176,8 +176,7 @@ impl RestartTracker {
 }
 
 /// The life-cycle state of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum TaskState {
     Starting = 0,
@@ -191,6 +190,22 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 7] =
+        [Self::Starting, Self::Running, Self::Restarting, Self::Failed, Self::Finished, Self::Stopped, Self::Stale];
+
+    /// The state's name, as in JSON and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Finished => "finished",
+            Self::Stopped => "stopped",
+            Self::Stale => "stale",
+        }
+    }
+
     fn from_u8(value: u8) -> Self {
         match value {
             0 => Self::Starting,
@@ -206,6 +221,12 @@ impl TaskState {
     /// Not doing its work: restarting, failed, stale, or stopped before it finished.
     pub fn is_down(self) -> bool {
         matches!(self, Self::Restarting | Self::Failed | Self::Stopped | Self::Stale)
+    }
+}
+
+impl Serialize for TaskState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -9,7 +9,7 @@ use actix::prelude::*;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::subscription::{BackfillPurpose, Backfilled};
 use crate::domain::{StreamId, StreamKey};
-use crate::rest::{ClosedRange, RestClient, RestError};
+use crate::rest::{ClosedRange, RestClient, RestError, history_start};
 use crate::tasks::{TaskState, TaskStats};
 
 /// Where a fetch starts.
@@ -73,13 +73,15 @@ impl BackfillActor {
     }
 }
 
+/// One fetch: the exchange's clock is asked once, and decides both where a history starts and which rows are closed.
 async fn fetch(client: &RestClient, key: &StreamKey, start: FetchStart) -> Result<ClosedRange, RestError> {
+    let server_time = client.server_time().await?;
     let from = match start {
         FetchStart::From(open) => open,
         FetchStart::History { after: Some(after), .. } => key.timeframe.next_open(after),
-        FetchStart::History { count, after: None } => client.history_start(key, count).await?,
+        FetchStart::History { count, after: None } => history_start(key, server_time, count),
     };
-    client.closed_since(key, from).await
+    client.closed_since(key, from, server_time).await
 }
 
 impl Actor for BackfillActor {

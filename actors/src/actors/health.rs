@@ -56,6 +56,21 @@ pub struct TaskCounts {
     pub stale: usize,
 }
 
+impl TaskCounts {
+    /// The count of tasks in `state`.
+    fn of(&mut self, state: TaskState) -> &mut usize {
+        match state {
+            TaskState::Starting => &mut self.starting,
+            TaskState::Running => &mut self.running,
+            TaskState::Restarting => &mut self.restarting,
+            TaskState::Failed => &mut self.failed,
+            TaskState::Finished => &mut self.finished,
+            TaskState::Stopped => &mut self.stopped,
+            TaskState::Stale => &mut self.stale,
+        }
+    }
+}
+
 /// One row of `/api/v1/tasks/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskStatus {
@@ -102,7 +117,7 @@ impl HealthActor {
 }
 
 /// The overall verdict from the tasks' states.
-pub fn verdict<'a>(tasks: impl IntoIterator<Item = (Priority, bool, TaskState)> + 'a) -> HealthStatus {
+pub fn verdict(tasks: impl IntoIterator<Item = (Priority, bool, TaskState)>) -> HealthStatus {
     let mut status = HealthStatus::Healthy;
     for (priority, auto_restart, state) in tasks {
         // A run-once task that finished did its job; one still running is not down either.
@@ -170,28 +185,12 @@ impl Handler<GetHealth> for HealthActor {
             .collect();
         let mut counts = TaskCounts { total: task_list.len(), ..TaskCounts::default() };
         for task in &task_list {
-            *match task.counters.state {
-                TaskState::Starting => &mut counts.starting,
-                TaskState::Running => &mut counts.running,
-                TaskState::Restarting => &mut counts.restarting,
-                TaskState::Failed => &mut counts.failed,
-                TaskState::Finished => &mut counts.finished,
-                TaskState::Stopped => &mut counts.stopped,
-                TaskState::Stale => &mut counts.stale,
-            } += 1;
+            *counts.of(task.counters.state) += 1;
         }
         let mailbox_depth = task_list.iter().map(|t| t.counters.mailbox_depth).sum();
         let status = verdict(task_list.iter().map(|t| (t.priority, t.auto_restart, t.counters.state)));
-        for (state, count) in [
-            ("starting", counts.starting),
-            ("running", counts.running),
-            ("restarting", counts.restarting),
-            ("failed", counts.failed),
-            ("finished", counts.finished),
-            ("stopped", counts.stopped),
-            ("stale", counts.stale),
-        ] {
-            self.metrics.tasks.with_label_values(&[state]).set(count as i64);
+        for state in TaskState::ALL {
+            self.metrics.tasks.with_label_values(&[state.as_str()]).set(*counts.of(state) as i64);
         }
         self.metrics.mailbox_depth.set(mailbox_depth as i64);
         MessageResult(HealthReport {
