@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use candled_actors::actors::backfill::BackfillActor;
 use candled_actors::actors::indicator::IndicatorActor;
+use candled_actors::actors::messages::Drain;
 use candled_actors::actors::storage::{Flush, StorageActor, StorageSettings};
-use candled_actors::actors::subscription::{
-    Drain, KlineUpdate, SubscriptionActor, SubscriptionLinks, SubscriptionSettings,
-};
+use candled_actors::actors::subscription::{KlineUpdate, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use candled_actors::actors::{MAILBOX_CAPACITY, Mailbox};
 use candled_actors::domain::route_frame;
 use candled_actors::domain::{BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe};
@@ -46,8 +45,13 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// Frames fed between two yields to the runtime, so that actors run while frames arrive, as on a socket.
 const FEED_CHUNK: usize = 256;
 /// The production defaults of the subscriptions' watch (they never fire within an iteration).
-const WATCH: SubscriptionSettings =
-    SubscriptionSettings { close_grace: Duration::from_secs(5), stale_after: Duration::from_secs(30), history: 0 };
+const WATCH: SubscriptionSettings = SubscriptionSettings {
+    close_grace: Duration::from_secs(5),
+    stale_after: Duration::from_secs(30),
+    replace_after: Duration::from_secs(30),
+    recheck_empty: Duration::from_secs(600),
+    history: 0,
+};
 /// 2023-11-14T22:00:00Z, on every timeframe's grid used here.
 const BASE_OPEN: i64 = 1_699_999_200_000;
 
@@ -135,11 +139,13 @@ impl Pipeline {
                 storage: storage.clone(),
                 indicator: indicator.clone(),
                 backfill: backfill.clone(),
+                history: None,
                 stats: stats.clone(),
                 health: StreamHealth::new(key.clone()),
+                clock: Default::default(),
                 metrics: metrics.clone(),
             };
-            let subscription = SubscriptionActor::new(stream, None, false, WATCH, links);
+            let subscription = SubscriptionActor::new(stream, None, WATCH, links);
             subscriptions.push(Mailbox::new(subscription.start(), stats));
             indicators.push(indicator);
         }

@@ -38,6 +38,8 @@ struct RawConfig {
     http: RawHttp,
     #[serde(default)]
     supervisor: RawSupervisor,
+    #[serde(default)]
+    audit: RawAudit,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -64,6 +66,8 @@ struct RawExchange {
     close_grace_ms: u64,
     #[serde(default = "default_stream_stale_secs")]
     stream_stale_secs: u64,
+    #[serde(default = "default_silent_replace_secs")]
+    silent_replace_secs: u64,
     #[serde(default = "default_rotate_after_secs")]
     rotate_after_secs: u64,
     #[serde(default = "default_rotate_stagger_secs")]
@@ -131,6 +135,19 @@ impl Default for RawSupervisor {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    interval_secs: u64,
+    recheck_empty_secs: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self { interval_secs: 300, recheck_empty_secs: 600 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
     priority: Priority,
@@ -157,6 +174,9 @@ fn default_close_grace_ms() -> u64 {
     5_000
 }
 fn default_stream_stale_secs() -> u64 {
+    30
+}
+fn default_silent_replace_secs() -> u64 {
     30
 }
 /// 23 h: well before Binance's 24 h cut.
@@ -188,6 +208,8 @@ pub struct ExchangeSettings {
     pub close_grace: Duration,
     /// How long a stream may stay silent on a live connection before it is marked stale and resubscribed.
     pub stream_stale_after: Duration,
+    /// How long a stream may stay silent after a resubscribe before its connection is replaced.
+    pub silent_replace_after: Duration,
     /// When a connection is replaced by a new one (make before break), ahead of Binance's 24 h cut.
     pub rotate_after: Duration,
     /// How much later each further connection rotates.
@@ -208,6 +230,16 @@ pub struct Settings {
     pub supervision: SupervisionSettings,
     /// The indicators computed on every stream.
     pub indicators: IndicatorConfig,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the anti-entropy pass over the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The time between two passes.
+    pub interval: Duration,
+    /// How long to wait before asking again for a range the exchange answered empty.
+    pub recheck_empty: Duration,
 }
 
 impl Settings {
@@ -242,6 +274,7 @@ impl Settings {
             ("exchange.max_message_bytes", exchange.max_message_bytes),
             ("exchange.backfill_concurrency", exchange.backfill_concurrency),
             ("exchange.stream_stale_secs", exchange.stream_stale_secs as usize),
+            ("exchange.silent_replace_secs", exchange.silent_replace_secs as usize),
             ("exchange.rotate_after_secs", exchange.rotate_after_secs as usize),
         ] {
             if value == 0 {
@@ -305,13 +338,21 @@ impl Settings {
             return Err(invalid(&format!("supervisor.{key}"), "must be at least 1".into()));
         }
         raw.indicators.validate().map_err(|e| invalid(&format!("indicators.{}", e.key), e.problem))?;
+        for (key, value) in [
+            ("audit.interval_secs", raw.audit.interval_secs),
+            ("audit.recheck_empty_secs", raw.audit.recheck_empty_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
 
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
                 invalid(
                     &format!("supervisor.tasks.{name}"),
-                    "unknown task kind: expected storage, connection, subscription, indicator, backfill or history"
+                    "unknown task kind: expected storage, connection, subscription, indicator, backfill, history or audit"
                         .into(),
                 )
             })?;
@@ -330,6 +371,7 @@ impl Settings {
                 backfill_concurrency: exchange.backfill_concurrency,
                 close_grace: Duration::from_millis(exchange.close_grace_ms),
                 stream_stale_after: Duration::from_secs(exchange.stream_stale_secs),
+                silent_replace_after: Duration::from_secs(exchange.silent_replace_secs),
                 rotate_after: Duration::from_secs(exchange.rotate_after_secs),
                 rotate_stagger: Duration::from_secs(exchange.rotate_stagger_secs),
             },
@@ -352,6 +394,10 @@ impl Settings {
                 run_once_timeout: Duration::from_secs(supervisor.history_timeout_secs),
             },
             indicators: raw.indicators,
+            audit: AuditConfig {
+                interval: Duration::from_secs(raw.audit.interval_secs),
+                recheck_empty: Duration::from_secs(raw.audit.recheck_empty_secs),
+            },
         })
     }
 }
@@ -384,7 +430,9 @@ fn check_symbol(symbol: &str) -> Result<(), String> {
 
 fn task_kind(name: &str) -> Option<TaskKind> {
     use TaskKind::*;
-    [Storage, Connection, Subscription, Indicator, Backfill, History].into_iter().find(|kind| kind.as_str() == name)
+    [Storage, Connection, Subscription, Indicator, Backfill, History, Audit]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
 }
 
 #[cfg(test)]

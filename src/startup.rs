@@ -10,6 +10,7 @@ use actix::prelude::*;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use candled_actors::actors::audit::AuditSettings;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
 use candled_actors::actors::storage::StorageSettings;
@@ -144,7 +145,15 @@ fn engine_settings(
         subscription: SubscriptionSettings {
             close_grace: exchange.close_grace,
             stale_after: exchange.stream_stale_after,
+            replace_after: exchange.silent_replace_after,
+            recheck_empty: settings.audit.recheck_empty,
             history: settings.history,
+        },
+        audit: AuditSettings {
+            interval: settings.audit.interval,
+            close_grace: exchange.close_grace,
+            history: settings.history,
+            db_path: settings.storage_path.clone(),
         },
         indicators: settings.indicators.clone(),
         provisional,

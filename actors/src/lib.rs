@@ -10,3 +10,19 @@ pub mod store;
 pub mod streams;
 pub mod tasks;
 pub mod tls;
+
+/// An error with its causes, outermost first: `connect failed: tcp connect error: Connection refused (os error
+/// 111)`. A cause whose text the previous one already shows is left out.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,8 +1,8 @@
-//! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects.
+//! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects, audit findings.
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::domain::RejectReason;
+use crate::domain::{RejectReason, StreamKey};
 
 /// The counters every actor shares. Cloning is cheap (each metric is an `Arc`).
 #[derive(Clone)]
@@ -16,6 +16,12 @@ pub struct Metrics {
     pub candles_backfilled: IntCounter,
     pub rest_requests: IntCounterVec,
     pub reconnects: IntCounter,
+    /// Zombie connections (pinging, but delivering no data after a resubscribe) replaced.
+    pub connection_replacements: IntCounter,
+    /// Per stream (`symbol`, `timeframe`): audit passes, holes found, candles the audit's fetches brought back.
+    audit_passes: IntCounterVec,
+    audit_holes_found: IntCounterVec,
+    audit_candles_repaired: IntCounterVec,
     pub tasks: IntGaugeVec,
     pub mailbox_depth: IntGauge,
     /// Exchange event time (`E`) to SQLite commit, per committed live row, by kind (`closed`, `in_progress`).
@@ -39,6 +45,11 @@ impl Metrics {
             registry.register(Box::new(metric.clone())).expect("registered once");
             metric
         };
+        let stream_counter_vec = |name: &str, help: &str| {
+            let metric = IntCounterVec::new(Opts::new(name, help), &["symbol", "timeframe"]).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
         let metrics = Self {
             frames_received: counter("frames_received_total", "WebSocket text frames received"),
             frames_rejected: counter_vec("frames_rejected_total", "Frames dropped as malformed, by reason", "reason"),
@@ -51,6 +62,19 @@ impl Metrics {
             candles_backfilled: counter("candles_backfilled_total", "Closed candles fetched over REST"),
             rest_requests: counter_vec("rest_requests_total", "REST requests, by HTTP status", "status"),
             reconnects: counter("reconnects_total", "WebSocket reconnects"),
+            connection_replacements: counter(
+                "connection_replacements_total",
+                "Connections replaced because their streams stayed silent after a resubscribe",
+            ),
+            audit_passes: stream_counter_vec("audit_passes_total", "Audit passes over the stream"),
+            audit_holes_found: stream_counter_vec(
+                "audit_holes_found_total",
+                "Ranges of missing or stuck closed candles the audit found in the store",
+            ),
+            audit_candles_repaired: stream_counter_vec(
+                "audit_candles_repaired_total",
+                "Closed candles the audit's fetches brought back",
+            ),
             tasks: {
                 let metric = IntGaugeVec::new(Opts::new("tasks", "Tasks by state"), &["state"]).expect("valid");
                 registry.register(Box::new(metric.clone())).expect("registered once");
@@ -92,6 +116,25 @@ impl Metrics {
             let seconds = (now - event_time).max(0) as f64 / 1000.0;
             if is_closed { closed.observe(seconds) } else { in_progress.observe(seconds) }
         }
+    }
+
+    /// Creates a stream's per-stream series, so that they show from the start (at zero).
+    pub fn register_stream(&self, key: &StreamKey) {
+        self.audit_passes(key);
+        self.audit_holes_found(key);
+        self.audit_candles_repaired(key);
+    }
+
+    pub fn audit_passes(&self, key: &StreamKey) -> IntCounter {
+        self.audit_passes.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
+    }
+
+    pub fn audit_holes_found(&self, key: &StreamKey) -> IntCounter {
+        self.audit_holes_found.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
+    }
+
+    pub fn audit_candles_repaired(&self, key: &StreamKey) -> IntCounter {
+        self.audit_candles_repaired.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
     }
 
     /// Rejected frames so far, by reason label.

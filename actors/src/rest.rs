@@ -4,8 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::domain::{Candle, Gap, Permit, RejectReason, RequestGate, StreamKey, Timeframe, parse_rest_klines};
+use crate::domain::{
+    Candle, ExchangeClock, Gap, Permit, RejectReason, RequestGate, StreamKey, missing_ranges, parse_rest_klines,
+};
+use crate::error_chain;
 use crate::metrics::Metrics;
+use crate::tasks::unix_ms;
 
 /// Binance allows 6000 request weight per minute per IP.
 pub const WEIGHT_PER_MINUTE: u32 = 6000;
@@ -38,8 +42,50 @@ impl RestError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Http { .. } => true,
-            Self::Status { status, .. } => *status == 429 || *status == 418 || *status >= 500,
+            Self::Status { status, .. } => is_transient_status(*status),
             Self::Malformed { .. } | Self::Client(_) => false,
+        }
+    }
+}
+
+/// 429 and 418 (rate limits) and 5xx pass; other statuses are the exchange's final word on that request.
+fn is_transient_status(status: u16) -> bool {
+    status == 429 || status == 418 || status >= 500
+}
+
+/// Why a fetch failed, as the actor that asked for it sees it: whether trying again can help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// A network fault, a timeout, a rate limit, a server error or a garbled answer: retried with back-off.
+    #[error("{0}")]
+    Transient(String),
+    /// The exchange refused the request for good (for example `400 -1121 Invalid symbol.`): retrying cannot help.
+    #[error("the exchange refused the request: HTTP {status}, code {code}: {msg}")]
+    Refused { status: u16, code: i64, msg: String },
+}
+
+impl FetchError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+impl From<RestError> for FetchError {
+    fn from(error: RestError) -> Self {
+        /// Binance's error body: `{"code":-1121,"msg":"Invalid symbol."}`.
+        #[derive(serde::Deserialize)]
+        struct ExchangeError {
+            code: i64,
+            msg: String,
+        }
+        match &error {
+            RestError::Status { status, body, .. } if !is_transient_status(*status) => {
+                match serde_json::from_str::<ExchangeError>(body) {
+                    Ok(ExchangeError { code, msg }) => Self::Refused { status: *status, code, msg },
+                    Err(_) => Self::Refused { status: *status, code: 0, msg: body.chars().take(200).collect() },
+                }
+            }
+            _ => Self::Transient(error_chain(&error)),
         }
     }
 }
@@ -60,6 +106,7 @@ pub struct RestClient {
     http: reqwest::Client,
     base: Arc<str>,
     gate: Arc<Mutex<RequestGate>>,
+    clock: Arc<ExchangeClock>,
     metrics: Metrics,
 }
 
@@ -71,7 +118,13 @@ impl RestClient {
             .build()
             .map_err(RestError::Client)?;
         let gate = RequestGate::new(WEIGHT_PER_MINUTE, Duration::from_secs(60));
-        Ok(Self { http, base: base.trim_end_matches('/').into(), gate: Arc::new(Mutex::new(gate)), metrics })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').into(),
+            gate: Arc::new(Mutex::new(gate)),
+            clock: Arc::default(),
+            metrics,
+        })
     }
 
     /// The exchange's clock, ms UTC.
@@ -84,6 +137,7 @@ impl RestClient {
         let (url, body) = self.get("/api/v3/time", &[], TIME_WEIGHT).await?;
         let time: ServerTime =
             serde_json::from_slice(&body).map_err(|_| RestError::Malformed { url, reason: RejectReason::WrongType })?;
+        self.clock.observe(time.server_time, unix_ms());
         Ok(time.server_time)
     }
 
@@ -126,64 +180,78 @@ impl RestClient {
         Ok(unlisted)
     }
 
-    /// One page of klines starting at `start_open`, with closedness decided by `server_time`.
-    pub async fn klines_page(
+    /// One page of klines from `start_open` (up to `end_open`, when given), every row parsed as closed: which rows
+    /// really are is for [`RestClient::closed_range`] to decide.
+    async fn klines_page(
         &self,
         key: &StreamKey,
         start_open: i64,
-        server_time: i64,
+        end_open: Option<i64>,
     ) -> Result<Vec<Candle>, RestError> {
-        let query = [
+        let mut query = vec![
             ("symbol", key.symbol.clone()),
             ("interval", key.timeframe.as_str().to_owned()),
             ("startTime", start_open.to_string()),
             ("limit", KLINES_PAGE.to_string()),
         ];
+        if let Some(end) = end_open {
+            query.push(("endTime", end.to_string()));
+        }
         let (url, body) = self.get("/api/v3/klines", &query, KLINES_WEIGHT).await?;
-        parse_rest_klines(&body, key.timeframe, server_time).map_err(|reason| RestError::Malformed { url, reason })
+        parse_rest_klines(&body, key.timeframe, i64::MAX).map_err(|reason| RestError::Malformed { url, reason })
     }
 
-    /// Every closed candle of `key` from `from_open` to the exchange's present (`server_time`, asked just before),
-    /// paged by 1000.
-    pub async fn closed_since(
+    /// Every closed candle of `key` with an open time from `from_open` up to `to_open` (inclusive; `None` means up
+    /// to the exchange's present), paged by 1000.
+    ///
+    /// A row followed by a later one is closed: the later one has opened. Only the newest row can still be in
+    /// progress, and it counts as closed only if it closed before the exchange's clock read just before the
+    /// requests. That clock can only be behind the one the answer was served at, so a row it calls closed is
+    /// final; one read after the answer could call closed a row that was served in progress. When the clock is
+    /// stale (a request that waited out a 429), the newest row is left for the next fetch, never stored wrong.
+    pub async fn closed_range(
         &self,
         key: &StreamKey,
         from_open: i64,
-        server_time: i64,
+        to_open: Option<i64>,
     ) -> Result<ClosedRange, RestError> {
+        let server_time = self.server_time().await?;
         let mut candles = Vec::new();
         let mut start = from_open;
         loop {
-            let page = self.klines_page(key, start, server_time).await?;
+            let page = self.klines_page(key, start, to_open).await?;
             let full = page.len() == KLINES_PAGE;
-            let mut reached_present = !full;
+            let mut advanced = false;
             for candle in page {
-                if candle.open_time < start {
-                    continue;
+                if candle.open_time >= start {
+                    start = key.timeframe.next_open(candle.open_time);
+                    candles.push(candle);
+                    advanced = true;
                 }
-                if !candle.is_closed {
-                    reached_present = true;
-                    break;
-                }
-                start = key.timeframe.next_open(candle.open_time);
-                candles.push(candle);
             }
-            if reached_present {
+            if !full || !advanced || to_open.is_some_and(|to| start > to) {
                 break;
             }
         }
+        if candles.last().is_some_and(|newest| newest.close_time >= server_time) {
+            candles.pop();
+        }
         self.metrics.candles_backfilled.inc_by(candles.len() as u64);
-        // Everything that closed before the server time we asked at is now known.
-        let current_open = key.timeframe.open_time_containing(server_time);
-        let last_closed_on_exchange = previous_open(key, current_open);
+        let newest_closed = key.timeframe.previous_open(key.timeframe.open_time_containing(server_time));
+        let checked_through = to_open.map_or(newest_closed, |to| to.min(newest_closed));
         let through_open = match candles.last() {
-            Some(last) => Some(last.open_time.max(last_closed_on_exchange)),
-            None => (last_closed_on_exchange >= from_open).then_some(last_closed_on_exchange),
+            Some(last) => Some(last.open_time.max(checked_through)),
+            None => (checked_through >= from_open).then_some(checked_through),
         };
         let exchange_gaps = through_open.map_or_else(Vec::new, |through| {
             missing_ranges(key.timeframe, from_open, through, candles.iter().map(|c| c.open_time))
         });
         Ok(ClosedRange { candles, through_open, exchange_gaps })
+    }
+
+    /// The exchange's clock as every fetch observed it.
+    pub fn clock(&self) -> &Arc<ExchangeClock> {
+        &self.clock
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)], weight: u32) -> Result<(String, Vec<u8>), RestError> {
@@ -195,7 +263,7 @@ impl RestClient {
             let response = match self.http.get(&url).query(query).send().await {
                 Ok(response) => response,
                 Err(source) if attempt < ATTEMPTS => {
-                    log::warn!("GET {url} failed (attempt {attempt}): {source}");
+                    log::warn!("GET {url} failed (attempt {attempt}): {}", error_chain(&source));
                     drop(permit);
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     continue;
@@ -280,64 +348,12 @@ fn is_unknown_symbol(error: &RestError) -> bool {
     matches!(error, RestError::Status { status: 400, body, .. } if body.contains("-1121"))
 }
 
-/// The ranges within `[from_open, through_open]` that `opens` (ascending) does not cover.
-pub fn missing_ranges(
-    timeframe: Timeframe,
-    from_open: i64,
-    through_open: i64,
-    opens: impl Iterator<Item = i64>,
-) -> Vec<Gap> {
-    let mut gaps = Vec::new();
-    let mut expected = from_open;
-    for open in opens {
-        if open > expected {
-            gaps.push(Gap { from_open: expected, to_open: open });
-        }
-        expected = expected.max(timeframe.next_open(open));
-    }
-    if expected <= through_open {
-        gaps.push(Gap { from_open: expected, to_open: timeframe.next_open(through_open) });
-    }
-    gaps
-}
-
 /// The open time `count` candles before the one current at `server_time`: where a history of `count` closed
 /// candles starts.
 pub fn history_start(key: &StreamKey, server_time: i64, count: u32) -> i64 {
     let mut open = key.timeframe.open_time_containing(server_time);
     for _ in 0..count {
-        open = previous_open(key, open);
+        open = key.timeframe.previous_open(open);
     }
     open
-}
-
-/// The open time of the candle before the one opening at `open`.
-fn previous_open(key: &StreamKey, open: i64) -> i64 {
-    match key.timeframe.fixed_ms() {
-        Some(ms) => open - ms,
-        None => key.timeframe.open_time_containing(open - 1),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIN: i64 = 60_000;
-
-    #[test]
-    fn missing_ranges_finds_every_hole() {
-        let gaps = |opens: &[i64], from, through| missing_ranges(Timeframe::M1, from, through, opens.iter().copied());
-        // TC0: complete.
-        assert_eq!(gaps(&[0, MIN, 2 * MIN], 0, 2 * MIN), []);
-        // TC1: a hole in the middle.
-        assert_eq!(gaps(&[0, 3 * MIN], 0, 3 * MIN), [Gap { from_open: MIN, to_open: 3 * MIN }]);
-        // TC2: holes at both ends.
-        assert_eq!(
-            gaps(&[2 * MIN], 0, 4 * MIN),
-            [Gap { from_open: 0, to_open: 2 * MIN }, Gap { from_open: 3 * MIN, to_open: 5 * MIN }]
-        );
-        // TC3: nothing at all.
-        assert_eq!(gaps(&[], 0, MIN), [Gap { from_open: 0, to_open: 2 * MIN }]);
-    }
 }

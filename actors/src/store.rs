@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags, params};
 
-use crate::domain::{Candle, StreamId, StreamKey, Timeframe};
+use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 
 /// The schema. `candles` is keyed by (symbol, timeframe, open time). A closed candle that is written again with
 /// other values is a revision: the trigger keeps the old values in `candle_revisions`.
@@ -60,6 +60,14 @@ CREATE TABLE IF NOT EXISTS indicators (
     name      TEXT    NOT NULL,
     value     REAL    NOT NULL,
     PRIMARY KEY (symbol, timeframe, timestamp, name)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS exchange_gaps (
+    symbol    TEXT    NOT NULL,
+    timeframe TEXT    NOT NULL,
+    from_open INTEGER NOT NULL,
+    to_open   INTEGER NOT NULL,
+    PRIMARY KEY (symbol, timeframe, from_open)
 ) WITHOUT ROWID;
 ";
 
@@ -310,6 +318,66 @@ impl CandleStore {
             |row| row.get(0),
         )?;
         Ok(count as u64)
+    }
+
+    /// Records ranges `[from_open, to_open)` the exchange confirmed it has no candles for.
+    pub fn record_exchange_gaps(&mut self, key: &StreamKey, gaps: &[Gap]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO exchange_gaps (symbol, timeframe, from_open, to_open) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for gap in gaps {
+                insert.execute(params![key.symbol, key.timeframe.as_str(), gap.from_open, gap.to_open])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded exchange gap, by stream, oldest first.
+    pub fn exchange_gaps(&self) -> Result<HashMap<(String, Timeframe), Vec<Gap>>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT symbol, timeframe, from_open, to_open FROM exchange_gaps ORDER BY symbol, timeframe, from_open",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let gap = Gap { from_open: row.get(2)?, to_open: row.get(3)? };
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, gap))
+        })?;
+        let mut gaps: HashMap<(String, Timeframe), Vec<Gap>> = HashMap::new();
+        for row in rows {
+            let (symbol, timeframe, gap) = row?;
+            let timeframe = timeframe.parse().map_err(|_| StoreError::BadTimeframe(timeframe))?;
+            gaps.entry((symbol, timeframe)).or_default().push(gap);
+        }
+        Ok(gaps)
+    }
+
+    /// The oldest closed open time stored for a stream.
+    pub fn first_closed(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
+        let first = self.conn.query_row(
+            "SELECT MIN(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1",
+            params![key.symbol, key.timeframe.as_str()],
+            |row| row.get(0),
+        )?;
+        Ok(first)
+    }
+
+    /// The open times stored for a stream in `[from, to]`, oldest first: closed ones, and ones still in progress.
+    pub fn stored_opens(&self, key: &StreamKey, from: i64, to: i64) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT timestamp, is_closed FROM candles
+             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4 ORDER BY timestamp",
+        )?;
+        let rows = stmt.query_map(params![key.symbol, key.timeframe.as_str(), from, to], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?))
+        })?;
+        let (mut closed, mut in_progress) = (Vec::new(), Vec::new());
+        for row in rows {
+            let (open, is_closed) = row?;
+            if is_closed { closed.push(open) } else { in_progress.push(open) }
+        }
+        Ok((closed, in_progress))
     }
 
     /// Folds the WAL into the main database file and truncates it.

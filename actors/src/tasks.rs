@@ -2,8 +2,8 @@
 //! restart policies that turn priority and auto-restart into decisions.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,7 @@ pub enum TaskKind {
     Indicator,
     Backfill,
     History,
+    Audit,
 }
 
 impl TaskKind {
@@ -45,6 +46,7 @@ impl TaskKind {
             Self::Indicator => "indicator",
             Self::Backfill => "backfill",
             Self::History => "history",
+            Self::Audit => "audit",
         }
     }
 }
@@ -257,6 +259,8 @@ pub struct TaskStats {
     handled: AtomicU64,
     last_message_ms: AtomicI64,
     mailbox_capacity: usize,
+    /// The last error the task met, with when (ms UTC).
+    last_error: Mutex<Option<(String, i64)>>,
 }
 
 impl TaskStats {
@@ -268,6 +272,7 @@ impl TaskStats {
             handled: AtomicU64::new(0),
             last_message_ms: AtomicI64::new(0),
             mailbox_capacity,
+            last_error: Mutex::new(None),
         })
     }
 
@@ -299,10 +304,22 @@ impl TaskStats {
         self.last_message_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
+    /// Records the error the task just met (shown on the status endpoint with its time).
+    pub fn record_error(&self, error: impl Into<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some((error.into(), unix_ms()));
+    }
+
+    /// Marks the task failed for `error`.
+    pub fn fail(&self, error: impl Into<String>) {
+        self.record_error(error);
+        self.set_state(TaskState::Failed);
+    }
+
     pub fn snapshot(&self) -> TaskCounters {
         let handled = self.handled.load(Ordering::Relaxed);
         let sent = self.sent.load(Ordering::Relaxed);
         let last = self.last_message_ms.load(Ordering::Relaxed);
+        let last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
         TaskCounters {
             state: self.state(),
             restarts: self.restarts.load(Ordering::Relaxed),
@@ -310,12 +327,14 @@ impl TaskStats {
             mailbox_depth: sent.saturating_sub(handled),
             mailbox_capacity: self.mailbox_capacity,
             last_message_ms: (last > 0).then_some(last),
+            last_error_at: last_error.as_ref().map(|(_, at)| *at),
+            last_error: last_error.map(|(error, _)| error),
         }
     }
 }
 
 /// A consistent-enough reading of a task's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskCounters {
     pub state: TaskState,
     pub restarts: u64,
@@ -324,6 +343,10 @@ pub struct TaskCounters {
     pub mailbox_capacity: usize,
     /// When the task last took a message (for a connection: read a frame), ms UTC.
     pub last_message_ms: Option<i64>,
+    /// The last error the task met, with its causes.
+    pub last_error: Option<String>,
+    /// When it met it, ms UTC.
+    pub last_error_at: Option<i64>,
 }
 
 /// Wall-clock now, ms UTC.
@@ -396,5 +419,17 @@ mod tests {
         let counters = stats.snapshot();
         assert_eq!((counters.mailbox_depth, counters.messages_handled, counters.mailbox_capacity), (1, 1, 16));
         assert!(counters.last_message_ms.is_some());
+        assert_eq!((counters.last_error, counters.last_error_at), (None, None));
+    }
+
+    #[test]
+    fn a_failure_keeps_its_reason_and_time() {
+        let stats = TaskStats::new(16);
+        stats.record_error("first");
+        stats.fail("HTTP 400, code -1121: Invalid symbol.");
+        let counters = stats.snapshot();
+        assert_eq!(counters.state, TaskState::Failed);
+        assert_eq!(counters.last_error.as_deref(), Some("HTTP 400, code -1121: Invalid symbol."));
+        assert!(counters.last_error_at.is_some_and(|at| (at - unix_ms()).abs() < 60_000));
     }
 }

@@ -32,9 +32,9 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
             ..AppOptions::default()
         },
     );
-    // 6 subscriptions + 6 indicators + storage + backfill + history + 1 connection.
-    app.wait_for_log("Registered 16 background task(s)", Duration::from_secs(10));
-    app.wait_for_log("Started 16 tasks", Duration::from_secs(10));
+    // 6 subscriptions + 6 indicators + storage + backfill + history + audit + 1 connection.
+    app.wait_for_log("Registered 17 background task(s)", Duration::from_secs(10));
+    app.wait_for_log("Started 17 tasks", Duration::from_secs(10));
     for (symbol, timeframe) in streams() {
         app.wait_for_log(&format!("Subscribed to {symbol} {timeframe} candles"), Duration::from_secs(20));
     }
@@ -56,8 +56,9 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     let (status, health) = app.get("/health");
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["status"], "healthy", "{health}");
-    assert_eq!(health["tasks"]["total"], 16, "{health}");
-    assert_eq!(health["tasks"]["running"], 15, "{health}");
+    assert_eq!(health["tasks"]["total"], 17, "{health}");
+    assert_eq!(health["tasks"]["running"], 16, "{health}");
+    assert_eq!(health["data_issues"], serde_json::json!([]), "{health}");
     assert_eq!(health["tasks"]["finished"], 1, "the history task ran once and finished: {health}");
     assert_eq!(health["tasks"]["failed"], 0, "{health}");
     assert!(health["mailbox_depth"].is_u64(), "{health}");
@@ -65,7 +66,7 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     let (status, body) = app.get("/api/v1/tasks/status");
     assert_eq!(status, 200);
     let tasks = body["tasks"].as_array().expect("a task list");
-    assert_eq!(tasks.len(), 16);
+    assert_eq!(tasks.len(), 17);
     let of_kind = |kind: &str| tasks.iter().filter(|t| t["kind"] == kind).collect::<Vec<&Value>>();
     let subscriptions = of_kind("subscription");
     assert_eq!(subscriptions.len(), 6);
@@ -94,6 +95,9 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     assert_eq!(history["timeout_secs"], 300, "a run-once task has a time limit: {history}");
     assert!(subscriptions[0]["timeout_secs"].is_null(), "a restarting task has none");
     assert_eq!(of_kind("storage")[0]["state"], "running");
+    let audit = of_kind("audit")[0];
+    assert_eq!((audit["state"].as_str(), audit["priority"].as_str()), (Some("running"), Some("high")), "{audit}");
+    assert!(tasks.iter().all(|t| t.get("last_error").is_some() && t.get("last_error_at").is_some()), "{body}");
 
     let (status, _dir, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));

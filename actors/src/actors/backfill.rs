@@ -1,5 +1,5 @@
-//! The backfill actor: fetches closed candles over REST for history loads and repairs, a few at a time, under the
-//! REST client's shared weight budget.
+//! The backfill actor: fetches closed candles over REST for history loads, repairs, audits and re-checks, a few at
+//! a time, under the REST client's shared weight budget.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -7,28 +7,18 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
-use crate::actors::subscription::{BackfillPurpose, Backfilled};
+use crate::actors::messages::{BackfillPurpose, Backfilled, FetchRange};
 use crate::domain::{StreamId, StreamKey};
-use crate::rest::{ClosedRange, RestClient, RestError, history_start};
+use crate::rest::{ClosedRange, FetchError, RestClient, RestError, history_start};
 use crate::tasks::{TaskState, TaskStats};
 
-/// Where a fetch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FetchStart {
-    /// At this open time.
-    From(i64),
-    /// Everything after `after` (the newest closed candle already stored), however old; or, with nothing stored,
-    /// the last `count` closed candles.
-    History { count: u32, after: Option<i64> },
-}
-
-/// Fetch every closed candle of `key` from `start` to the exchange's present, and send them to `reply`.
+/// Fetch the closed candles of `key` in `range`, and send them to `reply`.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct FetchKlines {
     pub stream: StreamId,
     pub key: StreamKey,
-    pub start: FetchStart,
+    pub range: FetchRange,
     pub purpose: BackfillPurpose,
     pub reply: Recipient<Backfilled>,
 }
@@ -51,20 +41,25 @@ impl BackfillActor {
             let Some(job) = self.queue.pop_front() else { return };
             self.in_flight += 1;
             let client = self.client.clone();
-            let (key, start) = (job.key.clone(), job.start);
-            let fetch = async move { fetch(&client, &key, start).await };
+            let (key, range) = (job.key.clone(), job.range);
+            let fetch = async move { fetch(&client, &key, range).await };
             ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
                 act.in_flight -= 1;
                 let reply = match result {
-                    Ok(range) => Backfilled {
+                    Ok(found) => Backfilled {
                         stream: job.stream,
                         purpose: job.purpose,
-                        candles: range.candles,
-                        through_open: range.through_open,
-                        exchange_gaps: range.exchange_gaps,
+                        range: job.range,
+                        candles: found.candles,
+                        through_open: found.through_open,
+                        exchange_gaps: found.exchange_gaps,
                         error: None,
                     },
-                    Err(error) => Backfilled::failed(job.stream, job.purpose, error.to_string()),
+                    Err(error) => {
+                        let error = FetchError::from(error);
+                        act.stats.record_error(format!("{} {}: {error}", job.key, job.purpose.describe()));
+                        Backfilled::failed(job.stream, job.purpose, job.range, error)
+                    }
                 };
                 job.reply.do_send(reply);
                 act.start_next(ctx);
@@ -73,15 +68,16 @@ impl BackfillActor {
     }
 }
 
-/// One fetch: the exchange's clock is asked once, and decides both where a history starts and which rows are closed.
-async fn fetch(client: &RestClient, key: &StreamKey, start: FetchStart) -> Result<ClosedRange, RestError> {
-    let server_time = client.server_time().await?;
-    let from = match start {
-        FetchStart::From(open) => open,
-        FetchStart::History { after: Some(after), .. } => key.timeframe.next_open(after),
-        FetchStart::History { count, after: None } => history_start(key, server_time, count),
+/// One fetch. Only a first history load needs the exchange's clock before it asks (to know where `count` candles
+/// back starts); which rows are closed is decided on the clock after the answer, inside the client.
+async fn fetch(client: &RestClient, key: &StreamKey, range: FetchRange) -> Result<ClosedRange, RestError> {
+    let (from, to) = match range {
+        FetchRange::From(open) => (open, None),
+        FetchRange::Between { from, to } => (from, Some(to)),
+        FetchRange::History { after: Some(after), .. } => (key.timeframe.next_open(after), None),
+        FetchRange::History { count, after: None } => (history_start(key, client.server_time().await?, count), None),
     };
-    client.closed_since(key, from, server_time).await
+    client.closed_range(key, from, to).await
 }
 
 impl Actor for BackfillActor {

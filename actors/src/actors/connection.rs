@@ -17,8 +17,10 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
+use crate::actors::messages::StreamSilent;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
-use crate::domain::{Frame, RateBudget, RejectReason, Routed, Router, StreamKey, route_frame};
+use crate::domain::{Frame, RateBudget, RejectReason, Routed, Router, SilenceStep, StreamKey, route_frame};
+use crate::error_chain;
 use crate::metrics::Metrics;
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -26,13 +28,6 @@ use crate::tasks::{RestartTracker, TaskState, TaskStats};
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Stop;
-
-/// Unsubscribe and subscribe one stream again: it went silent while the connection stayed up.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Resubscribe {
-    pub key: StreamKey,
-}
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type WsSink = SplitSink<WsStream, Message>;
@@ -97,7 +92,8 @@ impl Socket {
 enum Role {
     /// The connection's first socket, or the one after a reconnect.
     Primary,
-    /// A rotation's new socket, made before the old one is broken.
+    /// A new socket made before the old one is broken: a rotation ahead of the 24 h cut, or the replacement of
+    /// a zombie (a socket that answers pings but delivers no data).
     Successor,
 }
 
@@ -128,6 +124,9 @@ pub struct ConnectionActor {
     last_frame: Instant,
     last_reject_log: HashMap<RejectReason, Instant>,
     reconnect_now: bool,
+    /// The successor being made replaces a zombie: its streams missed data and must be repaired once it carries
+    /// them.
+    replacing: bool,
     stopping: bool,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
@@ -155,6 +154,7 @@ impl ConnectionActor {
             last_frame: Instant::now(),
             last_reject_log: HashMap::new(),
             reconnect_now: false,
+            replacing: false,
             stopping: false,
             stats,
             restarts,
@@ -188,15 +188,15 @@ impl ConnectionActor {
         ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
             let error = match result {
                 Ok(Ok((socket, _response))) => return act.connected(socket, role, ctx),
-                Ok(Err(error)) => error.to_string(),
+                Ok(Err(error)) => error_chain(&error),
                 Err(_) => format!("timed out after {:?}", act.settings.connect_timeout),
             };
-            log::warn!("{}: connect failed: {error}", act.name);
-            match role {
-                Role::Primary => ctx.stop(),
-                Role::Successor => {
-                    ctx.run_later(ROTATION_RETRY, |act, ctx| act.connect(Role::Successor, ctx));
-                }
+            act.fail(format!("connect failed: {error}"));
+            // A zombie being replaced is worth nothing: break it, and reconnect under the restart policy.
+            if role == Role::Primary || act.replacing {
+                ctx.stop();
+            } else {
+                ctx.run_later(ROTATION_RETRY, |act, ctx| act.connect(Role::Successor, ctx));
             }
         }));
     }
@@ -246,7 +246,20 @@ impl ConnectionActor {
         if let Some(old) = old {
             old.close(ctx);
         }
-        log::info!("{}: rotated to the new connection", self.name);
+        if std::mem::take(&mut self.replacing) {
+            log::info!("{}: replaced the silent connection; its streams repair what they missed", self.name);
+            for index in 0..self.streams.len() {
+                self.announce_live(index, ctx);
+            }
+        } else {
+            log::info!("{}: rotated to the new connection", self.name);
+        }
+    }
+
+    /// Logs a failure and keeps it as the task's last error.
+    fn fail(&self, error: String) {
+        log::warn!("{}: {error}", self.name);
+        self.stats.record_error(error);
     }
 
     fn announce_live(&self, index: usize, ctx: &mut Context<Self>) {
@@ -350,7 +363,7 @@ impl Actor for ConnectionActor {
         ctx.run_interval(self.settings.control_interval / 5, |act, _ctx| act.send_next_controls());
         ctx.run_interval(WATCHDOG_INTERVAL, |act, ctx| {
             if act.current.is_some() && act.last_frame.elapsed() > act.settings.stall_timeout {
-                log::warn!("{}: no frame for {:?}, reconnecting", act.name, act.settings.stall_timeout);
+                act.fail(format!("no frame for {:?}, reconnecting", act.settings.stall_timeout));
                 ctx.stop();
             }
         });
@@ -360,6 +373,7 @@ impl Actor for ConnectionActor {
 impl Supervised for ConnectionActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         self.disconnect(ctx);
+        self.replacing = false;
         if self.stopping {
             return;
         }
@@ -387,11 +401,12 @@ impl StreamHandler<Result<Message, tungstenite::Error>> for ConnectionActor {
             Ok(Message::Binary(bytes)) => self.reject(RejectReason::Binary, &format!("<{} binary bytes>", bytes.len())),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
             Ok(Message::Close(frame)) => {
-                log::warn!("{}: closed by the exchange: {frame:?}", self.name);
+                let reason = frame.map_or_else(|| "no reason".to_owned(), |f| format!("{} {}", f.code, f.reason));
+                self.fail(format!("closed by the exchange: {reason}"));
                 ctx.stop();
             }
             Err(error) => {
-                log::warn!("{}: connection error: {error}", self.name);
+                self.fail(format!("connection error: {}", error_chain(&error)));
                 ctx.stop();
             }
         }
@@ -407,7 +422,7 @@ impl StreamHandler<Result<Message, tungstenite::Error>> for ConnectionActor {
 
 impl WriteHandler<tungstenite::Error> for ConnectionActor {
     fn error(&mut self, error: tungstenite::Error, _ctx: &mut Context<Self>) -> Running {
-        log::warn!("{}: write failed: {error}", self.name);
+        self.fail(format!("write failed: {}", error_chain(&error)));
         Running::Stop
     }
 
@@ -416,19 +431,38 @@ impl WriteHandler<tungstenite::Error> for ConnectionActor {
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
-impl Handler<Resubscribe> for ConnectionActor {
+impl Handler<StreamSilent> for ConnectionActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Resubscribe, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: StreamSilent, ctx: &mut Context<Self>) {
         self.stats.record_handled();
         let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
         let Some(socket) = &mut self.current else { return };
-        // One resubscribe per stream at a time: a stream that stays silent asks again every `stale_after`, and
-        // the queue drains at only 4 messages a second.
-        let queued = socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.as_slice() == [index]));
-        if !queued {
-            socket.controls.push_back(Control::Unsubscribe(vec![index]));
-            socket.controls.push_back(Control::Subscribe(vec![index]));
+        match msg.step {
+            SilenceStep::Resubscribe => {
+                // One resubscribe per stream at a time: a stream that stays silent asks again, and the queue drains
+                // at only 4 messages a second.
+                let queued =
+                    socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.as_slice() == [index]));
+                if !queued {
+                    socket.controls.push_back(Control::Unsubscribe(vec![index]));
+                    socket.controls.push_back(Control::Subscribe(vec![index]));
+                }
+            }
+            // Every silent stream asks; one replacement (or rotation) at a time answers them all.
+            SilenceStep::ReplaceConnection if self.successor.is_none() && !self.replacing => {
+                log::warn!(
+                    "{}: {} still silent after a resubscribe; replacing the connection (the new one is made before the \
+                     old one is broken)",
+                    self.name,
+                    msg.key
+                );
+                self.stats.record_error(format!("{} silent after a resubscribe: connection replaced", msg.key));
+                self.metrics.connection_replacements.inc();
+                self.replacing = true;
+                self.connect(Role::Successor, ctx);
+            }
+            SilenceStep::ReplaceConnection => {}
         }
     }
 }

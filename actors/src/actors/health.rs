@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::domain::StreamKey;
 use crate::metrics::Metrics;
-use crate::streams::{StreamCounters, StreamHealth};
+use crate::streams::{DataIssue, StreamCounters, StreamHealth};
 use crate::tasks::{Priority, TaskCounters, TaskKind, TaskSpec, TaskState, TaskStats};
 
 /// Add a task to the table.
@@ -35,7 +35,8 @@ pub struct GetStreams;
 #[rtype(result = "HealthReport")]
 pub struct GetHealth;
 
-/// Healthy: everything runs. Degraded: a non-critical task is down. Unhealthy: a critical task is down.
+/// Healthy: everything runs. Degraded: a non-critical task is down, or a stream lacks closed candles past their
+/// repair deadline. Unhealthy: a critical task is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
@@ -94,8 +95,19 @@ pub struct HealthReport {
     pub uptime_secs: u64,
     pub tasks: TaskCounts,
     pub mailbox_depth: u64,
+    /// Streams whose stored closed candles the audit found wrong past their repair deadline.
+    pub data_issues: Vec<StreamIssue>,
     #[serde(skip)]
     pub task_list: Vec<TaskStatus>,
+}
+
+/// A stream with a [`DataIssue`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamIssue {
+    pub symbol: String,
+    pub timeframe: String,
+    #[serde(flatten)]
+    pub issue: DataIssue,
 }
 
 struct TaskEntry {
@@ -188,7 +200,22 @@ impl Handler<GetHealth> for HealthActor {
             *counts.of(task.counters.state) += 1;
         }
         let mailbox_depth = task_list.iter().map(|t| t.counters.mailbox_depth).sum();
-        let status = verdict(task_list.iter().map(|t| (t.priority, t.auto_restart, t.counters.state)));
+        let data_issues: Vec<StreamIssue> = self
+            .streams
+            .iter()
+            .filter_map(|stream| {
+                let issue = stream.data_issue()?;
+                Some(StreamIssue {
+                    symbol: stream.key.symbol.clone(),
+                    timeframe: stream.key.timeframe.to_string(),
+                    issue,
+                })
+            })
+            .collect();
+        let status = match verdict(task_list.iter().map(|t| (t.priority, t.auto_restart, t.counters.state))) {
+            HealthStatus::Healthy if !data_issues.is_empty() => HealthStatus::Degraded,
+            status => status,
+        };
         for state in TaskState::ALL {
             self.metrics.tasks.with_label_values(&[state.as_str()]).set(*counts.of(state) as i64);
         }
@@ -198,6 +225,7 @@ impl Handler<GetHealth> for HealthActor {
             uptime_secs: self.started_at.elapsed().as_secs(),
             tasks: counts,
             mailbox_depth,
+            data_issues,
             task_list,
         })
     }

@@ -1,49 +1,49 @@
-//! The history task: a run-once task that loads the configured number of closed candles for every stream at
-//! start-up, so the table and the indicators start warm. It must finish within its timeout.
+//! The history task: a run-once task that follows every stream's start-up history load (each subscription fetches
+//! its own) until all have landed. Its state follows the truth: `failed` while a load has failed or the timeout has
+//! passed, and `finished` once every stream's history has landed, however late.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
-use crate::actors::Mailbox;
-use crate::actors::backfill::{BackfillActor, FetchKlines, FetchStart};
-use crate::actors::subscription::{BackfillPurpose, Backfilled, SubscriptionActor};
-use crate::domain::{StreamId, StreamKey};
+use crate::actors::messages::HistoryLanded;
+use crate::domain::StreamId;
 use crate::tasks::{TaskState, TaskStats};
 
-/// One stream to load: its key, subscription and newest stored closed candle.
-pub struct HistoryStream {
-    pub stream: StreamId,
-    pub key: StreamKey,
-    pub last_stored_closed: Option<i64>,
-    pub subscription: Mailbox<SubscriptionActor>,
-}
-
 pub struct HistoryActor {
-    count: u32,
     timeout: Duration,
-    pending: HashMap<StreamId, HistoryStream>,
-    backfill: Mailbox<BackfillActor>,
+    pending: HashSet<StreamId>,
+    streams: usize,
     stats: Arc<TaskStats>,
     started_at: Instant,
+    /// Candles loaded for streams with nothing stored, and caught up for streams stored by an earlier run.
     loaded: usize,
-    /// Streams whose history fetch failed (their subscriptions retry it).
-    failed: usize,
+    caught_up: usize,
 }
 
 impl HistoryActor {
-    pub fn new(
-        count: u32,
-        timeout: Duration,
-        streams: Vec<HistoryStream>,
-        backfill: Mailbox<BackfillActor>,
-        stats: Arc<TaskStats>,
-    ) -> Self {
-        let pending = streams.into_iter().map(|s| (s.stream, s)).collect();
-        Self { count, timeout, pending, backfill, stats, started_at: Instant::now(), loaded: 0, failed: 0 }
+    pub fn new(timeout: Duration, streams: impl IntoIterator<Item = StreamId>, stats: Arc<TaskStats>) -> Self {
+        let pending: HashSet<StreamId> = streams.into_iter().collect();
+        let streams = pending.len();
+        Self { timeout, pending, streams, stats, started_at: Instant::now(), loaded: 0, caught_up: 0 }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let elapsed = self.started_at.elapsed().as_millis();
+        let late = self.stats.state() == TaskState::Failed;
+        log::info!(
+            "History: loaded {} candle(s) and caught up {} candle(s) since the last run, for {} stream(s), in {elapsed} \
+             ms{}",
+            self.loaded,
+            self.caught_up,
+            self.streams,
+            if late { "; every stream's history has landed after all, the history task is finished" } else { "" }
+        );
+        self.stats.set_state(TaskState::Finished);
+        ctx.stop();
     }
 }
 
@@ -52,56 +52,47 @@ impl Actor for HistoryActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        self.stats.set_state(TaskState::Running);
         self.started_at = Instant::now();
-        for stream in self.pending.values() {
-            self.backfill.do_send(FetchKlines {
-                stream: stream.stream,
-                key: stream.key.clone(),
-                start: FetchStart::History { count: self.count, after: stream.last_stored_closed },
-                purpose: BackfillPurpose::History,
-                reply: ctx.address().recipient(),
-            });
+        if self.pending.is_empty() {
+            return self.finish(ctx);
         }
+        self.stats.set_state(TaskState::Running);
         ctx.run_later(self.timeout, |act, _ctx| {
             if act.pending.is_empty() {
                 return;
             }
-            let missing: Vec<String> = act.pending.values().map(|s| s.key.to_string()).collect();
-            log::error!(
-                "History load did not finish within {}s; still loading: {}. It lands when it arrives.",
-                act.timeout.as_secs(),
-                missing.join(", ")
+            let error = format!(
+                "the history of {} stream(s) did not land within {}s; it lands when it arrives",
+                act.pending.len(),
+                act.timeout.as_secs()
             );
-            act.stats.set_state(TaskState::Failed);
+            log::error!("History: {error}");
+            act.stats.fail(error);
         });
     }
 }
 
-impl Handler<Backfilled> for HistoryActor {
+impl Handler<HistoryLanded> for HistoryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Backfilled, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: HistoryLanded, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        let Some(stream) = self.pending.remove(&msg.stream) else { return };
-        match &msg.error {
-            Some(error) => {
-                // The subscription retries it on its own; this run-once task has failed.
-                log::warn!("History of {} failed, its subscription retries: {error}", stream.key);
-                self.failed += 1;
+        match msg.outcome {
+            // The stream retries on its own (or has failed for good, and says so on its own task).
+            Err(error) => self.stats.fail(error.to_string()),
+            Ok(candles) => {
+                if !self.pending.remove(&msg.stream) {
+                    return;
+                }
+                if msg.caught_up {
+                    self.caught_up += candles
+                } else {
+                    self.loaded += candles
+                }
+                if self.pending.is_empty() {
+                    self.finish(ctx);
+                }
             }
-            None => self.loaded += msg.candles.len(),
-        }
-        stream.subscription.do_send(msg);
-        if self.pending.is_empty() {
-            let elapsed = self.started_at.elapsed();
-            log::info!("Loaded {} history candle(s) in {} ms", self.loaded, elapsed.as_millis());
-            if self.failed == 0 && elapsed <= self.timeout {
-                self.stats.set_state(TaskState::Finished);
-            } else {
-                self.stats.set_state(TaskState::Failed);
-            }
-            ctx.stop();
         }
     }
 }

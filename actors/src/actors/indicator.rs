@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::messages::Drain;
 use crate::actors::storage::{LoadClosedCandles, StorageActor, StoreIndicators};
-use crate::actors::subscription::Drain;
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Candle, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, IndicatorValue, ProvisionalBoard, StreamIndicators};

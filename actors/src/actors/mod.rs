@@ -1,11 +1,13 @@
 //! The actors: thin shells that receive a message, call the pure code in `domain`/`store`, and send the result on.
 //! Each file holds one actor, with the messages it receives at the top.
 
+pub mod audit;
 pub mod backfill;
 pub mod connection;
 pub mod health;
 pub mod history;
 pub mod indicator;
+pub mod messages;
 pub mod storage;
 pub mod subscription;
 pub mod supervisor;

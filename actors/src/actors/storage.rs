@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
-use crate::domain::{Candle, StreamId, StreamKey};
+use crate::domain::{Candle, Gap, StreamId, StreamKey};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::store::{CandleStore, IndicatorRow, StoreError};
@@ -47,6 +47,14 @@ pub struct StoreIndicators {
 #[rtype(result = "Result<Vec<Candle>, String>")]
 pub struct LoadClosedCandles {
     pub stream: StreamId,
+}
+
+/// Record ranges the exchange confirmed it has no candles for, so that no later run fetches them again.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RecordExchangeGaps {
+    pub stream: StreamId,
+    pub gaps: Vec<Gap>,
 }
 
 /// Commit everything pending now. Answers once it is durable (or why not).
@@ -333,6 +341,21 @@ impl Handler<Close> for StorageActor {
         }
         self.stats.set_state(TaskState::Stopped);
         Ok(())
+    }
+}
+
+impl Handler<RecordExchangeGaps> for StorageActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordExchangeGaps, _ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let Some(key) = self.streams.get(msg.stream.0 as usize).cloned() else { return };
+        let recorded = self.store().and_then(|store| store.record_exchange_gaps(&key, &msg.gaps));
+        if let Err(error) = recorded {
+            // The gaps stay known in memory for this run; the next run's audit finds them again.
+            log::warn!("{key}: cannot record exchange gaps: {error}");
+            self.stats.record_error(format!("cannot record exchange gaps of {key}: {error}"));
+        }
     }
 }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::audit::{AuditActor, AuditSettings, AuditedStream};
 use crate::actors::backfill::BackfillActor;
 use crate::actors::connection::{ConnectionActor, ConnectionSettings, RoutedStream, Stop};
 use crate::actors::health::{HealthActor, RegisterStream, RegisterTask};
-use crate::actors::history::{HistoryActor, HistoryStream};
+use crate::actors::history::HistoryActor;
 use crate::actors::indicator::IndicatorActor;
+use crate::actors::messages::Drain;
 use crate::actors::storage::{Close, StorageActor, StorageSettings};
-use crate::actors::subscription::{Drain, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
+use crate::actors::subscription::{SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, ProvisionalBoard};
@@ -58,6 +60,7 @@ impl SupervisionSettings {
             (Indicator, policy(Normal, true)),
             (Backfill, policy(High, true)),
             (History, policy(High, false)),
+            (Audit, policy(High, true)),
         ])
     }
 }
@@ -74,6 +77,7 @@ pub struct EngineSettings {
     pub history: u32,
     pub backfill_concurrency: usize,
     pub subscription: SubscriptionSettings,
+    pub audit: AuditSettings,
     /// The indicators computed on every stream (validated).
     pub indicators: IndicatorConfig,
     /// Where the indicator actors publish provisional values; built for `streams` and `indicators`, shared with
@@ -88,7 +92,8 @@ pub struct SupervisorActor {
     metrics: Metrics,
     store: Option<CandleStore>,
     rest: RestClient,
-    storage_arbiter: Option<Arbiter>,
+    /// Storage and the audit block on SQLite: each runs on its own arbiter.
+    arbiters: Vec<Arbiter>,
     running: Option<RunningTasks>,
 }
 
@@ -110,12 +115,14 @@ impl SupervisorActor {
         health: Addr<HealthActor>,
         metrics: Metrics,
     ) -> Self {
-        Self { settings, health, metrics, store: Some(store), rest, storage_arbiter: None, running: None }
+        Self { settings, health, metrics, store: Some(store), rest, arbiters: Vec::new(), running: None }
     }
 
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
         let last_closed = store.last_closed().map_err(|e| format!("cannot read the stored candles: {e}"))?;
+        let exchange_gaps =
+            store.exchange_gaps().map_err(|e| format!("cannot read the recorded exchange gaps: {e}"))?;
         let streams: Arc<[StreamKey]> = self.settings.streams.clone().into();
         let mut table = TaskTable::new(&self.settings.supervision);
 
@@ -135,6 +142,10 @@ impl SupervisorActor {
             let meta = vec![("candles_per_stream".into(), self.settings.history.to_string())];
             table.add("history".into(), TaskKind::History, None, meta)
         });
+        let audit_task = {
+            let meta = vec![("interval_secs".into(), self.settings.audit.interval.as_secs().to_string())];
+            table.add("audit".into(), TaskKind::Audit, None, meta)
+        };
         let per_connection = self.settings.max_streams_per_connection.max(1);
         let connection_tasks: Vec<_> = (0..streams.len().div_ceil(per_connection))
             .map(|index| {
@@ -151,26 +162,32 @@ impl SupervisorActor {
         }
         log::info!("Registered {} background task(s)", table.tasks.len());
 
-        // Start in dependency order: storage, backfill, indicators, subscriptions, history, connections.
-        let arbiter = Arbiter::new();
+        // Start in dependency order: storage, backfill, history, indicators, subscriptions, audit, connections.
+        let storage_arbiter = Arbiter::new();
         let storage = {
             let (stats, tracker) = table.handle(storage_task);
             let (settings, streams, metrics) = (self.settings.storage.clone(), streams.clone(), self.metrics.clone());
             let names = self.settings.provisional.names().clone();
             let stats_for_actor = stats.clone();
-            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            let addr = Supervisor::start_in_arbiter(&storage_arbiter.handle(), move |_| {
                 StorageActor::new(settings, streams, names, store, stats_for_actor, tracker, metrics)
             });
             Mailbox::new(addr, stats)
         };
-        self.storage_arbiter = Some(arbiter);
+        self.arbiters.push(storage_arbiter);
         let backfill = {
             let (stats, _) = table.handle(backfill_task);
             let actor = BackfillActor::new(self.rest.clone(), self.settings.backfill_concurrency, stats.clone());
             Mailbox::new(actor.start(), stats)
         };
+        let history = history_task.map(|task| {
+            let (stats, _) = table.handle(task);
+            let ids = (0..streams.len()).map(|index| StreamId(index as u32));
+            HistoryActor::new(self.settings.supervision.run_once_timeout, ids, stats).start().recipient()
+        });
         let mut indicators = Vec::new();
         let mut subscriptions = Vec::new();
+        let mut audited = Vec::new();
         for (index, (key, (indicator_task, subscription_task))) in streams.iter().zip(stream_tasks).enumerate() {
             let (stats, _) = table.handle(indicator_task);
             let stream = StreamId(index as u32);
@@ -179,41 +196,41 @@ impl SupervisorActor {
             let actor = IndicatorActor::new(stream, key.clone(), config, storage.clone(), board, stats.clone());
             let indicator = Mailbox::new(actor.start(), stats);
             let (stats, _) = table.handle(subscription_task);
+            let stored_key = (key.symbol.clone(), key.timeframe);
             let health = StreamHealth::new(key.clone());
+            health.record_exchange_gaps(exchange_gaps.get(&stored_key).map_or(&[], Vec::as_slice));
             self.health.do_send(RegisterStream(health.clone()));
+            self.metrics.register_stream(key);
             let links = SubscriptionLinks {
                 storage: storage.clone(),
                 indicator: indicator.clone(),
                 backfill: backfill.clone(),
+                history: history.clone(),
                 stats: stats.clone(),
-                health,
+                health: health.clone(),
+                clock: self.rest.clock().clone(),
                 metrics: self.metrics.clone(),
             };
-            let subscription = SubscriptionActor::new(
+            let last_stored = last_closed.get(&stored_key).copied();
+            let subscription = SubscriptionActor::new(stream, last_stored, self.settings.subscription, links).start();
+            audited.push(AuditedStream {
                 stream,
-                last_closed.get(&(key.symbol.clone(), key.timeframe)).copied(),
-                history_task.is_some(),
-                self.settings.subscription,
-                links,
-            );
-            subscriptions.push(Mailbox::new(subscription.start(), stats));
+                key: key.clone(),
+                subscription: subscription.clone().recipient(),
+                health,
+            });
+            subscriptions.push(Mailbox::new(subscription, stats));
             indicators.push(indicator);
         }
-        if let Some(task) = history_task {
-            let (stats, _) = table.handle(task);
-            let history_streams = streams
-                .iter()
-                .zip(&subscriptions)
-                .enumerate()
-                .map(|(index, (key, subscription))| HistoryStream {
-                    stream: StreamId(index as u32),
-                    key: key.clone(),
-                    last_stored_closed: last_closed.get(&(key.symbol.clone(), key.timeframe)).copied(),
-                    subscription: subscription.clone(),
-                })
-                .collect();
-            let timeout = self.settings.supervision.run_once_timeout;
-            HistoryActor::new(self.settings.history, timeout, history_streams, backfill.clone(), stats).start();
+        {
+            let (stats, tracker) = table.handle(audit_task);
+            let audit_arbiter = Arbiter::new();
+            let (settings, rest, metrics) = (self.settings.audit.clone(), self.rest.clone(), self.metrics.clone());
+            let backfill = backfill.clone();
+            Supervisor::start_in_arbiter(&audit_arbiter.handle(), move |_| {
+                AuditActor::new(settings, audited, rest, backfill, stats, tracker, metrics)
+            });
+            self.arbiters.push(audit_arbiter);
         }
         let mut connections = Vec::new();
         for (index, task) in connection_tasks.into_iter().enumerate() {
@@ -318,7 +335,7 @@ impl Handler<Shutdown> for SupervisorActor {
             flushed
         };
         Box::pin(shutdown.into_actor(self).map(|result, act, _ctx| {
-            if let Some(arbiter) = act.storage_arbiter.take() {
+            for arbiter in act.arbiters.drain(..) {
                 arbiter.stop();
             }
             result

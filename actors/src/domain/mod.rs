@@ -1,17 +1,23 @@
 //! Pure domain code: no actors, no I/O. Every actor is a thin shell around these types.
 
+mod audit;
 mod backoff;
 mod candle;
+mod clock;
 mod kline;
 mod rate;
 mod routing;
 mod rules;
+mod silence;
 mod timeframe;
 
+pub use audit::{audit_through, holes, missing_ranges};
 pub use backoff::{Backoff, BackoffPolicy};
 pub use candle::{Candle, StreamId, StreamKey};
+pub use clock::ExchangeClock;
 pub use kline::{Frame, KlineEvent, RejectReason, parse_frame, parse_rest_klines, validate};
 pub use rate::{Permit, RateBudget, RequestGate};
 pub use routing::{Routed, Router, route_frame};
 pub use rules::{CandleRules, Gap, Verdict};
+pub use silence::{SilenceStep, SilenceWatch};
 pub use timeframe::{Timeframe, UnknownTimeframe};

@@ -33,10 +33,16 @@ pub struct Gap {
 /// `contiguous` is the newest open time up to which the series has no hole since tracking began. Closed candles
 /// beyond a hole wait in `ahead` until the hole is filled or a backfill covers it. `awaiting_close` holds the
 /// candles seen in progress whose final update has not arrived yet, with their close times.
+///
+/// A stream with nothing stored has no anchor yet. When a history load is coming, its first live close is not
+/// one either: whatever closed between the end of the history and that close would go unseen. Such a stream keeps
+/// its live closes `ahead` until the history's [`CandleRules::backfilled_through`] anchors it.
 #[derive(Debug, Clone)]
 pub struct CandleRules {
     timeframe: Timeframe,
     contiguous: Option<i64>,
+    /// With nothing stored: whether the first closed candle seen anchors the series (no history load is coming).
+    anchor_on_first_close: bool,
     ahead: BTreeSet<i64>,
     awaiting_close: BTreeMap<i64, i64>,
     /// Fingerprints of the last closed candles seen, newest last: a replay of one of them changes nothing.
@@ -57,15 +63,22 @@ fn fingerprint(candle: &Candle) -> u64 {
 }
 
 impl CandleRules {
-    /// Starts tracking after `last_closed`, the newest closed open time already stored (if any).
+    /// Starts tracking after `last_closed`, the newest closed open time already stored (if any). With nothing
+    /// stored, the first closed candle seen anchors the series.
     pub fn new(timeframe: Timeframe, last_closed: Option<i64>) -> Self {
         Self {
             timeframe,
             contiguous: last_closed,
+            anchor_on_first_close: true,
             ahead: BTreeSet::new(),
             awaiting_close: BTreeMap::new(),
             recent: VecDeque::with_capacity(RECENT_CLOSES),
         }
+    }
+
+    /// Starts tracking a stream with nothing stored whose history load is coming: only that load anchors it.
+    pub fn awaiting_history(timeframe: Timeframe) -> Self {
+        Self { anchor_on_first_close: false, ..Self::new(timeframe, None) }
     }
 
     /// The newest closed open time seen.
@@ -116,9 +129,9 @@ impl CandleRules {
             _ => Verdict::Closed,
         };
         match self.contiguous {
-            None => self.contiguous = Some(candle.open_time),
+            None if self.anchor_on_first_close => self.contiguous = Some(candle.open_time),
             Some(open) if candle.open_time <= open => {}
-            Some(_) => {
+            _ => {
                 self.ahead.insert(candle.open_time);
             }
         }
@@ -136,11 +149,19 @@ impl CandleRules {
         self.advance();
     }
 
-    /// The oldest candle seen in progress whose final update is more than `grace_ms` late at exchange time
-    /// `exchange_now`: its close must be fetched over REST.
+    /// The oldest candle whose close is more than `grace_ms` late at exchange time `exchange_now`: one seen in
+    /// progress whose final update has not come, or the one after the newest close (which a silent stream never
+    /// shows in progress). Its close must be fetched over REST.
     pub fn overdue_close(&self, exchange_now: i64, grace_ms: i64) -> Option<i64> {
-        let (&open, &close_time) = self.awaiting_close.first_key_value()?;
-        (exchange_now > close_time + grace_ms).then_some(open)
+        let awaited = self.awaiting_close.first_key_value().map(|(&open, &close)| (open, close));
+        let next = self.last_closed().map(|last| self.timeframe.next_open(last));
+        let next = next.map(|open| (open, self.timeframe.close_time(open)));
+        [awaited, next]
+            .into_iter()
+            .flatten()
+            .filter(|&(_, close)| exchange_now > close + grace_ms)
+            .map(|(o, _)| o)
+            .min()
     }
 
     fn advance(&mut self) {
@@ -234,9 +255,42 @@ mod tests {
         assert_eq!(rules.apply(&candle(10, true)), Verdict::Closed);
         rules.backfilled_through(10 * MIN);
         assert_eq!(rules.overdue_close(close_time + 1_001, 1_000), None);
-        // TC4: a live close clears it too.
+        // TC4: a live close clears it too; the candle after it is due at its own close time.
         rules.apply(&candle(11, true));
-        assert_eq!(rules.overdue_close(i64::MAX / 2, 1_000), None);
+        let next_close = 13 * MIN - 1;
+        assert_eq!(rules.overdue_close(next_close + 1_000, 1_000), None);
+        assert_eq!(rules.overdue_close(next_close + 1_001, 1_000), Some(12 * MIN));
+    }
+
+    #[test]
+    fn a_silent_stream_is_overdue_at_the_close_of_the_candle_after_its_newest() {
+        // Nothing seen in progress (the stream went silent): the candle after the stored one is still due.
+        let rules = CandleRules::new(Timeframe::M5, Some(0));
+        let close = 2 * 5 * MIN - 1;
+        assert_eq!(rules.overdue_close(close + 500, 1_000), None);
+        assert_eq!(rules.overdue_close(close + 1_001, 1_000), Some(5 * MIN));
+        // A fresh stream with nothing closed yet has nothing due.
+        assert_eq!(CandleRules::new(Timeframe::M5, None).overdue_close(i64::MAX / 2, 0), None);
+    }
+
+    #[test]
+    fn a_stream_awaiting_its_history_is_anchored_only_by_it() {
+        // The live close of 12 arrives before the history; 11 closed in between and was lost to a reset.
+        let mut rules = CandleRules::awaiting_history(Timeframe::M1);
+        assert_eq!(rules.apply(&candle(12, true)), Verdict::Closed);
+        assert_eq!((rules.contiguous(), rules.repair_from(), rules.first_gap()), (None, None, None));
+        // The history brings 8..=10 and says the exchange had closed up to 10 when it answered.
+        for minute in 8..=10 {
+            assert_eq!(rules.apply(&candle(minute, true)), Verdict::LateClosed { changes: true });
+        }
+        rules.backfilled_through(10 * MIN);
+        assert_eq!(rules.contiguous(), Some(10 * MIN));
+        assert_eq!(rules.first_gap(), Some(Gap { from_open: 11 * MIN, to_open: 12 * MIN }));
+        // TC1: without the wait, the first live close would have anchored the series and hidden 11.
+        let mut eager = CandleRules::new(Timeframe::M1, None);
+        eager.apply(&candle(12, true));
+        eager.backfilled_through(10 * MIN);
+        assert_eq!(eager.first_gap(), None);
     }
 
     #[test]

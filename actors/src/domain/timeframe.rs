@@ -132,6 +132,24 @@ impl Timeframe {
         }
     }
 
+    /// The open time of the candle before the one that opens at `open_time`.
+    pub fn previous_open(self, open_time: i64) -> i64 {
+        match self.fixed_ms() {
+            Some(ms) => open_time - ms,
+            None => self.open_time_containing(open_time - 1),
+        }
+    }
+
+    /// How many candle open times of this timeframe lie in `[from, to)`, counting on from `from`.
+    pub fn count_opens(self, from: i64, to: i64) -> u64 {
+        match self.fixed_ms() {
+            Some(ms) => ((to - from + ms - 1) / ms).max(0) as u64,
+            None => std::iter::successors(Some(from), |&open| Some(self.next_open(open)))
+                .take_while(|&open| open < to)
+                .count() as u64,
+        }
+    }
+
     /// The close time Binance reports for the candle opening at `open_time`: the next open minus 1 ms.
     pub fn close_time(self, open_time: i64) -> i64 {
         self.next_open(open_time) - 1
@@ -194,6 +212,21 @@ mod tests {
         assert_eq!(Timeframe::Mo1.next_open(1_764_547_200_000), 1_767_225_600_000);
         // TC2: 1M in February of a leap year: 2028-02-01 -> 2028-03-01 is 29 days.
         assert_eq!(Timeframe::Mo1.next_open(1_832_976_000_000) - 1_832_976_000_000, 29 * DAY);
+    }
+
+    #[test]
+    fn previous_open_and_count_opens_walk_the_grid() {
+        let new_year = 1_767_225_600_000;
+        // TC0: fixed steps.
+        assert_eq!(Timeframe::M5.previous_open(new_year), new_year - 5 * MINUTE);
+        // TC1: 1M steps back to the 1st of the previous month (2025-12-01).
+        assert_eq!(Timeframe::Mo1.previous_open(new_year), 1_764_547_200_000);
+        // TC2: counts in a half-open range; an empty or reversed range counts nothing.
+        assert_eq!(Timeframe::M1.count_opens(0, MINUTE), 1);
+        assert_eq!(Timeframe::M1.count_opens(0, 60 * MINUTE), 60);
+        assert_eq!(Timeframe::M1.count_opens(MINUTE, 0), 0);
+        // TC3: 2025-12-01 up to 2026-03-01: three monthly candles.
+        assert_eq!(Timeframe::Mo1.count_opens(1_764_547_200_000, 1_772_323_200_000), 3);
     }
 
     #[test]

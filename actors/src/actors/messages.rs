@@ -1,0 +1,98 @@
+//! Messages that more than one actor sends or receives. Keeping them here lets the actor modules form a tree:
+//! each actor's file imports this one, never another actor's file for a message type.
+
+use actix::prelude::*;
+
+use crate::domain::{Candle, Gap, StreamId, StreamKey};
+use crate::rest::FetchError;
+
+/// Answers once every message queued before it was handled (used to drain before shutdown).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Why candles were fetched over REST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillPurpose {
+    /// The start-up history load, or the catch-up since the last run.
+    History,
+    /// A repair after a (re)connect, a gap, a missed close or a stale spell.
+    Repair,
+    /// A hole or a stuck in-progress row the audit found in the store.
+    Audit,
+    /// A second look at a range the exchange answered empty, before it is recorded as an exchange gap.
+    Recheck,
+}
+
+impl BackfillPurpose {
+    /// How logs name such a fetch.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::History => "history load",
+            Self::Repair => "REST repair",
+            Self::Audit => "audit fetch",
+            Self::Recheck => "re-check",
+        }
+    }
+}
+
+/// Which candles a fetch asks for, by open time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchRange {
+    /// From this open time up to the exchange's present.
+    From(i64),
+    /// From `from` to `to`, both included.
+    Between { from: i64, to: i64 },
+    /// Everything after `after` (the newest closed candle already stored), however old; or, with nothing stored,
+    /// the last `count` closed candles.
+    History { count: u32, after: Option<i64> },
+}
+
+/// Closed candles fetched over REST for one stream, or why the fetch failed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Backfilled {
+    pub stream: StreamId,
+    pub purpose: BackfillPurpose,
+    pub range: FetchRange,
+    pub candles: Vec<Candle>,
+    /// Every closed candle up to this open time was fetched; missing ones were not on the exchange.
+    pub through_open: Option<i64>,
+    /// Ranges the exchange answered no candles for.
+    pub exchange_gaps: Vec<Gap>,
+    pub error: Option<FetchError>,
+}
+
+impl Backfilled {
+    /// A fetch that failed: nothing learned.
+    pub fn failed(stream: StreamId, purpose: BackfillPurpose, range: FetchRange, error: FetchError) -> Self {
+        Self {
+            stream,
+            purpose,
+            range,
+            candles: Vec::new(),
+            through_open: None,
+            exchange_gaps: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// What a silent stream asks of its connection: the steps of [`crate::domain::SilenceStep`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StreamSilent {
+    pub key: StreamKey,
+    pub step: crate::domain::SilenceStep,
+}
+
+/// A stream's start-up history (or its catch-up since the last run) landed, or failed for now.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct HistoryLanded {
+    pub stream: StreamId,
+    /// Candles fetched, or why not (a transient failure is retried by the stream).
+    pub outcome: Result<usize, FetchError>,
+    /// The stream had candles stored: this was a catch-up since the last run, not a first history load.
+    pub caught_up: bool,
+}

@@ -1,0 +1,79 @@
+//! The escalation ladder of a silent stream: resubscribe first; if the data does not come back, replace the
+//! connection; then start over. Pure: the caller passes the time.
+
+use std::time::{Duration, Instant};
+
+/// What a silent stream asks its connection to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceStep {
+    /// UNSUBSCRIBE and SUBSCRIBE the stream again.
+    Resubscribe,
+    /// A resubscribe did not bring the data back: the connection is a zombie (it may still answer pings).
+    /// Replace it, making the new one before breaking the old.
+    ReplaceConnection,
+}
+
+/// Watches one stream's silence.
+#[derive(Debug, Clone)]
+pub struct SilenceWatch {
+    /// Silence before the stream is stale and resubscribed (Binance sends an update every 2 s per stream).
+    stale_after: Duration,
+    /// Silence after a resubscribe before the connection is replaced.
+    replace_after: Duration,
+    last_update: Instant,
+    /// The last step taken in this silent spell, and when.
+    last_step: Option<(SilenceStep, Instant)>,
+}
+
+impl SilenceWatch {
+    pub fn new(stale_after: Duration, replace_after: Duration, now: Instant) -> Self {
+        Self { stale_after, replace_after, last_update: now, last_step: None }
+    }
+
+    /// Data arrived: the silent spell, if any, is over.
+    pub fn on_update(&mut self, now: Instant) {
+        self.last_update = now;
+        self.last_step = None;
+    }
+
+    /// The step due at `now`, if any. Each step is returned once; the ladder climbs while the silence lasts.
+    pub fn check(&mut self, now: Instant) -> Option<SilenceStep> {
+        let (since, wait, step) = match self.last_step {
+            None => (self.last_update, self.stale_after, SilenceStep::Resubscribe),
+            Some((SilenceStep::Resubscribe, at)) => (at, self.replace_after, SilenceStep::ReplaceConnection),
+            Some((SilenceStep::ReplaceConnection, at)) => (at, self.stale_after, SilenceStep::Resubscribe),
+        };
+        if now.saturating_duration_since(since) <= wait {
+            return None;
+        }
+        self.last_step = Some((step, now));
+        Some(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn silence_climbs_from_resubscribe_to_replacement_and_data_resets_it() {
+        let start = Instant::now();
+        let mut watch = SilenceWatch::new(2 * SECOND, 3 * SECOND, start);
+        // TC0: within the cadence, nothing.
+        assert_eq!(watch.check(start + 2 * SECOND), None);
+        // TC1: stale: resubscribe, once.
+        assert_eq!(watch.check(start + 3 * SECOND), Some(SilenceStep::Resubscribe));
+        assert_eq!(watch.check(start + 5 * SECOND), None);
+        // TC2: still silent after the resubscribe: replace the connection, once.
+        assert_eq!(watch.check(start + 6 * SECOND + Duration::from_millis(1)), Some(SilenceStep::ReplaceConnection));
+        assert_eq!(watch.check(start + 7 * SECOND), None);
+        // TC3: still silent after the replacement: the ladder starts over.
+        assert_eq!(watch.check(start + 9 * SECOND), Some(SilenceStep::Resubscribe));
+        // TC4: data resets it; the next silence starts from the bottom.
+        watch.on_update(start + 10 * SECOND);
+        assert_eq!(watch.check(start + 12 * SECOND), None);
+        assert_eq!(watch.check(start + 12 * SECOND + Duration::from_millis(1)), Some(SilenceStep::Resubscribe));
+    }
+}
