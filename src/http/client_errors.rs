@@ -1,12 +1,20 @@
 //! Malformed HTTP requests and broken client connections are the client's fault, yet actix-http's HTTP/1
 //! dispatcher logs each one at ERROR (`stream error: request parse error: ...`, target
 //! `actix_http::h1::dispatcher`), with no setting to change that. [`ClientErrorLog`] wraps the real logger and turns
-//! them into one WARN line at most every [`REPORT_EVERY`], with a count of the ones in between.
+//! them into one WARN line at most every [`REPORT_EVERY`], with a count of the ones in between; every one is
+//! counted in [`CLIENT_ERRORS`] (`candled_http_client_errors_total` on `/metrics`).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use prometheus::IntCounter;
+
+/// Every client error actix-http reported, logged or not.
+pub static CLIENT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    let help = "Malformed HTTP requests and broken client connections (logged at most once a minute)";
+    IntCounter::new("candled_http_client_errors_total", help).expect("a valid metric name")
+});
 
 /// Where actix-http logs its per-connection errors.
 const DISPATCHER_TARGET: &str = "actix_http::h1";
@@ -38,17 +46,15 @@ fn is_client_error(metadata: &Metadata<'_>) -> bool {
 
 impl<L: Log> Log for ClientErrorLog<L> {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        if is_client_error(metadata) {
-            self.inner.enabled(&Metadata::builder().level(Level::Warn).target(metadata.target()).build())
-        } else {
-            self.inner.enabled(metadata)
-        }
+        // Client errors are always taken, to be counted; `log` decides whether the report is written.
+        is_client_error(metadata) || self.inner.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
         if !is_client_error(record.metadata()) {
             return self.inner.log(record);
         }
+        CLIENT_ERRORS.inc();
         let Some(more) = self.limit.admit(Instant::now()) else { return };
         let every = self.limit.every.as_secs();
         let message = match more {

@@ -20,7 +20,7 @@ pub enum ApiError {
     UnknownSymbol(String),
     #[error("no endpoint at {0}")]
     NotFound(String),
-    #[error("{method} is not allowed on {path}: use {ALLOWED_METHODS}")]
+    #[error("{method} is not allowed on {path}: use GET or HEAD")]
     MethodNotAllowed { method: Method, path: String },
     #[error("cannot read the database: {0}")]
     Database(#[from] StoreError),

@@ -120,6 +120,7 @@ fn malformed_requests_are_reported_once_at_warn_not_each_at_error() {
         stream.read_to_string(&mut answer).expect("the server answers and closes");
         assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
     }
+    assert_eq!(app.metric("candled_http_client_errors_total"), REQUESTS as f64, "every one is counted");
     // The server logs each error before it closes the connection; shutting down puts a last line after them all.
     let sent = Command::new("kill").args(["-TERM", &app.pid().to_string()]).status().expect("run kill");
     assert!(sent.success());
