@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 /// The most closed candles per stream the start-up history may ask for.
 pub const MAX_HISTORY: i64 = 100_000;
+/// The largest config file read: far above any real one, and a bound on what `--config /dev/zero` can cost.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Binance carries at most 1024 streams on one connection.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
 
@@ -21,6 +23,8 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("config file {path} is over the {} MiB limit for a config file: is it the right file?", MAX_CONFIG_BYTES >> 20)]
+    TooLarge { path: String },
     #[error("config file {path} is not valid: {source}")]
     Parse { path: String, source: toml::de::Error },
     #[error("config file {path}: `{key}`: {problem}")]
@@ -243,10 +247,18 @@ pub struct AuditConfig {
 }
 
 impl Settings {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        use std::io::Read as _;
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let read_error = |source| ConfigError::Read { path: shown.clone(), source };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(read_error)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { path: shown });
+        }
         Self::parse(&text, &shown)
     }
 
@@ -486,6 +498,22 @@ mod tests {
         let settings = Settings::parse(&with_indicators("ema = []\nobv = true"), "c").unwrap();
         assert!(settings.indicators.ema.is_empty() && settings.indicators.obv);
         assert_eq!(settings.indicators.sma, [20]);
+    }
+
+    #[test]
+    fn load_reads_at_most_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        // TC0: the shipped config padded with comments to exactly the cap is read.
+        let padding = MAX_CONFIG_BYTES as usize - SHIPPED.len() - 1;
+        std::fs::write(&path, format!("{SHIPPED}#{}", " ".repeat(padding))).unwrap();
+        assert!(Settings::load(&path).is_ok());
+        // TC1: one byte more is refused, naming the file and the limit.
+        std::fs::write(&path, format!("{SHIPPED}#{}", " ".repeat(padding + 1))).unwrap();
+        let error = Settings::load(&path).expect_err("over the cap");
+        assert!(matches!(error, ConfigError::TooLarge { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()) && message.contains("1 MiB limit"), "{message}");
     }
 
     #[test]

@@ -21,7 +21,12 @@ const CONFIG_ERROR: u8 = 2;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // actix-http logs every malformed request at ERROR and has no switch for it: the wrapper rate-limits those.
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max_level = logger.filter();
+    if let Err(error) = candled::http::client_errors::install(logger, max_level) {
+        eprintln!("warning: cannot install the logger: {error}");
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,

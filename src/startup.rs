@@ -70,7 +70,8 @@ impl Application {
         let supervisor = SupervisorActor::new(engine, store, rest, health.clone(), metrics.clone()).start();
 
         let db_path = settings.storage_path.clone();
-        let state = web::Data::new(AppState { health, metrics, db_path, provisional });
+        let state =
+            web::Data::new(AppState { health, metrics, db_path, provisional, streams: settings.streams.clone() });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
             .disable_signals()

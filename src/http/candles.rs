@@ -6,12 +6,11 @@ use candled_actors::store::Window;
 use serde::Serialize;
 
 use super::AppState;
-use super::params::{QueryError, StreamParams, read};
+use super::error::ApiError;
+use super::params::{CandleParams, Limits, known_symbol, read};
 
-/// Candles returned when `limit` is absent.
-pub const DEFAULT_LIMIT: usize = 500;
-/// The largest `limit`.
-pub const MAX_LIMIT: usize = 5000;
+/// Candles returned when `limit` is absent, and the largest `limit`.
+pub const LIMITS: Limits = Limits { default: 500, max: 5000 };
 
 /// One row of the `candles` table, named as its columns.
 #[derive(Debug, Serialize)]
@@ -55,13 +54,13 @@ impl<'a> CandleRow<'a> {
 
 /// The candles with `start <= timestamp < end`: the first `limit` from `start` when it is given, otherwise the
 /// newest `limit` before `end`. Ascending either way; the in-progress candle is included (`is_closed: false`).
-pub async fn candles(state: web::Data<AppState>, params: web::Query<StreamParams>) -> Result<HttpResponse, QueryError> {
-    let (symbol, timeframe) = (params.symbol()?, params.timeframe()?);
-    let (start, end, limit) = (params.start()?, params.end()?, params.limit(DEFAULT_LIMIT, MAX_LIMIT)?);
-    let window = if start.is_some() { Window::Oldest } else { Window::Newest };
-    let (from, to) = (start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX));
-    let name = symbol.clone();
+pub async fn candles(state: web::Data<AppState>, params: web::Query<CandleParams>) -> Result<HttpResponse, ApiError> {
+    let query = params.parse(LIMITS)?;
+    known_symbol(&state, &query.symbol).await?;
+    let window = if query.start.is_some() { Window::Oldest } else { Window::Newest };
+    let (from, to) = (query.start.unwrap_or(i64::MIN), query.end.unwrap_or(i64::MAX));
+    let (name, timeframe, limit) = (query.symbol.clone(), query.timeframe, query.limit);
     let candles = read(&state, move |store| store.candles_window(&name, timeframe, from, to, limit, window)).await?;
-    let rows: Vec<_> = candles.iter().map(|c| CandleRow::new(&symbol, timeframe, c)).collect();
+    let rows: Vec<_> = candles.iter().map(|c| CandleRow::new(&query.symbol, timeframe, c)).collect();
     Ok(HttpResponse::Ok().json(rows))
 }

@@ -1,18 +1,13 @@
 //! `GET /health` and `GET /api/v1/tasks/status`: the task table, as the health actor sees it.
 
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, web};
 use candled_actors::actors::health::{GetHealth, HealthStatus};
 
 use super::AppState;
-
-#[derive(Debug, thiserror::Error)]
-#[error("the health actor did not answer: {0}")]
-pub struct HealthUnavailable(#[from] actix::MailboxError);
-
-impl ResponseError for HealthUnavailable {}
+use super::error::ApiError;
 
 /// 200 while healthy or degraded, 503 when a critical task is down.
-pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, HealthUnavailable> {
+pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = state.health.send(GetHealth).await?;
     let mut response = match report.status {
         HealthStatus::Healthy | HealthStatus::Degraded => HttpResponse::Ok(),
@@ -22,7 +17,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, HealthUn
 }
 
 /// One entry per task.
-pub async fn tasks_status(state: web::Data<AppState>) -> Result<HttpResponse, HealthUnavailable> {
+pub async fn tasks_status(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let report = state.health.send(GetHealth).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": report.status,

@@ -1,5 +1,5 @@
 //! `GET /api/v1/indicators?symbol=&timeframe=&limit=`: the stored indicator series of one stream, and the
-//! provisional values of its in-progress candle.
+//! provisional values of its in-progress candle. No `start`/`end`: the series is always the newest `limit`.
 
 use std::collections::BTreeMap;
 
@@ -7,12 +7,11 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
-use super::params::{QueryError, StreamParams, read};
+use super::error::ApiError;
+use super::params::{IndicatorParams, Limits, known_symbol, read};
 
-/// Timestamps returned when `limit` is absent.
-pub const DEFAULT_LIMIT: usize = 100;
-/// The largest `limit`.
-pub const MAX_LIMIT: usize = 5000;
+/// Timestamps returned when `limit` is absent, and the largest `limit`.
+pub const LIMITS: Limits = Limits { default: 100, max: 5000 };
 
 /// The values of one candle, by output name.
 #[derive(Debug, Serialize)]
@@ -33,9 +32,11 @@ pub struct IndicatorsResponse {
 
 pub async fn indicators(
     state: web::Data<AppState>,
-    params: web::Query<StreamParams>,
-) -> Result<HttpResponse, QueryError> {
-    let (symbol, timeframe, limit) = (params.symbol()?, params.timeframe()?, params.limit(DEFAULT_LIMIT, MAX_LIMIT)?);
+    params: web::Query<IndicatorParams>,
+) -> Result<HttpResponse, ApiError> {
+    let query = params.parse(LIMITS)?;
+    known_symbol(&state, &query.symbol).await?;
+    let (symbol, timeframe, limit) = (query.symbol, query.timeframe, query.limit);
     let name = symbol.clone();
     let series = read(&state, move |store| store.indicator_series(&name, timeframe, limit)).await?;
     let series = series.into_iter().map(|p| Point { timestamp: p.timestamp, values: p.values.into_iter().collect() });

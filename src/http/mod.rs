@@ -1,6 +1,10 @@
-//! The HTTP layer: one file per route group, all asking the actors or a read-only database connection.
+//! The HTTP layer: one file per route group, all asking the actors or a read-only database connection. Every
+//! endpoint answers GET and HEAD; any other method is a 405 with `Allow`, an unknown path a 404, and every error a
+//! JSON body (see [`error`]).
 
 mod candles;
+pub mod client_errors;
+mod error;
 mod health;
 mod indicators;
 mod metrics;
@@ -10,10 +14,14 @@ mod streams;
 use std::path::PathBuf;
 
 use actix::Addr;
-use actix_web::web;
+use actix_web::dev::HttpServiceFactory;
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, ResponseError, web};
 use candled_actors::actors::health::HealthActor;
+use candled_actors::domain::StreamKey;
 use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
+
+pub use error::ApiError;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -22,15 +30,40 @@ pub struct AppState {
     pub db_path: PathBuf,
     /// The latest provisional indicator values, written by the indicator actors.
     pub provisional: ProvisionalBoard,
+    /// The configured streams: a symbol among them is known even before anything is stored.
+    pub streams: Vec<StreamKey>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
-        .route("/api/v1/tasks/status", web::get().to(health::tasks_status))
-        .route("/api/v1/streams", web::get().to(streams::streams))
-        .route("/api/v1/candles", web::get().to(candles::candles))
-        .route("/api/v1/indicators", web::get().to(indicators::indicators))
-        .route("/metrics", web::get().to(metrics::metrics));
+    cfg.app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::from_query(error).into()))
+        .service(get_and_head("/health", health::health))
+        .service(get_and_head("/api/v1/tasks/status", health::tasks_status))
+        .service(get_and_head("/api/v1/streams", streams::streams))
+        .service(get_and_head("/api/v1/candles", candles::candles))
+        .service(get_and_head("/api/v1/indicators", indicators::indicators))
+        .service(get_and_head("/metrics", metrics::metrics))
+        .default_service(web::to(not_found));
+}
+
+/// A resource answering GET and HEAD with `handler` (actix-web sends no body for HEAD), and 405 otherwise.
+fn get_and_head<F, Args>(path: &str, handler: F) -> impl HttpServiceFactory + use<F, Args>
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
+    ApiError::MethodNotAllowed { method: request.method().clone(), path: request.path().to_owned() }.error_response()
+}
+
+async fn not_found(request: HttpRequest) -> HttpResponse {
+    ApiError::NotFound(request.path().to_owned()).error_response()
 }
 
 #[cfg(test)]

@@ -1,52 +1,20 @@
-//! What the query endpoints share: the query-string parameters naming a stream, their validation, the error that
-//! names the bad parameter, and reads on a read-only database connection off the async workers.
+//! What the query endpoints share: one parser for the query-string parameters naming a stream (the same checks
+//! and messages on every endpoint), the check that the symbol exists, and reads on a read-only database
+//! connection off the async workers.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::web;
 use candled_actors::domain::Timeframe;
 use candled_actors::store::{CandleStore, StoreError};
 use serde::Deserialize;
 
 use super::AppState;
+use super::error::ApiError;
 
-/// Why a query failed. A bad parameter is the caller's to fix (400); the rest are ours (500).
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error("`{parameter}`: {problem}")]
-    BadParameter { parameter: &'static str, problem: String },
-    #[error("cannot read the database: {0}")]
-    Database(#[from] StoreError),
-    #[error("the database read did not finish: {0}")]
-    Blocking(#[from] actix_web::error::BlockingError),
-}
-
-impl QueryError {
-    fn bad(parameter: &'static str, problem: impl Into<String>) -> Self {
-        Self::BadParameter { parameter, problem: problem.into() }
-    }
-}
-
-impl ResponseError for QueryError {
-    fn status_code(&self) -> StatusCode {
-        match self {
-            Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            Self::Database(_) | Self::Blocking(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let parameter = match self {
-            Self::BadParameter { parameter, .. } => Some(*parameter),
-            _ => None,
-        };
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({ "error": self.to_string(), "parameter": parameter }))
-    }
-}
-
-/// The raw query string: every parameter is optional text here, so that each problem is reported by name.
+/// The query of `/api/v1/candles`. Every parameter is optional text here, so that each problem is reported by
+/// name; a parameter given twice or not listed here is refused by [`ApiError::from_query`].
 #[derive(Debug, Default, Deserialize)]
-pub struct StreamParams {
+#[serde(deny_unknown_fields)]
+pub struct CandleParams {
     symbol: Option<String>,
     timeframe: Option<String>,
     start: Option<String>,
@@ -54,57 +22,108 @@ pub struct StreamParams {
     limit: Option<String>,
 }
 
-impl StreamParams {
-    /// `symbol`: required; upper-cased, as stored.
-    pub fn symbol(&self) -> Result<String, QueryError> {
-        match self.symbol.as_deref().map(str::trim) {
-            None | Some("") => Err(QueryError::bad("symbol", "is required, for example symbol=BTCUSDT")),
-            Some(symbol) => Ok(symbol.to_ascii_uppercase()),
-        }
-    }
+/// The query of `/api/v1/indicators`: a stream and a `limit`, no window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndicatorParams {
+    symbol: Option<String>,
+    timeframe: Option<String>,
+    limit: Option<String>,
+}
 
-    /// `timeframe`: required, one of Binance's intervals.
-    pub fn timeframe(&self) -> Result<Timeframe, QueryError> {
-        let text = self
-            .timeframe
-            .as_deref()
-            .ok_or_else(|| QueryError::bad("timeframe", "is required, for example timeframe=1m"))?;
-        text.parse()
-            .map_err(|_| QueryError::bad("timeframe", format!("{text:?} is not a timeframe such as 1m, 1h or 1d")))
-    }
+/// How many rows an endpoint returns: `default` when `limit` is absent, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub default: usize,
+    pub max: usize,
+}
 
-    /// `start`: an optional open time, ms UTC.
-    pub fn start(&self) -> Result<Option<i64>, QueryError> {
-        time("start", self.start.as_deref())
-    }
+/// A validated stream query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamQuery {
+    /// Upper-cased, as stored.
+    pub symbol: String,
+    pub timeframe: Timeframe,
+    /// The first open time, ms UTC.
+    pub start: Option<i64>,
+    /// The open time to stop before, ms UTC (exclusive); never below `start`.
+    pub end: Option<i64>,
+    pub limit: usize,
+}
 
-    /// `end`: an optional open time, ms UTC (exclusive).
-    pub fn end(&self) -> Result<Option<i64>, QueryError> {
-        time("end", self.end.as_deref())
-    }
-
-    /// `limit`: 1 to `max`, `default` when absent.
-    pub fn limit(&self, default: usize, max: usize) -> Result<usize, QueryError> {
-        let Some(text) = self.limit.as_deref() else { return Ok(default) };
-        match text.parse::<usize>() {
-            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
-            _ => Err(QueryError::bad("limit", format!("{text:?} must be a whole number from 1 to {max}"))),
-        }
+impl CandleParams {
+    pub fn parse(&self, limits: Limits) -> Result<StreamQuery, ApiError> {
+        let window = (self.start.as_deref(), self.end.as_deref());
+        parse(self.symbol.as_deref(), self.timeframe.as_deref(), window, self.limit.as_deref(), limits)
     }
 }
 
-fn time(parameter: &'static str, text: Option<&str>) -> Result<Option<i64>, QueryError> {
-    text.map(|t| {
-        t.parse().map_err(|_| QueryError::bad(parameter, format!("{t:?} is not a time in ms since the epoch")))
+impl IndicatorParams {
+    pub fn parse(&self, limits: Limits) -> Result<StreamQuery, ApiError> {
+        parse(self.symbol.as_deref(), self.timeframe.as_deref(), (None, None), self.limit.as_deref(), limits)
+    }
+}
+
+/// The one parser. An empty value (`start=`) counts as absent.
+fn parse(
+    symbol: Option<&str>,
+    timeframe: Option<&str>,
+    (start, end): (Option<&str>, Option<&str>),
+    limit: Option<&str>,
+    limits: Limits,
+) -> Result<StreamQuery, ApiError> {
+    let symbol = given(symbol)
+        .ok_or_else(|| ApiError::bad("symbol", "is required, for example symbol=BTCUSDT"))?
+        .to_ascii_uppercase();
+    let timeframe =
+        given(timeframe).ok_or_else(|| ApiError::bad("timeframe", "is required, for example timeframe=1m"))?;
+    let timeframe = timeframe
+        .parse()
+        .map_err(|_| ApiError::bad("timeframe", format!("{timeframe:?} is not a timeframe such as 1m, 1h or 1d")))?;
+    let (start, end) = (time("start", given(start))?, time("end", given(end))?);
+    if let (Some(start), Some(end)) = (start, end)
+        && start > end
+    {
+        return Err(ApiError::bad("start", format!("{start} is after `end` {end}: the window would be empty")));
+    }
+    let limit = match given(limit) {
+        None => limits.default,
+        Some(text) => text.parse().ok().filter(|limit| (1..=limits.max).contains(limit)).ok_or_else(|| {
+            ApiError::bad("limit", format!("{text:?} must be a whole number from 1 to {}", limits.max))
+        })?,
+    };
+    Ok(StreamQuery { symbol, timeframe, start, end, limit })
+}
+
+/// A parameter's value, unless it is absent or empty.
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn time(parameter: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|t| t.parse().map_err(|_| ApiError::bad(parameter, format!("{t:?} is not a time in ms since the epoch"))))
+        .transpose()
+}
+
+/// Fails with a 404 naming `symbol` when it is neither configured nor has any stored candle.
+pub async fn known_symbol(state: &AppState, symbol: &str) -> Result<(), ApiError> {
+    if state.streams.iter().any(|key| key.symbol == symbol) {
+        return Ok(());
+    }
+    let name = symbol.to_owned();
+    let stored = read(state, move |store| {
+        let exists = "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = ?1)";
+        Ok(store.connection().query_row(exists, [&name], |row| row.get::<_, bool>(0))?)
     })
-    .transpose()
+    .await?;
+    if stored { Ok(()) } else { Err(ApiError::UnknownSymbol(symbol.to_owned())) }
 }
 
 /// Runs `read` on a fresh read-only connection, on the blocking thread pool.
 pub async fn read<T: Send + 'static>(
     state: &AppState,
     read: impl FnOnce(&CandleStore) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, QueryError> {
+) -> Result<T, ApiError> {
     let path = state.db_path.clone();
     let value = web::block(move || CandleStore::open_read_only(&path).and_then(|store| read(&store))).await??;
     Ok(value)

@@ -3,25 +3,15 @@
 
 use std::collections::HashMap;
 
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, web};
 use candled_actors::actors::health::GetStreams;
 use candled_actors::domain::Timeframe;
 use candled_actors::store::{CandleStore, StoreError};
 use serde::Serialize;
 
 use super::AppState;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StreamsError {
-    #[error("the health actor did not answer: {0}")]
-    Health(#[from] actix::MailboxError),
-    #[error("cannot read the database: {0}")]
-    Store(#[from] StoreError),
-    #[error("the database query was cancelled")]
-    Blocking,
-}
-
-impl ResponseError for StreamsError {}
+use super::error::ApiError;
+use super::params::read;
 
 /// What SQLite holds for one stream.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -46,12 +36,9 @@ struct StreamReport {
     counters: candled_actors::streams::StreamCounters,
 }
 
-pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, StreamsError> {
+pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let counters = state.health.send(GetStreams).await?;
-    let db_path = state.db_path.clone();
-    let stored = web::block(move || stored_ranges(&CandleStore::open_read_only(&db_path)?))
-        .await
-        .map_err(|_| StreamsError::Blocking)??;
+    let stored = read(&state, stored_ranges).await?;
     let reports: Vec<StreamReport> = counters
         .into_iter()
         .map(|(key, counters)| {

@@ -72,6 +72,8 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         metrics: Metrics::new(),
         db_path: path.to_path_buf(),
         provisional: board.clone(),
+        // BTCUSDT is only stored, ETHUSDT only configured: both are known symbols.
+        streams: vec![StreamKey::new("ETHUSDT", Timeframe::M1)],
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
@@ -122,12 +124,36 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         ("/api/v1/candles?symbol=BTCUSDT&timeframe=1m&end=1.5", "end"),
         ("/api/v1/indicators?symbol=&timeframe=1m", "symbol"),
         ("/api/v1/indicators?symbol=BTCUSDT&timeframe=1x", "timeframe"),
+        // The same parser everywhere: a window the indicators do not take, a parameter twice, an unknown one.
+        ("/api/v1/indicators?symbol=BTCUSDT&timeframe=1m&start=abc", "start"),
+        ("/api/v1/candles?symbol=BTCUSDT&symbol=ETHUSDT&timeframe=1m", "symbol"),
+        ("/api/v1/candles?symbol=BTCUSDT&timeframe=1m&limt=5", "limt"),
+        ("/api/v1/candles?symbol=BTCUSDT&timeframe=1m&start=1700000220000&end=1700000100000", "start"),
     ];
     for (uri, parameter) in cases {
         let (status, body) = get(&path, &board, uri).await;
         assert_eq!((status, body["parameter"].as_str()), (400, Some(parameter)), "{uri}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| e.starts_with(&format!("`{parameter}`"))), "{body}");
     }
+    // An empty value counts as absent, as in the README's `start=&end=` template.
+    let (status, body) = get(&path, &board, "/api/v1/candles?symbol=BTCUSDT&timeframe=1m&start=&end=&limit=").await;
+    assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(5)), "{body}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[actix_web::test]
+async fn a_symbol_neither_configured_nor_stored_is_404_and_a_stored_one_is_served() {
+    let (path, board) = fixture("unknown");
+    for uri in ["/api/v1/candles?symbol=nosuch&timeframe=1m", "/api/v1/indicators?symbol=NOSUCH&timeframe=1m"] {
+        let (status, body) = get(&path, &board, uri).await;
+        assert_eq!((status, &body["parameter"]), (404, &json!("symbol")), "{uri}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("\"NOSUCH\"")), "{body}");
+    }
+    // Configured but nothing stored yet: an empty answer, not a 404; stored but no longer configured: served.
+    let (status, body) = get(&path, &board, "/api/v1/candles?symbol=ETHUSDT&timeframe=1m").await;
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = get(&path, &board, "/api/v1/candles?symbol=BTCUSDT&timeframe=1m&limit=1").await;
+    assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
     let _ = std::fs::remove_file(&path);
 }
 

@@ -5,6 +5,7 @@ mod config_errors;
 mod end_to_end;
 mod fake_exchange;
 mod helpers;
+mod http_conventions;
 mod indicators;
 mod reliability;
 mod scale;
