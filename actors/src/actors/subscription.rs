@@ -412,7 +412,13 @@ impl Handler<Backfilled> for SubscriptionActor {
         if !msg.exchange_gaps.is_empty() {
             self.on_empty_ranges(msg.purpose, &msg.exchange_gaps, ctx);
         }
-        if let Some(through) = msg.through_open {
+        // A fetch from where the series is contiguous (or a history load) shows what exists up to its end. One of
+        // a hole further on says nothing of the ranges before it, which the forward path may still be repairing.
+        let from_contiguous = match msg.range {
+            FetchRange::Between { from, .. } => self.rules.repair_from().is_some_and(|next| from <= next),
+            FetchRange::From(_) | FetchRange::History { .. } => true,
+        };
+        if let Some(through) = msg.through_open.filter(|_| from_contiguous) {
             self.rules.backfilled_through(through);
         }
         if msg.purpose == BackfillPurpose::Repair {
