@@ -26,3 +26,22 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(&'static str, #[source] Option<Box<Layer>>);
+
+    #[test]
+    fn error_chain_shows_every_cause_once() {
+        let io = Layer("Connection refused (os error 111)", None);
+        let connect = Layer("tcp connect error", Some(Box::new(io)));
+        // The outer layer already repeats its cause's text: it is not shown twice.
+        let outer = Layer("error sending request: tcp connect error", Some(Box::new(connect)));
+        assert_eq!(
+            super::error_chain(&outer),
+            "error sending request: tcp connect error: Connection refused (os error 111)"
+        );
+    }
+}

@@ -357,3 +357,30 @@ pub fn history_start(key: &StreamKey, server_time: i64, count: u32) -> i64 {
     }
     open
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, body: &str) -> RestError {
+        RestError::Status { url: "http://exchange/api/v3/klines".into(), status, body: body.into() }
+    }
+
+    #[test]
+    fn fetch_errors_say_whether_retrying_can_help() {
+        // TC0: Binance's permanent refusal keeps its code and message.
+        let refused = FetchError::from(status(400, r#"{"code":-1121,"msg":"Invalid symbol."}"#));
+        assert_eq!(refused, FetchError::Refused { status: 400, code: -1121, msg: "Invalid symbol.".into() });
+        assert!(!refused.is_transient());
+        assert!(refused.to_string().contains("-1121") && refused.to_string().contains("Invalid symbol."));
+        // TC1: a 4xx without Binance's body is refused too, with the body as the message.
+        assert!(matches!(FetchError::from(status(404, "not found")), FetchError::Refused { code: 0, .. }));
+        // TC2: rate limits and server errors are transient.
+        for code in [429, 418, 500, 503] {
+            assert!(FetchError::from(status(code, r#"{"code":-1003,"msg":"Too many requests."}"#)).is_transient());
+        }
+        // TC3: a garbled answer is transient: the next try may be whole.
+        let garbled = RestError::Malformed { url: "u".into(), reason: RejectReason::InvalidJson };
+        assert!(FetchError::from(garbled).is_transient());
+    }
+}
