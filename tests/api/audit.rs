@@ -124,7 +124,8 @@ fn wait_for_restored(app: &TestApp, symbol: &str, timeframe: &str, opens: &[i64]
 fn the_429s_at_start_plus_resets_lose_nothing() {
     let streams = streams_of(&TWO_SYMBOLS, &ONE_AND_FIVE_MINUTES);
     let fake = fake(pinging());
-    // The run from issue 8: the first three klines requests wait out a 429, the socket resets every 45 frames, with
+    // The run from issue 8, on the default settings a new user has: the first three klines requests wait out a
+    // 429 (the server time asked before them is a 5m candle old by then), the socket resets every 45 frames, with
     // malformed frames, duplicates and server pings in between.
     fake.rest_rate_limit_klines(3, Duration::from_secs(1));
     fake.drop_connections_after_frames(Some(45));
@@ -134,8 +135,6 @@ fn the_429s_at_start_plus_resets_lose_nothing() {
         symbols: TWO_SYMBOLS.to_vec(),
         timeframes: ONE_AND_FIVE_MINUTES.to_vec(),
         history: 100,
-        exchange_extra: QUICK_DETECTION,
-        extra: FAST_RESTARTS,
         ..AppOptions::default()
     };
     let app = start(&fake, options, &streams);
@@ -151,7 +150,7 @@ fn the_429s_at_start_plus_resets_lose_nothing() {
     fake.drop_connections_after_frames(None);
     fake.set_duplicate_events(false);
     let stats = fake.stats();
-    assert_eq!(stats.rest_429s, 3, "the 429s fired");
+    assert!(stats.rest_429s >= 3, "the 429s fired: {stats:?}");
     assert!(stats.ws_abrupt_drops >= 5 && stats.ws_duplicate_events_sent >= 1 && stats.ws_pings_sent >= 5, "{stats:?}");
 
     assert_streams_complete_through(&fake, &app, &streams, horizon(&fake), CATCH_UP);

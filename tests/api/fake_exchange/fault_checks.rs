@@ -123,6 +123,8 @@ fn rest_faults_empty_once_rejected_symbol_and_klines_only_throttle() {
     fake.rest_rate_limit_klines(1, Duration::from_secs(5));
     assert_eq!(get(&fake, "/api/v3/time").0, 200, "not a klines request");
     assert_eq!(get(&fake, "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=5").0, 429);
+    // Past the 100 ms in which a request counts as sent before the client could read the 429.
+    std::thread::sleep(Duration::from_millis(150));
     assert_eq!(get(&fake, "/api/v3/time").0, 200, "the klines-only window lets other requests through");
     assert_eq!(get(&fake, "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=5").0, 418);
     let stats = fake.stats();

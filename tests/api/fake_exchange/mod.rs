@@ -344,7 +344,8 @@ impl FakeExchange {
     }
 
     /// The next `requests` REST requests get 429 with `Retry-After`; any request arriving before that window
-    /// expires gets 418.
+    /// expires gets 418, unless it arrives within 100 ms of the 429 (sent concurrently, before the client could
+    /// read the 429): such a request gets 429 too.
     pub fn rest_rate_limit(&self, requests: u32, retry_after: Duration) {
         self.set_rest_throttle(requests, retry_after, false);
     }

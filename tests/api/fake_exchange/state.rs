@@ -133,15 +133,21 @@ pub(super) struct DropRule {
     pub(super) frames: u64,
 }
 
-/// REST throttling fault: the next `remaining_429` requests get 429; requests inside the Retry-After window get 418.
-/// With `klines_only`, only `GET /api/v3/klines` requests are counted and refused.
+/// REST throttling fault: the next `remaining_429` requests get 429; requests inside the Retry-After window get 418,
+/// except those arriving within [`IN_FLIGHT_GRACE`] of the last 429, which were sent before the client could read it
+/// and get 429 as well (without using up `remaining_429`). With `klines_only`, only `GET /api/v3/klines` requests are
+/// counted and refused.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct RestThrottle {
     pub(super) remaining_429: u32,
     pub(super) retry_after: Duration,
     pub(super) blocked_until: Option<Instant>,
+    pub(super) last_429_at: Option<Instant>,
     pub(super) klines_only: bool,
 }
+
+/// How soon after a 429 another request may arrive and still count as sent before the client saw the 429.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(100);
 
 /// The fault one connection drew from the chaos generator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,11 +344,14 @@ impl Shared {
             return None;
         }
         if let Some(until) = throttle.blocked_until.filter(|until| now < *until) {
-            return Some((418, (until - now).as_secs_f64().ceil() as u64));
+            let retry_after = (until - now).as_secs_f64().ceil() as u64;
+            let in_flight = throttle.last_429_at.is_some_and(|at| now < at + IN_FLIGHT_GRACE);
+            return Some((if in_flight { 429 } else { 418 }, retry_after));
         }
         if throttle.remaining_429 > 0 {
             throttle.remaining_429 -= 1;
             throttle.blocked_until = Some(now + throttle.retry_after);
+            throttle.last_429_at = Some(now);
             return Some((429, throttle.retry_after.as_secs_f64().ceil() as u64));
         }
         None
