@@ -26,14 +26,21 @@ fn fake(config: FakeConfig) -> FakeExchange {
     FakeExchange::start(FakeConfig { speed: SPEED, ..config })
 }
 
-/// Server pings every 500 ms with a 2 s pong deadline: the pings alone keep a 2 s frame watchdog quiet.
+/// Server pings every 1.5 s with a 2 s pong deadline: the pings alone keep a 4 s frame watchdog quiet
+/// ([`WATCHDOG_QUIETED_BY_PINGS`]), and their pongs leave room for candled's 4 control messages a second under the
+/// exchange's limit of 5 incoming messages a second.
 fn pinging() -> FakeConfig {
     FakeConfig {
-        ping_interval: Duration::from_millis(500),
+        ping_interval: Duration::from_millis(1500),
         pong_timeout: Duration::from_secs(2),
         ..FakeConfig::default()
     }
 }
+
+/// Quick detection of a silent stream (2 s) and of an overdue close (1 s), a 4 s frame watchdog that the server's
+/// pings keep quiet, and a still-silent connection replaced 3 s after its resubscribe.
+const WATCHDOG_QUIETED_BY_PINGS: &str =
+    "stall_timeout_secs = 4\nclose_grace_ms = 1000\nstream_stale_secs = 2\nsilent_replace_secs = 3";
 
 fn streams_of(symbols: &[&'static str], timeframes: &[&'static str]) -> Vec<(&'static str, &'static str)> {
     symbols.iter().flat_map(|&s| timeframes.iter().map(move |&tf| (s, tf))).collect()
@@ -176,7 +183,7 @@ fn a_zombie_connection_is_resubscribed_then_replaced() {
         symbols: TWO_SYMBOLS.to_vec(),
         timeframes: ONE_AND_FIVE_MINUTES.to_vec(),
         history: 20,
-        exchange_extra: "stall_timeout_secs = 2\nclose_grace_ms = 1000\nstream_stale_secs = 2\nsilent_replace_secs = 3",
+        exchange_extra: WATCHDOG_QUIETED_BY_PINGS,
         extra: FAST_RESTARTS,
         ..AppOptions::default()
     };
@@ -193,7 +200,9 @@ fn a_zombie_connection_is_resubscribed_then_replaced() {
     });
     wait_for("the zombie closed", &app, Duration::from_secs(15), || fake.stats().ws_open_connections == 1);
     assert_streams_complete_through(&fake, &app, &streams, horizon(&fake), CATCH_UP);
-    assert_eq!(fake.stats().ws_zombie_connections, 1);
+    let stats = fake.stats();
+    assert_eq!(stats.ws_zombie_connections, 1);
+    assert_eq!((stats.ws_rate_limit_closes, stats.ws_pong_deadline_closes), (0, 0), "candled replaced it: {stats:?}");
     assert!(!app.log_text().contains("no frame for"), "the zombie's pings kept the frame watchdog quiet");
     assert!(app.metric("candled_connection_replacements_total") >= 1.0);
 }
@@ -317,7 +326,7 @@ fn soak_every_fault_at_once() {
         symbols: symbols.to_vec(),
         timeframes: timeframes.to_vec(),
         history: 100,
-        exchange_extra: "stall_timeout_secs = 2\nclose_grace_ms = 1000\nstream_stale_secs = 2\nsilent_replace_secs = 3",
+        exchange_extra: WATCHDOG_QUIETED_BY_PINGS,
         extra: "[audit]\ninterval_secs = 5\n\n[supervisor]\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n",
         ..AppOptions::default()
     };
