@@ -328,3 +328,115 @@ pub fn published_closed(fake: &FakeExchange, symbol: &str, timeframe: &str) -> B
 pub fn stored_closed(db: &Connection, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
     stored_candles(db, symbol, timeframe).into_iter().filter(|r| r.is_closed).map(|r| r.timestamp).collect()
 }
+
+/// A read-write connection to the app's database, as a user's second tool would open it while candled runs.
+pub fn open_db_read_write(path: &Path) -> Connection {
+    let db = Connection::open(path).expect("open the database read-write");
+    db.busy_timeout(Duration::from_secs(10)).expect("set a busy timeout");
+    db
+}
+
+/// Open times of the rows of a stream still `is_closed = 0` although their close time is before `before_ms`.
+pub fn in_progress_closed_before(db: &Connection, symbol: &str, timeframe: &str, before_ms: i64) -> Vec<i64> {
+    let mut stmt = db
+        .prepare(
+            "SELECT timestamp FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 0 AND close_time < ?3
+             ORDER BY timestamp",
+        )
+        .expect("prepare");
+    let rows = stmt.query_map(rusqlite::params![symbol, timeframe, before_ms], |row| row.get(0)).expect("query");
+    rows.collect::<Result<_, _>>().expect("rows")
+}
+
+/// How long a candle that closed on the exchange may take to be stored as closed before it counts as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(20);
+
+/// Asserts that no row of a stream stays `is_closed = 0` once its close time has passed on the fake's clock: every
+/// row whose candle closed before now is stored closed within [`STUCK_AFTER`].
+pub fn assert_no_stuck_in_progress(fake: &FakeExchange, db: &Connection, symbol: &str, timeframe: &str) {
+    let now = fake.now_ms();
+    let settled =
+        wait_until(STUCK_AFTER, || in_progress_closed_before(db, symbol, timeframe, now).is_empty().then_some(()));
+    if settled.is_none() {
+        let stuck = in_progress_closed_before(db, symbol, timeframe, now);
+        panic!(
+            "{symbol} {timeframe}: rows still in progress although the exchange closed them before {now}: {stuck:?}"
+        );
+    }
+}
+
+/// The row of `/api/v1/streams` for one stream.
+pub fn stream_row(app: &TestApp, symbol: &str, timeframe: &str) -> Value {
+    let (_, body) = app.get("/api/v1/streams");
+    body["streams"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["symbol"] == symbol && r["timeframe"] == timeframe).cloned())
+        .unwrap_or_else(|| panic!("no report for {symbol} {timeframe}: {body}"))
+}
+
+/// The row of `/api/v1/tasks/status` for the task named `name` (e.g. `subscription:BTCUSDT:1m`), if listed.
+pub fn task_row(app: &TestApp, name: &str) -> Option<Value> {
+    let (_, body) = app.get("/api/v1/tasks/status");
+    body["tasks"].as_array().and_then(|tasks| tasks.iter().find(|t| t["name"] == name).cloned())
+}
+
+/// The `GET /api/v3/klines` requests the fake received for `symbol`, whatever their answer.
+pub fn klines_requests_for(fake: &FakeExchange, symbol: &str) -> usize {
+    let symbol = format!("symbol={symbol}");
+    fake.rest_log().iter().filter(|r| r.path == "/api/v3/klines" && r.query.split('&').any(|p| p == symbol)).count()
+}
+
+/// Waits (up to `timeout`) until every listed stream holds every closed candle of the exchange from its first stored
+/// one up to `horizon`, then asserts each stream's stored window equals the exchange's candles, field by field, and
+/// that none stays in progress past its close. Returns the number of closed candles checked.
+pub fn assert_streams_complete_through(
+    fake: &FakeExchange,
+    app: &TestApp,
+    streams: &[(&str, &str)],
+    horizon: i64,
+    timeout: Duration,
+) -> usize {
+    let complete = wait_until(timeout, || {
+        let db = open_db(&app.db_path);
+        streams
+            .iter()
+            .all(|&(symbol, timeframe)| {
+                let stored = stored_closed(&db, symbol, timeframe);
+                let Some(&first) = stored.first() else { return false };
+                let expected = fake.closed_candles(symbol, timeframe, first, horizon);
+                !expected.is_empty() && expected.iter().all(|k| stored.contains(&k.open_time))
+            })
+            .then_some(())
+    });
+    if complete.is_none() {
+        let db = open_db(&app.db_path);
+        let behind: Vec<String> = streams
+            .iter()
+            .map(|&(symbol, timeframe)| {
+                let stored = stored_closed(&db, symbol, timeframe);
+                let first = stored.first().copied().unwrap_or(horizon);
+                let absent: Vec<i64> = fake
+                    .closed_candles(symbol, timeframe, first, horizon)
+                    .iter()
+                    .map(|k| k.open_time)
+                    .filter(|open| !stored.contains(open))
+                    .collect();
+                format!("{symbol} {timeframe}: {} stored, absent {absent:?}", stored.len())
+            })
+            .collect();
+        panic!(
+            "the table did not catch up with the exchange through {horizon}:\n{}\nlog:\n{}",
+            behind.join("\n"),
+            app.log_text()
+        );
+    }
+    let db = open_db(&app.db_path);
+    streams
+        .iter()
+        .map(|&(symbol, timeframe)| {
+            let checked = assert_closed_candles_exact(fake, &db, symbol, timeframe).len();
+            assert_no_stuck_in_progress(fake, &db, symbol, timeframe);
+            checked
+        })
+        .sum()
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real `candled` binary against the project's fake Binance exchange on loopback, checking
 //! what reaches SQLite and HTTP.
 
+mod audit;
 mod config_errors;
 mod end_to_end;
 mod fake_exchange;

@@ -5,6 +5,8 @@
 #![allow(dead_code, reason = "a test-support API: each test binary uses only part of it")]
 
 mod control;
+#[cfg(test)]
+mod fault_checks;
 mod market;
 mod rest;
 mod state;
@@ -342,12 +344,55 @@ impl FakeExchange {
     }
 
     /// The next `requests` REST requests get 429 with `Retry-After`; any request arriving before that window
-    /// expires gets 418.
+    /// expires gets 418, unless it arrives within 100 ms of the 429 (sent concurrently, before the client could
+    /// read the 429): such a request gets 429 too.
     pub fn rest_rate_limit(&self, requests: u32, retry_after: Duration) {
+        self.set_rest_throttle(requests, retry_after, false);
+    }
+
+    /// As [`FakeExchange::rest_rate_limit`], counting and refusing `GET /api/v3/klines` requests only: the
+    /// server time and exchangeInfo keep answering, so a client can ask the time just before a refused fetch.
+    pub fn rest_rate_limit_klines(&self, requests: u32, retry_after: Duration) {
+        self.set_rest_throttle(requests, retry_after, true);
+    }
+
+    fn set_rest_throttle(&self, requests: u32, retry_after: Duration, klines_only: bool) {
         self.shared.update_faults(|faults| {
             faults.rest_throttle.remaining_429 = requests;
             faults.rest_throttle.retry_after = retry_after;
+            faults.rest_throttle.klines_only = klines_only;
         });
+    }
+
+    /// The next `GET /api/v3/klines` for (symbol, interval), e.g. `("BTCUSDT", "1m")`, answers `200 []` although
+    /// the exchange has the rows; each call adds one such answer.
+    pub fn answer_klines_empty_once(&self, symbol: &str, interval: &str) {
+        self.shared.update_faults(|faults| {
+            *faults.empty_klines.entry((symbol.to_owned(), interval.to_owned())).or_default() += 1;
+        });
+    }
+
+    /// Every `GET /api/v3/klines` for `symbol` answers `400 {"code":-1121,"msg":"Invalid symbol."}`, while
+    /// exchangeInfo still lists the symbol (so a start-up check passes).
+    pub fn reject_klines_for(&self, symbol: &str) {
+        self.shared.update_faults(|faults| {
+            faults.rejected_kline_symbols.insert(symbol.to_owned());
+        });
+    }
+
+    /// Every WebSocket connection open now turns into a zombie: it keeps sending pings, reading pongs and
+    /// answering SUBSCRIBE/UNSUBSCRIBE, but sends no kline event (nor an injected frame) any more, whatever the
+    /// client subscribes to. Only a new connection brings data back; connections opened later are healthy.
+    pub fn zombify_open_connections(&self) {
+        self.shared.zombify_open_connections();
+    }
+
+    /// With `Some(seed)`, each NEW WebSocket connection draws one fault from a generator seeded with `seed`:
+    /// none, a TCP reset, a close frame 1001, a serverShutdown event (then 1001), or a zombie, striking after 30 to
+    /// 200 data frames. `None` stops the draws (connections keep what they drew). Draws are counted in
+    /// [`FakeStats`] (`ws_chaos_*`).
+    pub fn set_connection_chaos(&self, seed: Option<u64>) {
+        self.shared.set_connection_chaos(seed);
     }
 
     /// For `duration` of real time: WebSocket handshakes get 503, open connections are reset, REST answers 503.

@@ -144,7 +144,7 @@ fn respond(shared: &Shared, head: &RequestHead) -> String {
     let (reply, weight) = if shared.faults().is_down(now) {
         Shared::count(&shared.counters.rest_503s);
         (Reply::error(503, -1001, "Internal error; unable to process your request. Please try again."), 0)
-    } else if let Some((status, retry_after)) = shared.throttle_rest(now) {
+    } else if let Some((status, retry_after)) = shared.throttle_rest(now, head.path == "/api/v3/klines") {
         let counter = if status == 418 { &shared.counters.rest_418s } else { &shared.counters.rest_429s };
         Shared::count(counter);
         let msg = if status == 418 {
@@ -279,6 +279,10 @@ fn klines(shared: &Shared, params: &[(String, String)], record: &mut RestRecord)
     if shared.market.spec(symbol).is_none() {
         return Err(Reply::error(400, -1121, "Invalid symbol."));
     }
+    if shared.faults().rejected_kline_symbols.contains(symbol) {
+        Shared::count(&shared.counters.rest_klines_rejected);
+        return Err(Reply::error(400, -1121, "Invalid symbol."));
+    }
     let interval_name =
         param(params, "interval").filter(|s| !s.is_empty()).ok_or_else(|| mandatory_missing("interval"))?;
     let interval = match Interval::parse(interval_name) {
@@ -301,6 +305,10 @@ fn klines(shared: &Shared, params: &[(String, String)], record: &mut RestRecord)
         && start > end
     {
         return Err(Reply::error(400, -1023, "Start time is greater than end time."));
+    }
+    if shared.take_empty_klines(symbol, interval.name()) {
+        Shared::count(&shared.counters.rest_klines_faked_empty);
+        return Ok(Reply::ok("[]".to_string()));
     }
     let now = shared.clock.now_ms();
     let opens = kline_open_times(interval, shared.market.first_open_time(interval), now, start, end, limit);

@@ -1,6 +1,6 @@
 //! Shared server state: exchange clock, fault switches, counters and records of what was published.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -106,6 +106,24 @@ stats! {
     rest_client_errors,
     /// Kline rows served over REST.
     rest_klines_rows_served,
+    /// Connections turned into zombies (pings and control answers, no data), by command or by chaos.
+    ws_zombie_connections,
+    /// Chaos draws, one per connection accepted while chaos was on.
+    ws_chaos_draws,
+    /// Chaos draws that left the connection healthy.
+    ws_chaos_healthy,
+    /// Chaos draws of a TCP reset after N frames.
+    ws_chaos_resets,
+    /// Chaos draws of a close frame 1001 after N frames.
+    ws_chaos_closes,
+    /// Chaos draws of a serverShutdown event after N frames.
+    ws_chaos_server_shutdowns,
+    /// Chaos draws of a zombie after N frames.
+    ws_chaos_zombies,
+    /// Klines requests answered `200 []` by the empty-once fault although the exchange has the rows.
+    rest_klines_faked_empty,
+    /// Klines requests answered `400 -1121` by the reject-symbol fault.
+    rest_klines_rejected,
 }
 
 /// Reset-after-N-frames rule; `generation` tells connections that a new rule was set.
@@ -115,12 +133,77 @@ pub(super) struct DropRule {
     pub(super) frames: u64,
 }
 
-/// REST throttling fault: the next `remaining_429` requests get 429; requests inside the Retry-After window get 418.
+/// REST throttling fault: the next `remaining_429` requests get 429; requests inside the Retry-After window get 418,
+/// except those arriving within [`IN_FLIGHT_GRACE`] of the last 429, which were sent before the client could read it
+/// and get 429 as well (without using up `remaining_429`). With `klines_only`, only `GET /api/v3/klines` requests are
+/// counted and refused.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct RestThrottle {
     pub(super) remaining_429: u32,
     pub(super) retry_after: Duration,
     pub(super) blocked_until: Option<Instant>,
+    pub(super) last_429_at: Option<Instant>,
+    pub(super) klines_only: bool,
+}
+
+/// How soon after a 429 another request may arrive and still count as sent before the client saw the 429.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(100);
+
+/// The fault one connection drew from the chaos generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ChaosFault {
+    /// Healthy for its whole life.
+    Healthy,
+    /// TCP reset after `after_frames` data frames.
+    Reset { after_frames: u64 },
+    /// Close frame 1001 after `after_frames` data frames.
+    Close { after_frames: u64 },
+    /// serverShutdown event (then 1001 shortly after) after `after_frames` data frames.
+    ServerShutdown { after_frames: u64 },
+    /// Zombie (pings and control answers only) after `after_frames` data frames.
+    Zombie { after_frames: u64 },
+}
+
+impl ChaosFault {
+    /// Data frames after which the fault strikes; `None` for a healthy connection.
+    pub(super) fn after_frames(self) -> Option<u64> {
+        match self {
+            ChaosFault::Healthy => None,
+            ChaosFault::Reset { after_frames }
+            | ChaosFault::Close { after_frames }
+            | ChaosFault::ServerShutdown { after_frames }
+            | ChaosFault::Zombie { after_frames } => Some(after_frames),
+        }
+    }
+}
+
+/// Fewest and most data frames (inclusive) a chaos connection sends before its fault strikes.
+const CHAOS_MIN_FRAMES: u64 = 30;
+const CHAOS_MAX_FRAMES: u64 = 200;
+
+/// A seeded SplitMix64 sequence: the same seed draws the same faults in the same connection order.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChaosRng(u64);
+
+impl ChaosRng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn draw(&mut self) -> ChaosFault {
+        let after_frames = CHAOS_MIN_FRAMES + self.next() % (CHAOS_MAX_FRAMES - CHAOS_MIN_FRAMES + 1);
+        match self.next() % 5 {
+            0 => ChaosFault::Healthy,
+            1 => ChaosFault::Reset { after_frames },
+            2 => ChaosFault::Close { after_frames },
+            3 => ChaosFault::ServerShutdown { after_frames },
+            _ => ChaosFault::Zombie { after_frames },
+        }
+    }
 }
 
 /// Fault switches and tunables that may change while the fake runs.
@@ -138,6 +221,12 @@ pub(super) struct Faults {
     pub(super) ping_interval: Duration,
     pub(super) pong_timeout: Duration,
     pub(super) rest_throttle: RestThrottle,
+    /// Klines requests still to answer `200 []`, per (symbol, interval name).
+    pub(super) empty_klines: HashMap<(String, String), u32>,
+    /// Symbols whose klines requests get `400 -1121` while exchangeInfo still lists them.
+    pub(super) rejected_kline_symbols: HashSet<String>,
+    /// Draws each new connection's fault while set.
+    pub(super) connection_chaos: Option<ChaosRng>,
 }
 
 impl Faults {
@@ -183,6 +272,8 @@ pub(super) struct Shared {
     next_connection_id: AtomicU64,
     next_drop_generation: AtomicU64,
     open_connections: Mutex<HashMap<u64, usize>>,
+    /// Open connections that send no data any more (see [`Shared::zombify_open_connections`]).
+    zombie_connections: Mutex<HashSet<u64>>,
     closed_published: Mutex<HashMap<String, Vec<i64>>>,
     rest_log: Mutex<Vec<RestRecord>>,
     rest_weight: Mutex<(u64, u64)>,
@@ -206,6 +297,9 @@ impl Shared {
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             rest_throttle: RestThrottle::default(),
+            empty_klines: HashMap::new(),
+            rejected_kline_symbols: HashSet::new(),
+            connection_chaos: None,
         };
         let clock = Clock { started: Instant::now(), origin_ms: config.origin_ms, speed: config.speed };
         Shared {
@@ -218,6 +312,7 @@ impl Shared {
             next_connection_id: AtomicU64::new(1),
             next_drop_generation: AtomicU64::new(1),
             open_connections: Mutex::new(HashMap::new()),
+            zombie_connections: Mutex::new(HashSet::new()),
             closed_published: Mutex::new(HashMap::new()),
             rest_log: Mutex::new(Vec::new()),
             rest_weight: Mutex::new((0, 0)),
@@ -242,25 +337,81 @@ impl Shared {
     }
 
     /// Decides the fate of a REST request under the throttle fault: `Some((status, retry_after_secs))` to refuse.
-    pub(super) fn throttle_rest(&self, now: Instant) -> Option<(u16, u64)> {
+    pub(super) fn throttle_rest(&self, now: Instant, is_klines: bool) -> Option<(u16, u64)> {
         let mut faults = lock(&self.faults);
         let throttle = &mut faults.rest_throttle;
+        if throttle.klines_only && !is_klines {
+            return None;
+        }
         if let Some(until) = throttle.blocked_until.filter(|until| now < *until) {
-            return Some((418, (until - now).as_secs_f64().ceil() as u64));
+            let retry_after = (until - now).as_secs_f64().ceil() as u64;
+            let in_flight = throttle.last_429_at.is_some_and(|at| now < at + IN_FLIGHT_GRACE);
+            return Some((if in_flight { 429 } else { 418 }, retry_after));
         }
         if throttle.remaining_429 > 0 {
             throttle.remaining_429 -= 1;
             throttle.blocked_until = Some(now + throttle.retry_after);
+            throttle.last_429_at = Some(now);
             return Some((429, throttle.retry_after.as_secs_f64().ceil() as u64));
         }
         None
     }
 
-    pub(super) fn register_connection(&self) -> u64 {
+    /// Takes one pending empty answer for (symbol, interval): `true` if this klines request must answer `[]`.
+    pub(super) fn take_empty_klines(&self, symbol: &str, interval: &str) -> bool {
+        let mut faults = lock(&self.faults);
+        let key = (symbol.to_owned(), interval.to_owned());
+        let Some(remaining) = faults.empty_klines.get_mut(&key) else {
+            return false;
+        };
+        *remaining -= 1;
+        if *remaining == 0 {
+            faults.empty_klines.remove(&key);
+        }
+        true
+    }
+
+    /// Registers a new connection and, with chaos on, draws its fault.
+    pub(super) fn register_connection(&self) -> (u64, ChaosFault) {
         let id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.open_connections).insert(id, 0);
         Self::count(&self.counters.ws_connections_accepted);
-        id
+        let drawn = lock(&self.faults).connection_chaos.as_mut().map(ChaosRng::draw);
+        if let Some(fault) = drawn {
+            Self::count(&self.counters.ws_chaos_draws);
+            Self::count(match fault {
+                ChaosFault::Healthy => &self.counters.ws_chaos_healthy,
+                ChaosFault::Reset { .. } => &self.counters.ws_chaos_resets,
+                ChaosFault::Close { .. } => &self.counters.ws_chaos_closes,
+                ChaosFault::ServerShutdown { .. } => &self.counters.ws_chaos_server_shutdowns,
+                ChaosFault::Zombie { .. } => &self.counters.ws_chaos_zombies,
+            });
+        }
+        (id, drawn.unwrap_or(ChaosFault::Healthy))
+    }
+
+    /// Starts (`Some(seed)`) or stops the chaos draws for new connections.
+    pub(super) fn set_connection_chaos(&self, seed: Option<u64>) {
+        self.update_faults(|faults| faults.connection_chaos = seed.map(ChaosRng));
+    }
+
+    /// Turns every open connection into a zombie; returns how many were not zombies yet.
+    pub(super) fn zombify_open_connections(&self) -> usize {
+        let open: Vec<u64> = lock(&self.open_connections).keys().copied().collect();
+        open.into_iter().filter(|&id| self.zombify(id)).count()
+    }
+
+    /// Turns one connection into a zombie; `false` if it already was one.
+    pub(super) fn zombify(&self, id: u64) -> bool {
+        let new = lock(&self.zombie_connections).insert(id);
+        if new {
+            Self::count(&self.counters.ws_zombie_connections);
+        }
+        new
+    }
+
+    pub(super) fn is_zombie(&self, id: u64) -> bool {
+        lock(&self.zombie_connections).contains(&id)
     }
 
     pub(super) fn set_connection_streams(&self, id: u64, streams: usize) {
@@ -269,6 +420,7 @@ impl Shared {
 
     pub(super) fn unregister_connection(&self, id: u64) {
         lock(&self.open_connections).remove(&id);
+        lock(&self.zombie_connections).remove(&id);
     }
 
     pub(super) fn record_closed_event(&self, stream: &str, open_time: i64) {

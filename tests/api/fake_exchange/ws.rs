@@ -22,7 +22,7 @@ use tokio_tungstenite::{WebSocketStream, accept_hdr_async_with_config};
 
 use super::MalformedKind;
 use super::control::{self, Request as ControlRequest, RequestError, StreamName};
-use super::state::{ConnCommand, DropRule, Faults, Shared};
+use super::state::{ChaosFault, ConnCommand, DropRule, Faults, Shared};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,6 +30,8 @@ const MAX_INCOMING_MESSAGE_BYTES: usize = 1 << 20;
 /// Closed events sent per subscription and tick at most; a backlog continues on the next tick, never skipped.
 const MAX_CLOSED_EVENTS_PER_TICK: usize = 600;
 const OVERSIZED_PADDING_BYTES: usize = 2 << 20;
+/// Real time between a chaos serverShutdown event and the close frame that follows it.
+const CHAOS_SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// A transport the fake can reset: plain TCP or TLS over TCP.
 trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -120,8 +122,8 @@ async fn run_connection<S: Socket>(shared: Arc<Shared>, socket: S) {
     let (Ok(Ok(websocket)), Some(route)) = (accepted, route) else {
         return;
     };
-    let id = shared.register_connection();
-    let mut connection = Connection::new(shared.clone(), id, route.combined);
+    let (id, chaos) = shared.register_connection();
+    let mut connection = Connection::new(shared.clone(), id, route.combined, chaos);
     connection.subscribe(route.streams);
     let (mut sink, mut source) = websocket.split();
     let exit = connection.run(&mut sink, &mut source).await;
@@ -167,13 +169,17 @@ struct Connection {
     frames_under_drop_rule: u64,
     stalled: bool,
     close_after_shutdown: Option<Instant>,
+    /// The fault this connection drew from the chaos generator; `Healthy` once it struck.
+    chaos: ChaosFault,
+    /// Data frames sent on this connection.
+    frames_sent: u64,
 }
 
 /// Result of one step of the connection loop.
 type Step = Result<(), Exit>;
 
 impl Connection {
-    fn new(shared: Arc<Shared>, id: u64, combined: bool) -> Connection {
+    fn new(shared: Arc<Shared>, id: u64, combined: bool, chaos: ChaosFault) -> Connection {
         Connection {
             shared,
             id,
@@ -186,6 +192,8 @@ impl Connection {
             frames_under_drop_rule: 0,
             stalled: false,
             close_after_shutdown: None,
+            chaos,
+            frames_sent: 0,
         }
     }
 
@@ -246,6 +254,7 @@ impl Connection {
         }
         sink.feed(message).await.map_err(|_| Exit::Gone)?;
         Shared::count(&self.shared.counters.ws_data_frames_sent);
+        self.frames_sent += 1;
         if let Some(rule) = self.drop_rule {
             self.frames_under_drop_rule += 1;
             if self.frames_under_drop_rule >= rule.frames {
@@ -283,6 +292,7 @@ impl Connection {
             Shared::count(&self.shared.counters.ws_fault_close_frames_sent);
             return Err(Exit::Close(1001, "Server shutdown".to_string()));
         }
+        self.strike_chaos(sink).await?;
         if now >= self.last_ping + faults.ping_interval {
             let payload = Bytes::from(self.shared.clock.now_ms().to_string());
             sink.feed(Message::Ping(payload.clone())).await.map_err(|_| Exit::Gone)?;
@@ -290,8 +300,33 @@ impl Connection {
             self.outstanding_pings.push_back((payload, now));
             self.last_ping = now;
         }
-        self.publish_klines(sink, &faults).await?;
+        if !self.shared.is_zombie(self.id) {
+            self.publish_klines(sink, &faults).await?;
+        }
         sink.flush().await.map_err(|_| Exit::Gone)
+    }
+
+    /// Applies the connection's chaos fault once it has sent enough data frames.
+    async fn strike_chaos<S: Socket>(&mut self, sink: &mut Sink<S>) -> Step {
+        if self.chaos.after_frames().is_none_or(|after| self.frames_sent < after) {
+            return Ok(());
+        }
+        let fault = std::mem::replace(&mut self.chaos, ChaosFault::Healthy);
+        match fault {
+            ChaosFault::Healthy => Ok(()),
+            ChaosFault::Reset { .. } => Err(Exit::Reset),
+            ChaosFault::Close { .. } => {
+                Shared::count(&self.shared.counters.ws_fault_close_frames_sent);
+                Err(Exit::Close(1001, "going away".to_string()))
+            }
+            ChaosFault::ServerShutdown { .. } => {
+                self.on_command(ConnCommand::ServerShutdown { close_after: CHAOS_SHUTDOWN_GRACE }, sink).await
+            }
+            ChaosFault::Zombie { .. } => {
+                self.shared.zombify(self.id);
+                Ok(())
+            }
+        }
     }
 
     async fn publish_klines<S: Socket>(&mut self, sink: &mut Sink<S>, faults: &Faults) -> Step {
@@ -480,6 +515,10 @@ impl Connection {
                 Shared::count(&self.shared.counters.ws_fault_close_frames_sent);
                 Err(Exit::Close(code, reason))
             }
+            ConnCommand::ServerShutdown { close_after } if self.shared.is_zombie(self.id) => {
+                self.close_after_shutdown = Some(Instant::now() + close_after);
+                Ok(())
+            }
             ConnCommand::ServerShutdown { close_after } => {
                 let event = format!(r#"{{"e":"serverShutdown","E":{}}}"#, self.shared.clock.now_ms());
                 let frame = self.wrap("!serverShutdown", event);
@@ -488,6 +527,7 @@ impl Connection {
                 self.close_after_shutdown = Some(Instant::now() + close_after);
                 Ok(())
             }
+            ConnCommand::Malformed(_) if self.shared.is_zombie(self.id) => Ok(()),
             ConnCommand::Malformed(kind) => {
                 let Some(message) = self.malformed_message(kind) else {
                     return Ok(());
