@@ -378,7 +378,7 @@ impl Handler<StreamLive> for SubscriptionActor {
         self.links.stats.record_handled();
         log::info!("Subscribed to {} {} candles", self.key.symbol, self.key.timeframe);
         self.connection = Some(msg.connection);
-        self.silence.on_update(Instant::now());
+        self.silence.on_live(Instant::now());
         self.repair_wanted = true;
         self.maybe_repair(ctx);
     }

@@ -36,6 +36,14 @@ impl SilenceWatch {
         self.last_step = None;
     }
 
+    /// The stream was (re)announced live on a connection. A new connection gets a full cadence before the first
+    /// step; a resubscribe's acknowledgement is no data, so a silent spell climbs on.
+    pub fn on_live(&mut self, now: Instant) {
+        if self.last_step.is_none() {
+            self.last_update = now;
+        }
+    }
+
     /// The step due at `now`, if any. Each step is returned once; the ladder climbs while the silence lasts.
     pub fn check(&mut self, now: Instant) -> Option<SilenceStep> {
         let (since, wait, step) = match self.last_step {
@@ -71,9 +79,17 @@ mod tests {
         assert_eq!(watch.check(start + 7 * SECOND), None);
         // TC3: still silent after the replacement: the ladder starts over.
         assert_eq!(watch.check(start + 9 * SECOND), Some(SilenceStep::Resubscribe));
-        // TC4: data resets it; the next silence starts from the bottom.
+        // TC4: a resubscribe's acknowledgement (the stream announced live again) does not stop the climb.
+        watch.on_live(start + 9 * SECOND + Duration::from_millis(500));
+        assert_eq!(watch.check(start + 12 * SECOND + Duration::from_millis(1)), Some(SilenceStep::ReplaceConnection));
+        // TC5: data resets it; the next silence starts from the bottom.
         watch.on_update(start + 10 * SECOND);
         assert_eq!(watch.check(start + 12 * SECOND), None);
         assert_eq!(watch.check(start + 12 * SECOND + Duration::from_millis(1)), Some(SilenceStep::Resubscribe));
+        // TC6: outside a silent spell, a new connection starts the cadence afresh.
+        watch.on_update(start + 20 * SECOND);
+        watch.on_live(start + 21 * SECOND);
+        assert_eq!(watch.check(start + 23 * SECOND), None);
+        assert_eq!(watch.check(start + 23 * SECOND + Duration::from_millis(1)), Some(SilenceStep::Resubscribe));
     }
 }
