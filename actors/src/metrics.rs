@@ -16,6 +16,8 @@ pub struct Metrics {
     pub candles_backfilled: IntCounter,
     pub rest_requests: IntCounterVec,
     pub reconnects: IntCounter,
+    /// Times storage found its database file deleted or replaced, and reopened the file at the path.
+    pub storage_reopened: IntCounter,
     pub tasks: IntGaugeVec,
     pub mailbox_depth: IntGauge,
     /// Exchange event time (`E`) to SQLite commit, per committed live row, by kind (`closed`, `in_progress`).
@@ -51,6 +53,10 @@ impl Metrics {
             candles_backfilled: counter("candles_backfilled_total", "Closed candles fetched over REST"),
             rest_requests: counter_vec("rest_requests_total", "REST requests, by HTTP status", "status"),
             reconnects: counter("reconnects_total", "WebSocket reconnects"),
+            storage_reopened: counter(
+                "storage_reopened_total",
+                "Database file found deleted or replaced while open, and opened again at its path",
+            ),
             tasks: {
                 let metric = IntGaugeVec::new(Opts::new("tasks", "Tasks by state"), &["state"]).expect("valid");
                 registry.register(Box::new(metric.clone())).expect("registered once");
