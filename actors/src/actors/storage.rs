@@ -197,18 +197,21 @@ impl StorageActor {
     /// another file), logs it once, counts it, and closes the connection, so that the next use opens the file now at
     /// the path (a fresh one if none is there). The pending rows stay pending.
     fn checked_store(&mut self) -> Result<&mut CandleStore, StoreError> {
-        if let Err(error) = self.store()?.check_file() {
-            self.store = None;
-            if matches!(error, StoreError::FileChanged { .. }) {
-                self.metrics.storage_reopened.inc();
-                log::error!(
-                    "storage: {error}; reopening the database at that path, keeping {} pending row(s)",
-                    self.pending.len()
-                );
+        let Err(error) = self.store()?.check_file() else { return self.store() };
+        if let (StoreError::FileChanged { .. }, Some(lost)) = (&error, self.store.take()) {
+            self.metrics.storage_reopened.inc();
+            log::error!(
+                "storage: {error}; reopening the database at that path, keeping {} pending row(s)",
+                self.pending.len()
+            );
+            // SQLite does not fold the WAL of a moved file in on close, and leaves it at the path, where opening the
+            // file that replaced it would read it as that file's WAL. Emptied, it is harmless.
+            if let Err(checkpoint) = lost.checkpoint() {
+                log::warn!("storage: cannot empty the WAL of the lost database file: {checkpoint}");
             }
-            return Err(error);
         }
-        self.store()
+        self.store = None;
+        Err(error)
     }
 
     /// Commits everything pending. On failure the rows stay pending, to be written after the restart.
