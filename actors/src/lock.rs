@@ -27,7 +27,7 @@ pub enum LockError {
 
 impl DatabaseLock {
     /// The lock file of a database: `<database>.lock`.
-    pub fn path_for(database: &Path) -> PathBuf {
+    fn path_for(database: &Path) -> PathBuf {
         let mut path = database.as_os_str().to_owned();
         path.push(".lock");
         PathBuf::from(path)
