@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use candled::config::Settings;
 use candled::startup::{Application, UnlistedSymbols, shutdown_signal};
+use candled_actors::lock::LockError;
 use clap::Parser;
 
 /// Collects Binance kline streams into SQLite, supervised, with a health endpoint.
@@ -16,7 +17,7 @@ struct Cli {
     config: PathBuf,
 }
 
-/// The exit code for an invalid configuration.
+/// The exit code for an invalid configuration, or a database another candled holds.
 const CONFIG_ERROR: u8 = 2;
 
 #[actix_web::main]
@@ -40,6 +41,10 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<UnlistedSymbols>() => {
             eprintln!("error: config file {}: {error}", cli.config.display());
+            ExitCode::from(CONFIG_ERROR)
+        }
+        Err(error) if matches!(error.downcast_ref(), Some(LockError::InUse { .. })) => {
+            eprintln!("error: {error}");
             ExitCode::from(CONFIG_ERROR)
         }
         Err(error) => {

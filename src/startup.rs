@@ -18,6 +18,7 @@ use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
 use candled_actors::domain::RateBudget;
 use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
+use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
@@ -43,6 +44,8 @@ pub struct Application {
     port: u16,
     server: Server,
     supervisor: Addr<SupervisorActor>,
+    /// Held until the application is dropped: no second candled writes the same database.
+    _lock: DatabaseLock,
 }
 
 impl Application {
@@ -52,6 +55,7 @@ impl Application {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the storage folder {}", parent.display()))?;
         }
+        let lock = DatabaseLock::acquire(&settings.storage_path)?;
         let store = CandleStore::open(&settings.storage_path)
             .with_context(|| format!("cannot open the database {}", settings.storage_path.display()))?;
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
@@ -78,7 +82,7 @@ impl Application {
             .listen(listener)?
             .run();
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
-        Ok(Self { port, server, supervisor })
+        Ok(Self { port, server, supervisor, _lock: lock })
     }
 
     pub fn port(&self) -> u16 {

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod domain;
 pub mod indicators;
+pub mod lock;
 pub mod metrics;
 pub mod rest;
 pub mod store;

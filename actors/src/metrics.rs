@@ -22,6 +22,8 @@ pub struct Metrics {
     audit_passes: IntCounterVec,
     audit_holes_found: IntCounterVec,
     audit_candles_repaired: IntCounterVec,
+    /// Times storage found its database file deleted or replaced, and reopened the file at the path.
+    pub storage_reopened: IntCounter,
     pub tasks: IntGaugeVec,
     pub mailbox_depth: IntGauge,
     /// Exchange event time (`E`) to SQLite commit, per committed live row, by kind (`closed`, `in_progress`).
@@ -74,6 +76,10 @@ impl Metrics {
             audit_candles_repaired: stream_counter_vec(
                 "audit_candles_repaired_total",
                 "Closed candles the audit's fetches brought back",
+            ),
+            storage_reopened: counter(
+                "storage_reopened_total",
+                "Database file found deleted or replaced while open, and opened again at its path",
             ),
             tasks: {
                 let metric = IntGaugeVec::new(Opts::new("tasks", "Tasks by state"), &["state"]).expect("valid");

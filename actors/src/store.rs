@@ -1,15 +1,21 @@
 //! SQLite storage of candles and indicator values: the schema, the batched upsert that keeps closed candles final
-//! (with the indicator values of the same batch in the same transaction), and the reads.
+//! (with the indicator values of the same batch in the same transaction), the reads, and the check that the open
+//! file is still the one at its path.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 
 /// The schema. `candles` is keyed by (symbol, timeframe, open time). A closed candle that is written again with
-/// other values is a revision: the trigger keeps the old values in `candle_revisions`.
+/// other values is a revision: the trigger keeps the old values in `candle_revisions`, stamped in ms UTC.
+///
+/// The trigger uses only functions SQLite 3.31 has (`unixepoch('subsec')` needs 3.42: older `sqlite3` tools, such as
+/// Debian 12's, evaluate it to NULL and then fail any `UPDATE` of a closed candle). It is dropped and created again
+/// on every open, which migrates a database made with the old trigger.
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS candles (
     symbol          TEXT    NOT NULL,
@@ -45,10 +51,12 @@ CREATE TABLE IF NOT EXISTS candle_revisions (
     taker_buy_quote REAL    NOT NULL
 );
 
-CREATE TRIGGER IF NOT EXISTS candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
+DROP TRIGGER IF EXISTS candle_revision;
+CREATE TRIGGER candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
 BEGIN
     INSERT INTO candle_revisions VALUES (
-        old.symbol, old.timeframe, old.timestamp, CAST(unixepoch('subsec') * 1000 AS INTEGER),
+        old.symbol, old.timeframe, old.timestamp,
+        CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER),
         old.open, old.high, old.low, old.close, old.volume, old.quote_volume, old.trades,
         old.taker_buy_base, old.taker_buy_quote);
 END;
@@ -134,6 +142,42 @@ pub enum StoreError {
     BadTimeframe(String),
     #[error("no indicator output is numbered {0}")]
     UnknownOutput(u16),
+    #[error("cannot read the metadata of the database file {}: {source}", .path.display())]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("the database file {} was {change} while open", .path.display())]
+    FileChanged { path: PathBuf, change: FileChange },
+}
+
+/// What happened to the database file at a store's path since the store opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileChange {
+    /// No file is at the path any more.
+    Deleted,
+    /// Another file is at the path.
+    Replaced,
+}
+
+impl std::fmt::Display for FileChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Deleted => "deleted",
+            Self::Replaced => "replaced by another file",
+        })
+    }
+}
+
+/// A file's identity: the device and inode it lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let metadata = std::fs::metadata(path)?;
+        Ok(Self { device: metadata.dev(), inode: metadata.ino() })
+    }
 }
 
 /// A candle row as stored, with its stream.
@@ -147,12 +191,17 @@ pub struct StoredCandle {
 /// One SQLite connection to the candle database.
 pub struct CandleStore {
     conn: Connection,
+    /// The path the database was opened at, and the identity of the file it was then: `None` in memory.
+    file: Option<(PathBuf, FileId)>,
 }
 
 impl CandleStore {
     /// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, schema applied.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::configure(Connection::open(path)?)
+        let mut store = Self::configure(Connection::open(path)?)?;
+        let id = FileId::of(path).map_err(|source| StoreError::File { path: path.to_owned(), source })?;
+        store.file = Some((path.to_owned(), id));
+        Ok(store)
     }
 
     /// An in-memory database, for tests and benches.
@@ -165,15 +214,32 @@ impl CandleStore {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self { conn })
+        Ok(Self { conn, file: None })
     }
 
-    fn configure(conn: Connection) -> Result<Self, StoreError> {
+    /// WAL, `synchronous=NORMAL`, and the schema in one transaction, so that the trigger is never missing.
+    fn configure(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        let tx = conn.transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.commit()?;
+        Ok(Self { conn, file: None })
+    }
+
+    /// `Err(FileChanged)` when the file at the path the store was opened at is no longer the one it opened (deleted,
+    /// or replaced by another file): its writes would then go to a file nobody can find. A store in memory has no
+    /// file and is always fine.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let Some((path, opened)) = &self.file else { return Ok(()) };
+        let change = match FileId::of(path) {
+            Ok(id) if id == *opened => return Ok(()),
+            Ok(_) => FileChange::Replaced,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => FileChange::Deleted,
+            Err(source) => return Err(StoreError::File { path: path.clone(), source }),
+        };
+        Err(StoreError::FileChanged { path: path.clone(), change })
     }
 
     /// Upserts a batch of candles in one transaction with one prepared statement. Returns the rows changed.
@@ -462,6 +528,105 @@ mod tests {
         assert_eq!(store.write_candles(&streams, &[(id, candle(0, 11.0, true))]).unwrap(), 1);
         assert_eq!(read_all(&store), [candle(0, 11.0, true)]);
         assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
+    }
+
+    /// The `revised_at` of every recorded revision.
+    fn revised_at(conn: &Connection) -> Vec<Option<i64>> {
+        let mut stmt = conn.prepare("SELECT revised_at FROM candle_revisions").unwrap();
+        stmt.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn assert_stamped_now(stamps: &[Option<i64>], before: i64) {
+        let after = crate::tasks::unix_ms();
+        assert_eq!(stamps.len(), 1, "one revision: {stamps:?}");
+        assert!(stamps[0].is_some_and(|at| (before..=after).contains(&at)), "{stamps:?} not in {before}..={after}");
+    }
+
+    #[test]
+    fn a_revision_is_stamped_with_the_time_in_ms() {
+        let (mut store, streams) = store();
+        let id = StreamId(0);
+        store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap();
+        let before = crate::tasks::unix_ms();
+        store.write_candles(&streams, &[(id, candle(0, 11.0, true))]).unwrap();
+        assert_stamped_now(&revised_at(store.connection()), before);
+    }
+
+    /// The trigger as it was before SQLite 3.31 compatibility, which needs 3.42.
+    const TRIGGER_NEEDING_3_42: &str = "
+        DROP TRIGGER candle_revision;
+        CREATE TRIGGER candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
+        BEGIN
+            INSERT INTO candle_revisions VALUES (
+                old.symbol, old.timeframe, old.timestamp, CAST(unixepoch('subsec') * 1000 AS INTEGER),
+                old.open, old.high, old.low, old.close, old.volume, old.quote_volume, old.trades,
+                old.taker_buy_base, old.taker_buy_quote);
+        END;";
+
+    /// A database file holding one closed BTCUSDT 1m candle, made with the old trigger.
+    fn database_with_the_old_trigger(dir: &Path) -> PathBuf {
+        let path = dir.join("candles.db");
+        let (_, streams) = store();
+        let mut store = CandleStore::open(&path).unwrap();
+        store.write_candles(&streams, &[(StreamId(0), candle(0, 11.5, true))]).unwrap();
+        store.connection().execute_batch(TRIGGER_NEEDING_3_42).unwrap();
+        path
+    }
+
+    fn trigger_sql(conn: &Connection) -> String {
+        conn.query_row("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'candle_revision'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn opening_a_database_replaces_the_trigger_that_needs_sqlite_3_42() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_the_old_trigger(dir.path());
+        let store = CandleStore::open(&path).unwrap();
+        let sql = trigger_sql(store.connection());
+        assert!(!sql.contains("unixepoch") && sql.contains("julianday"), "{sql}");
+    }
+
+    /// A user's `sqlite3` tool (3.40 on Debian 12; CI installs it) updates a closed candle of a database made with
+    /// the old trigger, once candled has opened it: the revision is recorded with the time.
+    #[test]
+    fn the_sqlite3_tool_can_update_a_closed_candle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = database_with_the_old_trigger(dir.path());
+        drop(CandleStore::open(&path).unwrap());
+        let before = crate::tasks::unix_ms();
+        let sql = "UPDATE candles SET close = 12.0 WHERE symbol = 'BTCUSDT' AND timestamp = 0;";
+        let output = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .arg(sql)
+            .output()
+            .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && stderr.is_empty(), "sqlite3 failed: {stderr}");
+        let store = CandleStore::open_read_only(&path).unwrap();
+        assert_stamped_now(&revised_at(store.connection()), before);
+        assert_eq!(read_all(&store)[0].close, 12.0);
+    }
+
+    #[test]
+    fn a_deleted_or_replaced_file_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.db");
+        let store = CandleStore::open(&path).unwrap();
+        assert!(store.check_file().is_ok());
+        std::fs::remove_file(&path).unwrap();
+        let deleted = store.check_file();
+        assert!(matches!(deleted, Err(StoreError::FileChanged { change: FileChange::Deleted, .. })), "{deleted:?}");
+
+        let store = CandleStore::open(&path).unwrap();
+        let other = dir.path().join("other.db");
+        drop(CandleStore::open(&other).unwrap());
+        std::fs::rename(&other, &path).unwrap();
+        let replaced = store.check_file();
+        assert!(matches!(replaced, Err(StoreError::FileChanged { change: FileChange::Replaced, .. })), "{replaced:?}");
+        assert!(CandleStore::open_in_memory().unwrap().check_file().is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue, 
 use candled_actors::metrics::Metrics;
 use candled_actors::store::{CandleStore, IndicatorRow};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 use super::{AppState, routes};
 
@@ -32,10 +33,11 @@ fn candle(minute: i64, close: f64, is_closed: bool) -> Candle {
 }
 
 /// A database holding four closed BTCUSDT 1m candles, an in-progress one, and indicator values on the last two
-/// closed ones; and a board with provisional values for the in-progress one.
-fn fixture(name: &str) -> (PathBuf, ProvisionalBoard) {
-    let path = std::env::temp_dir().join(format!("candled-http-{name}-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+/// closed ones, in a temporary folder removed when the returned one is dropped; and a board with provisional
+/// values for the in-progress one.
+fn fixture() -> (TempDir, PathBuf, ProvisionalBoard) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("candles.db");
     let streams = [StreamKey::new("BTCUSDT", Timeframe::M1)];
     let config = IndicatorConfig {
         sma: vec![3],
@@ -63,7 +65,7 @@ fn fixture(name: &str) -> (PathBuf, ProvisionalBoard) {
     let board = ProvisionalBoard::new(&streams, names.into());
     let values = [IndicatorValue { output: 0, value: 103.0 }, IndicatorValue { output: 1, value: 100.0 }];
     board.publish(s, candles[4].1.open_time, &values);
-    (path, board)
+    (dir, path, board)
 }
 
 async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
@@ -87,7 +89,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
 
 #[actix_web::test]
 async fn candles_newest_by_default_and_from_start_when_given() {
-    let (path, board) = fixture("candles");
+    let (_dir, path, board) = fixture();
     // TC0: the newest two, ascending, with every column.
     let (status, body) = get(&path, &board, "/api/v1/candles?symbol=BTCUSDT&timeframe=1m&limit=2").await;
     assert_eq!(status, 200);
@@ -108,12 +110,11 @@ async fn candles_newest_by_default_and_from_start_when_given() {
     assert_eq!(status, 200);
     let times: Vec<_> = body.as_array().expect("array").iter().map(|r| r["timestamp"].as_i64()).collect();
     assert_eq!(times, [Some(1_700_000_100_000), Some(1_700_000_160_000)]);
-    let _ = std::fs::remove_file(&path);
 }
 
 #[actix_web::test]
 async fn bad_parameters_are_400_naming_the_parameter() {
-    let (path, board) = fixture("bad");
+    let (_dir, path, board) = fixture();
     let cases = [
         ("/api/v1/candles?timeframe=1m", "symbol"),
         ("/api/v1/candles?symbol=BTCUSDT&timeframe=2m", "timeframe"),
@@ -138,12 +139,11 @@ async fn bad_parameters_are_400_naming_the_parameter() {
     // An empty value counts as absent, as in the README's `start=&end=` template.
     let (status, body) = get(&path, &board, "/api/v1/candles?symbol=BTCUSDT&timeframe=1m&start=&end=&limit=").await;
     assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(5)), "{body}");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[actix_web::test]
 async fn a_symbol_neither_configured_nor_stored_is_404_and_a_stored_one_is_served() {
-    let (path, board) = fixture("unknown");
+    let (_dir, path, board) = fixture();
     for uri in ["/api/v1/candles?symbol=nosuch&timeframe=1m", "/api/v1/indicators?symbol=NOSUCH&timeframe=1m"] {
         let (status, body) = get(&path, &board, uri).await;
         assert_eq!((status, &body["parameter"]), (404, &json!("symbol")), "{uri}: {body}");
@@ -154,12 +154,11 @@ async fn a_symbol_neither_configured_nor_stored_is_404_and_a_stored_one_is_serve
     assert_eq!((status, body), (200, json!([])));
     let (status, body) = get(&path, &board, "/api/v1/candles?symbol=BTCUSDT&timeframe=1m&limit=1").await;
     assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)), "{body}");
-    let _ = std::fs::remove_file(&path);
 }
 
 #[actix_web::test]
 async fn indicators_series_and_provisional() {
-    let (path, board) = fixture("indicators");
+    let (_dir, path, board) = fixture();
     let (status, body) = get(&path, &board, "/api/v1/indicators?symbol=BTCUSDT&timeframe=1m&limit=100").await;
     assert_eq!(status, 200);
     let want = json!({
@@ -178,5 +177,4 @@ async fn indicators_series_and_provisional() {
     assert_eq!(body["series"][0]["timestamp"], 1_700_000_220_000_i64);
     let (status, body) = get(&path, &board, "/api/v1/indicators?symbol=ETHUSDT&timeframe=1m").await;
     assert_eq!((status, &body["series"], &body["provisional"]), (200, &json!([]), &Value::Null));
-    let _ = std::fs::remove_file(&path);
 }

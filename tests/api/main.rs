@@ -11,4 +11,5 @@ mod indicators;
 mod reliability;
 mod scale;
 mod shutdown;
+mod storage_faults;
 mod tls;

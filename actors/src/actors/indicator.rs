@@ -206,8 +206,8 @@ mod tests {
 
     #[actix::test]
     async fn stored_values_equal_a_clean_recomputation_after_a_late_candle() {
-        let path = std::env::temp_dir().join(format!("candled-indicator-actor-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("candles.db");
         let config = IndicatorConfig::default();
         let streams: Arc<[StreamKey]> = vec![StreamKey::new("BTCUSDT", Timeframe::M1)].into();
         let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
@@ -265,6 +265,5 @@ mod tests {
         let provisional = board.get("BTCUSDT", Timeframe::M1).expect("provisional values");
         assert_eq!(provisional.open_time, 51 * 60_000);
         assert!(provisional.values.iter().any(|(name, _)| name == "sma_20"));
-        let _ = std::fs::remove_file(&path);
     }
 }

@@ -1,6 +1,7 @@
 //! The storage actor: coalesces candle and indicator writes and commits them to SQLite in batches (candles, then
 //! the indicator values pending with them, in one transaction), by size and by time. It also serves the closed
-//! candles an indicator rebuild replays, after committing everything sent before.
+//! candles an indicator rebuild replays, after committing everything sent before. It notices when its database
+//! file is deleted or replaced underneath it, and then restarts on a fresh database at the same path.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub struct Flush;
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<(), String>")]
 pub struct Close;
+
+/// How often the storage actor checks, between commits, that its file is still the one at the path.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the storage actor batches.
 #[derive(Debug, Clone)]
@@ -197,8 +201,30 @@ impl StorageActor {
         Ok(self.store.insert(store))
     }
 
+    /// The open connection, if its file is still the one at the path. When it is not (deleted, or replaced by
+    /// another file), logs it once, counts it, and closes the connection, so that the next use opens the file now at
+    /// the path (a fresh one if none is there). The pending rows stay pending.
+    fn checked_store(&mut self) -> Result<&mut CandleStore, StoreError> {
+        let Err(error) = self.store()?.check_file() else { return self.store() };
+        if let (StoreError::FileChanged { .. }, Some(lost)) = (&error, self.store.take()) {
+            self.metrics.storage_reopened.inc();
+            log::error!(
+                "storage: {error}; reopening the database at that path, keeping {} pending row(s)",
+                self.pending.len()
+            );
+            // SQLite does not fold the WAL of a moved file in on close, and leaves it at the path, where opening the
+            // file that replaced it would read it as that file's WAL. Emptied, it is harmless.
+            if let Err(checkpoint) = lost.checkpoint() {
+                log::warn!("storage: cannot empty the WAL of the lost database file: {checkpoint}");
+            }
+        }
+        self.store = None;
+        Err(error)
+    }
+
     /// Commits everything pending. On failure the rows stay pending, to be written after the restart.
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.checked_store()?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -234,9 +260,17 @@ impl StorageActor {
 
     fn flush_or_restart(&mut self, ctx: &mut Context<Self>) {
         if let Err(error) = self.flush() {
-            log::error!("storage: commit of {} rows failed, restarting: {error}", self.pending.len());
-            ctx.stop();
+            self.restart(&error, ctx);
         }
+    }
+
+    /// Restarts after a failed commit or check: `/health` is 503 until the connection works again. A changed file
+    /// was already logged.
+    fn restart(&mut self, error: &StoreError, ctx: &mut Context<Self>) {
+        if !matches!(error, StoreError::FileChanged { .. }) {
+            log::error!("storage: commit of {} rows failed, restarting: {error}", self.pending.len());
+        }
+        ctx.stop();
     }
 
     fn accept(&mut self, stream: StreamId, candle: Candle, event_time: Option<i64>, ctx: &mut Context<Self>) {
@@ -261,6 +295,11 @@ impl Actor for StorageActor {
             act.stats.set_state(TaskState::Running);
             act.flush_or_restart(ctx);
             ctx.run_interval(act.settings.flush_interval, |act, ctx| act.flush_or_restart(ctx));
+            ctx.run_interval(FILE_CHECK_INTERVAL, |act, ctx| {
+                if let Err(error) = act.checked_store() {
+                    act.restart(&error, ctx);
+                }
+            });
         });
     }
 }
@@ -309,10 +348,9 @@ impl Handler<LoadClosedCandles> for StorageActor {
     fn handle(&mut self, msg: LoadClosedCandles, ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
         self.load_closed(msg.stream).map_err(|error| {
-            if !self.pending.is_empty() {
-                // The commit failed: restart like any failed commit; the rows stay pending.
-                log::error!("storage: commit of {} rows failed, restarting: {error}", self.pending.len());
-                ctx.stop();
+            if !self.pending.is_empty() || matches!(error, StoreError::FileChanged { .. }) {
+                // The commit or the check failed: restart like any failed commit; the rows stay pending.
+                self.restart(&error, ctx);
             }
             format!("cannot load the closed candles of stream {}: {error}", msg.stream.0)
         })
@@ -335,7 +373,12 @@ impl Handler<Close> for StorageActor {
     fn handle(&mut self, _: Close, _ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
         let pending = self.pending.len();
-        self.flush().map_err(|error| format!("flush of {pending} rows failed: {error}"))?;
+        // A file found deleted or replaced is closed by the first attempt; the second writes to the one at the path.
+        let flushed = match self.flush() {
+            Err(StoreError::FileChanged { .. }) => self.flush(),
+            flushed => flushed,
+        };
+        flushed.map_err(|error| format!("flush of {pending} rows failed: {error}"))?;
         if let Some(store) = self.store.take() {
             store.checkpoint().map_err(|error| format!("WAL checkpoint failed: {error}"))?;
         }

@@ -1,0 +1,162 @@
+//! Storage faults a user can cause: the database file deleted or replaced while candled runs (noticed, logged,
+//! `/health` 503 meanwhile, and the candles land in a fresh database at the path), and a second candled started on
+//! the same database (refused with exit code 2).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::fake_exchange::{FakeConfig, FakeExchange};
+use crate::helpers::{
+    AppOptions, TestApp, assert_closed_candles_exact, open_db, run_to_exit, spawn_app, stored_closed, wait_until,
+};
+
+const SYMBOL: &str = "BTCUSDT";
+const TIMEFRAME: &str = "1m";
+const ONE_MINUTE: i64 = 60_000;
+/// How long a test waits for something the app does within a few seconds.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// 300 exchange ms per real ms: a 1m candle closes every 0.2 s.
+fn fake() -> FakeExchange {
+    FakeExchange::start(FakeConfig { speed: 300.0, ..FakeConfig::default() })
+}
+
+/// One stream, a short history, and a storage restart that waits 1.5 s: long enough to see the 503.
+fn start(fake: &FakeExchange) -> TestApp {
+    let options = AppOptions {
+        symbols: vec![SYMBOL],
+        timeframes: vec![TIMEFRAME],
+        history: 5,
+        extra: "[supervisor]\nbackoff_initial_ms = 1500\n",
+        ..AppOptions::default()
+    };
+    let mut app = spawn_app(fake, options);
+    app.wait_for_log(&format!("Subscribed to {SYMBOL} {TIMEFRAME} candles"), PATIENCE);
+    let stored = wait_until(PATIENCE, || (stored_closed(&app.db(), SYMBOL, TIMEFRAME).len() >= 5).then_some(()));
+    assert!(stored.is_some(), "no candles stored; log:\n{}", app.log_text());
+    app
+}
+
+fn wait_for(what: &str, app: &TestApp, mut probe: impl FnMut() -> bool) {
+    let happened = wait_until(PATIENCE, || probe().then_some(()));
+    assert!(happened.is_some(), "{what} did not happen; log:\n{}", app.log_text());
+}
+
+/// The storage task's row on `/api/v1/tasks/status`.
+fn storage_task(app: &TestApp) -> serde_json::Value {
+    let (_, body) = app.get("/api/v1/tasks/status");
+    let tasks = body["tasks"].as_array().cloned().unwrap_or_default();
+    tasks.into_iter().find(|t| t["name"] == "storage").unwrap_or_else(|| panic!("no storage task in {body}"))
+}
+
+/// After `damage` took the database file away at exchange time `damaged_at`: one ERROR naming the path and
+/// `what_happened`, `/health` 503 then 200 again, the reopen counted, and every candle closed since in a database at
+/// the path, equal to the exchange's.
+fn assert_reopened_and_storing(fake: &FakeExchange, app: &TestApp, damaged_at: i64, what_happened: &str) {
+    wait_for("a 503 while storage restarts", app, || app.get("/health").0 == 503);
+    wait_for("healthy again", app, || app.get("/health").0 == 200);
+    let needle = format!("the database file data/candles.db was {what_happened} while open");
+    let errors: Vec<String> =
+        app.log_lines().into_iter().filter(|line| line.contains(" ERROR ") && line.contains(&needle)).collect();
+    assert_eq!(errors.len(), 1, "one ERROR with {needle:?}; log:\n{}", app.log_text());
+    assert_eq!(app.metric("candled_storage_reopened_total"), 1.0);
+    assert_eq!(storage_task(app)["restarts"], 1, "{}", storage_task(app));
+
+    // Every candle that closed after the damage is in the database now at the path, none missing.
+    let first = damaged_at.div_euclid(ONE_MINUTE) * ONE_MINUTE + ONE_MINUTE;
+    let through = fake.now_ms() + 3 * ONE_MINUTE;
+    let expected: Vec<i64> =
+        fake.closed_candles(SYMBOL, TIMEFRAME, first, through).iter().map(|k| k.open_time).collect();
+    wait_for("the candles closed since, in the database at the path", app, || {
+        closed_at(&app.db_path).is_some_and(|stored| expected.iter().all(|t| stored.contains(t)))
+    });
+    assert_closed_candles_exact(fake, &open_db(&app.db_path), SYMBOL, TIMEFRAME);
+    let (status, body) = app.get(&format!("/api/v1/candles?symbol={SYMBOL}&timeframe={TIMEFRAME}&limit=5"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().map(Vec::len), Some(5), "{body}");
+}
+
+/// The open times of the closed candles in the database at `path`, or `None` while there is none with a `candles`
+/// table (just deleted, or replaced by a file that storage has not opened yet).
+fn closed_at(path: &Path) -> Option<BTreeSet<i64>> {
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let sql = "SELECT timestamp FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1";
+    let mut stmt = db.prepare(sql).ok()?;
+    let rows = stmt.query_map([SYMBOL, TIMEFRAME], |row| row.get(0)).ok()?;
+    rows.collect::<Result<_, _>>().ok()
+}
+
+/// `<db>-wal` or `<db>-shm`.
+fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(suffix);
+    path.into()
+}
+
+/// Deletes the database file, and its `-wal` and `-shm` files if `with_sidecars`, while the app runs.
+fn assert_deleting_the_database_is_survived(with_sidecars: bool) {
+    let fake = fake();
+    let app = start(&fake);
+    let mut doomed = vec![app.db_path.clone()];
+    if with_sidecars {
+        doomed.extend([sidecar(&app.db_path, "-wal"), sidecar(&app.db_path, "-shm")]);
+    }
+    let damaged_at = fake.now_ms();
+    for path in doomed {
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("rm {}: {e}", path.display()));
+    }
+    assert_reopened_and_storing(&fake, &app, damaged_at, "deleted");
+    let oldest = stored_closed(&app.db(), SYMBOL, TIMEFRAME).first().copied();
+    // A close reaches the app up to one update (30 s of exchange time) after the candle closed.
+    let oldest_possible = damaged_at - 2 * ONE_MINUTE;
+    assert!(oldest.is_some_and(|t| t >= oldest_possible), "a fresh file holds nothing from before: {oldest:?}");
+}
+
+#[test]
+fn a_deleted_database_is_noticed_and_a_fresh_one_takes_the_candles() {
+    assert_deleting_the_database_is_survived(true);
+}
+
+/// The user's `rm candles.db` exactly: the old `-wal` and `-shm` stay at the path beside the fresh database.
+#[test]
+fn a_deleted_database_file_without_its_wal_is_noticed_and_a_fresh_one_takes_the_candles() {
+    assert_deleting_the_database_is_survived(false);
+}
+
+#[test]
+fn a_database_replaced_underneath_is_noticed_and_the_new_file_takes_the_candles() {
+    let fake = fake();
+    let app = start(&fake);
+    let other = app.db_path.with_file_name("other.db");
+    let marker = Connection::open(&other).expect("another SQLite file");
+    marker.execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('not candled''s');").unwrap();
+    drop(marker);
+    let damaged_at = fake.now_ms();
+    std::fs::rename(&other, &app.db_path).expect("move the other file over the database");
+    assert_reopened_and_storing(&fake, &app, damaged_at, "replaced by another file");
+    let note: String = app.db().query_row("SELECT text FROM notes", [], |row| row.get(0)).expect("the other file");
+    assert_eq!(note, "not candled's", "candled writes into the file now at the path");
+}
+
+#[test]
+fn a_second_candled_on_the_same_database_refuses_to_start() {
+    let fake = fake();
+    let app = start(&fake);
+    let folder = app.db_path.parent().and_then(Path::parent).expect("the app's folder");
+    let (status, stderr) = run_to_exit(folder, &["--config", "config.toml"]);
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    let message = format!("the database data/candles.db is in use by another candled (pid {})", app.pid());
+    assert!(stderr.contains(&message), "stderr lacks {message:?}:\n{stderr}");
+    assert!(!stderr.contains("HTTP listening"), "the second one never served:\n{stderr}");
+
+    // The first one is undisturbed: healthy, and still storing.
+    assert_eq!(app.get("/health").0, 200);
+    let written = app.metric("candled_candles_written_total{kind=\"closed\"}");
+    wait_for("more closed candles written", &app, || {
+        app.metric("candled_candles_written_total{kind=\"closed\"}") > written
+    });
+    assert_closed_candles_exact(&fake, &app.db(), SYMBOL, TIMEFRAME);
+}
