@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::fake_exchange::{FakeConfig, FakeExchange, Interval, MalformedKind};
 use crate::helpers::{
     AppOptions, TestApp, assert_streams_complete_through, klines_requests_for, open_db, open_db_read_write, spawn_app,
@@ -311,6 +313,41 @@ fn a_permanent_rest_error_fails_only_that_stream() {
     for timeframe in ONE_AND_FIVE_MINUTES {
         assert!(failed(timeframe).is_some(), "ETHUSDT {timeframe} stays failed");
     }
+}
+
+#[test]
+fn health_is_degraded_and_names_a_stream_whose_hole_outlives_its_repair_deadline() {
+    let streams = streams_of(&TWO_SYMBOLS, &ONE_AND_FIVE_MINUTES);
+    let fake = fake(FakeConfig::default());
+    let options = AppOptions {
+        symbols: TWO_SYMBOLS.to_vec(),
+        timeframes: ONE_AND_FIVE_MINUTES.to_vec(),
+        history: 40,
+        exchange_extra: QUICK_DETECTION,
+        extra: "[audit]\ninterval_secs = 1\n",
+        ..AppOptions::default()
+    };
+    let app = start(&fake, options, &streams);
+    let opens = wait_for_stored(&app, "ETHUSDT", "1m", 40);
+    assert_eq!(app.get("/health").1["status"], "healthy");
+    // The hole cannot be repaired: the exchange refuses every ETHUSDT request from now on.
+    fake.reject_klines_for("ETHUSDT");
+    assert_eq!(delete_closed(&app, "ETHUSDT", "1m", opens[5], opens[14]), 10);
+    let names_the_hole = |issues: &Value| {
+        issues
+            .as_array()
+            .is_some_and(|issues| issues.iter().any(|issue| issue["symbol"] == "ETHUSDT" && issue["timeframe"] == "1m"))
+    };
+    // The repair deadline is 2 × close grace + the audit interval: about 3 s here.
+    wait_for("/health degraded, naming ETHUSDT 1m", &app, Duration::from_secs(15), || {
+        let (_, health) = app.get("/health");
+        health["status"] == "degraded" && names_the_hole(&health["data_issues"])
+    });
+    let (_, health) = app.get("/health");
+    let issues = health["data_issues"].as_array().cloned().unwrap_or_default();
+    assert!(issues.iter().all(|issue| issue["symbol"] == "ETHUSDT" && issue["problem"].is_string()), "{health}");
+    let btc = streams_of(&["BTCUSDT"], &ONE_AND_FIVE_MINUTES);
+    assert_streams_complete_through(&fake, &app, &btc, horizon(&fake), CATCH_UP);
 }
 
 /// Environment variable with the soak's duration in seconds (default 600).

@@ -175,7 +175,7 @@ fn connection_chaos_draws_one_seeded_fault_per_new_connection_and_applies_it() {
     // The same seed draws the same faults; turning chaos off stops the draws.
     let again = self::fake();
     again.set_connection_chaos(Some(42));
-    let _ = (0..12).map(|_| connect(&again, "/ws/btcusdt@kline_1m")).collect::<Vec<_>>();
+    let _held: Vec<Client> = (0..12).map(|_| connect(&again, "/ws/btcusdt@kline_1m")).collect();
     let drawn = wait_until(Duration::from_secs(5), || (again.stats().ws_chaos_draws == 12).then(|| again.stats()));
     assert_eq!(chaos_draws(&drawn.expect("12 draws")), chaos_draws(&stats));
     again.set_connection_chaos(None);
