@@ -1,6 +1,6 @@
 //! Storage faults a user can cause: the database file deleted or replaced while candled runs (noticed, logged,
-//! `/health` 503 meanwhile, and the candles land in a fresh database at the path), and a second candled started on
-//! the same database (refused with exit code 2).
+//! `/health` 503 meanwhile, the candles land in a fresh database at the path, and the audit refills what the lost
+//! file held), and a second candled started on the same database (refused with exit code 2).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -24,13 +24,14 @@ fn fake() -> FakeExchange {
     FakeExchange::start(FakeConfig { speed: 300.0, ..FakeConfig::default() })
 }
 
-/// One stream, a short history, and a storage restart that waits 1.5 s: long enough to see the 503.
+/// One stream, a short history, a storage restart that waits 1.5 s (long enough to see the 503), and an audit pass
+/// every second.
 fn start(fake: &FakeExchange) -> TestApp {
     let options = AppOptions {
         symbols: vec![SYMBOL],
         timeframes: vec![TIMEFRAME],
         history: 5,
-        extra: "[supervisor]\nbackoff_initial_ms = 1500\n",
+        extra: "[supervisor]\nbackoff_initial_ms = 1500\n\n[audit]\ninterval_secs = 1\n",
         ..AppOptions::default()
     };
     let mut app = spawn_app(fake, options);
@@ -52,10 +53,17 @@ fn storage_task(app: &TestApp) -> serde_json::Value {
     tasks.into_iter().find(|t| t["name"] == "storage").unwrap_or_else(|| panic!("no storage task in {body}"))
 }
 
-/// After `damage` took the database file away at exchange time `damaged_at`: one ERROR naming the path and
-/// `what_happened`, `/health` 503 then 200 again, the reopen counted, and every candle closed since in a database at
-/// the path, equal to the exchange's.
-fn assert_reopened_and_storing(fake: &FakeExchange, app: &TestApp, damaged_at: i64, what_happened: &str) {
+/// The oldest closed candle stored now, once the audit has seen it: what the audit refills a lost store from.
+fn first_stored(app: &TestApp) -> i64 {
+    let audit_passes = || app.get("/api/v1/streams").1["streams"][0]["audit_passes"].as_u64().unwrap_or_default();
+    wait_for("an audit pass", app, || audit_passes() >= 1);
+    stored_closed(&app.db(), SYMBOL, TIMEFRAME).first().copied().expect("candles stored")
+}
+
+/// After the database file was taken away: one ERROR naming the path and `what_happened`, `/health` 503 then 200
+/// again, the reopen counted, and in the database now at the path every closed candle from `first_before` (the
+/// oldest the lost file held) on, equal to the exchange's: the live ones since, and the audit's refill of the rest.
+fn assert_reopened_and_refilled(fake: &FakeExchange, app: &TestApp, first_before: i64, what_happened: &str) {
     wait_for("a 503 while storage restarts", app, || app.get("/health").0 == 503);
     wait_for("healthy again", app, || app.get("/health").0 == 200);
     let needle = format!("the database file data/candles.db was {what_happened} while open");
@@ -65,15 +73,17 @@ fn assert_reopened_and_storing(fake: &FakeExchange, app: &TestApp, damaged_at: i
     assert_eq!(app.metric("candled_storage_reopened_total"), 1.0);
     assert_eq!(storage_task(app)["restarts"], 1, "{}", storage_task(app));
 
-    // Every candle that closed after the damage is in the database now at the path, none missing.
-    let first = damaged_at.div_euclid(ONE_MINUTE) * ONE_MINUTE + ONE_MINUTE;
     let through = fake.now_ms() + 3 * ONE_MINUTE;
     let expected: Vec<i64> =
-        fake.closed_candles(SYMBOL, TIMEFRAME, first, through).iter().map(|k| k.open_time).collect();
-    wait_for("the candles closed since, in the database at the path", app, || {
+        fake.closed_candles(SYMBOL, TIMEFRAME, first_before, through).iter().map(|k| k.open_time).collect();
+    wait_for("every candle the lost file held, and every one closed since, in the database at the path", app, || {
         closed_at(&app.db_path).is_some_and(|stored| expected.iter().all(|t| stored.contains(t)))
     });
-    assert_closed_candles_exact(fake, &open_db(&app.db_path), SYMBOL, TIMEFRAME);
+    let stored = assert_closed_candles_exact(fake, &open_db(&app.db_path), SYMBOL, TIMEFRAME);
+    assert_eq!(stored.first(), Some(&first_before), "refilled from the oldest candle the lost file held");
+    let (_, streams) = app.get("/api/v1/streams");
+    let repaired = streams["streams"][0]["candles_repaired"].as_u64().unwrap_or_default();
+    assert!(repaired >= 1, "the audit refilled it: {streams}");
     let (status, body) = app.get(&format!("/api/v1/candles?symbol={SYMBOL}&timeframe={TIMEFRAME}&limit=5"));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.as_array().map(Vec::len), Some(5), "{body}");
@@ -104,15 +114,11 @@ fn assert_deleting_the_database_is_survived(with_sidecars: bool) {
     if with_sidecars {
         doomed.extend([sidecar(&app.db_path, "-wal"), sidecar(&app.db_path, "-shm")]);
     }
-    let damaged_at = fake.now_ms();
+    let first_before = first_stored(&app);
     for path in doomed {
         std::fs::remove_file(&path).unwrap_or_else(|e| panic!("rm {}: {e}", path.display()));
     }
-    assert_reopened_and_storing(&fake, &app, damaged_at, "deleted");
-    let oldest = stored_closed(&app.db(), SYMBOL, TIMEFRAME).first().copied();
-    // A close reaches the app up to one update (30 s of exchange time) after the candle closed.
-    let oldest_possible = damaged_at - 2 * ONE_MINUTE;
-    assert!(oldest.is_some_and(|t| t >= oldest_possible), "a fresh file holds nothing from before: {oldest:?}");
+    assert_reopened_and_refilled(&fake, &app, first_before, "deleted");
 }
 
 #[test]
@@ -134,9 +140,9 @@ fn a_database_replaced_underneath_is_noticed_and_the_new_file_takes_the_candles(
     let marker = Connection::open(&other).expect("another SQLite file");
     marker.execute_batch("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('not candled''s');").unwrap();
     drop(marker);
-    let damaged_at = fake.now_ms();
+    let first_before = first_stored(&app);
     std::fs::rename(&other, &app.db_path).expect("move the other file over the database");
-    assert_reopened_and_storing(&fake, &app, damaged_at, "replaced by another file");
+    assert_reopened_and_refilled(&fake, &app, first_before, "replaced by another file");
     let note: String = app.db().query_row("SELECT text FROM notes", [], |row| row.get(0)).expect("the other file");
     assert_eq!(note, "not candled's", "candled writes into the file now at the path");
 }

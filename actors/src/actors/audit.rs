@@ -3,7 +3,7 @@
 //! grid (by the exchange's clock), and fetches whatever is missing or still stuck in progress. What it finds past
 //! its repair deadline makes `/health` degraded until a later pass finds it repaired.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ pub struct AuditActor {
     activity_moved: Option<Instant>,
     /// Holes already logged (stream, first open): each repair is logged once.
     logged: HashSet<(StreamId, i64)>,
+    /// The oldest closed candle each stream has held during this run: a store that lost candles (a database file
+    /// deleted underneath) is refilled from there, not from whatever it holds now.
+    first_seen: HashMap<StreamId, i64>,
 }
 
 impl AuditActor {
@@ -86,6 +89,7 @@ impl AuditActor {
             activity_seen: 0,
             activity_moved: None,
             logged: HashSet::new(),
+            first_seen: HashMap::new(),
         }
     }
 
@@ -115,15 +119,14 @@ impl AuditActor {
         self.last_pass = Some(Instant::now());
         let rest = self.rest.clone();
         let clock = async move { rest.server_time().await };
-        ctx.spawn(clock.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(clock.into_actor(self).map(|result, act, _ctx| {
             act.pass_in_flight = false;
             match result.map_err(FetchError::from) {
+                // Storage reports (and repairs) its own trouble; the next pass looks again.
                 Ok(exchange_now) => {
                     if let Err(error) = act.pass(exchange_now) {
-                        let error = format!("audit pass failed: {error}");
-                        log::error!("{error}; restarting the audit");
-                        act.stats.record_error(error);
-                        ctx.stop();
+                        log::warn!("audit: cannot read the store, the pass is skipped: {error}");
+                        act.stats.record_error(format!("cannot read the store: {error}"));
                     }
                 }
                 Err(error) => {
@@ -148,7 +151,11 @@ impl AuditActor {
             let through = audit_through(timeframe, exchange_now, 2 * grace);
             let history_from =
                 (self.settings.history > 0).then(|| history_start(key, exchange_now, self.settings.history));
-            let Some(from) = [store.first_closed(key)?, history_from].into_iter().flatten().min() else { continue };
+            let seen = self.first_seen.get(&audited.stream).copied();
+            let Some(from) = [store.first_closed(key)?, seen, history_from].into_iter().flatten().min() else {
+                continue;
+            };
+            self.first_seen.insert(audited.stream, from);
             let (closed, in_progress) = store.stored_opens(key, from, through)?;
             let found = holes(timeframe, from, through, &closed, &audited.health.gaps_not_to_fetch());
             let issue =
