@@ -64,6 +64,8 @@ pub struct AuditActor {
     /// The oldest closed candle each stream has held during this run: a store that lost candles (a database file
     /// deleted underneath) is refilled from there, not from whatever it holds now.
     first_seen: HashMap<StreamId, i64>,
+    /// The holes each stream had at the previous pass: one still there a pass later has outlived a repair.
+    previous_holes: HashMap<StreamId, Vec<Gap>>,
 }
 
 impl AuditActor {
@@ -90,6 +92,7 @@ impl AuditActor {
             activity_moved: None,
             logged: HashSet::new(),
             first_seen: HashMap::new(),
+            previous_holes: HashMap::new(),
         }
     }
 
@@ -137,14 +140,14 @@ impl AuditActor {
         }));
     }
 
-    /// One pass over every stream whose history has landed and whose requests the exchange has not refused.
+    /// One pass over every stream whose history has landed. A stream the exchange refused is checked, not fetched.
     fn pass(&mut self, exchange_now: i64) -> Result<(), StoreError> {
         // Opened for each pass: a database file replaced underneath is read as it is now.
         let store = CandleStore::open_read_only(&self.settings.db_path)?;
         let grace = self.settings.close_grace.as_millis() as i64;
         let deadline = 2 * grace + self.settings.interval.as_millis() as i64;
         for audited in &self.streams {
-            if !audited.health.history_landed() || audited.health.is_refused() {
+            if !audited.health.history_landed() {
                 continue;
             }
             let (key, timeframe) = (&audited.key, audited.key.timeframe);
@@ -158,20 +161,30 @@ impl AuditActor {
             self.first_seen.insert(audited.stream, from);
             let (closed, in_progress) = store.stored_opens(key, from, through)?;
             let found = holes(timeframe, from, through, &closed, &audited.health.gaps_not_to_fetch());
-            let issue =
-                found.iter().find(|hole| timeframe.close_time(hole.from_open) + deadline < exchange_now).map(|hole| {
-                    let stuck = in_progress.iter().any(|&open| open >= hole.from_open && open < hole.to_open);
-                    DataIssue {
-                        problem: if stuck { "stuck_in_progress" } else { "missing" },
-                        from_open: hole.from_open,
-                        candles: found.iter().map(|g| timeframe.count_opens(g.from_open, g.to_open)).sum(),
-                    }
-                });
+            // A data issue is a hole past its repair deadline that the previous pass found too: one the forward
+            // path or the audit's own fetch filled in between is not.
+            let previous = self.previous_holes.insert(audited.stream, found.clone()).unwrap_or_default();
+            let outlived = |hole: &&Gap| {
+                timeframe.close_time(hole.from_open) + deadline < exchange_now
+                    && previous.iter().any(|p| p.from_open < hole.to_open && hole.from_open < p.to_open)
+            };
+            let issue = found.iter().find(outlived).map(|hole| {
+                let stuck = in_progress.iter().any(|&open| open >= hole.from_open && open < hole.to_open);
+                DataIssue {
+                    problem: if stuck { "stuck_in_progress" } else { "missing" },
+                    from_open: hole.from_open,
+                    candles: found.iter().map(|g| timeframe.count_opens(g.from_open, g.to_open)).sum(),
+                }
+            });
             audited.health.record_audit_pass(found.len(), issue);
             self.metrics.audit_passes(key).inc();
             self.metrics.audit_holes_found(key).inc_by(found.len() as u64);
             if found.is_empty() {
                 self.logged.retain(|(stream, _)| *stream != audited.stream);
+                continue;
+            }
+            // The exchange refused this stream for good: its holes are reported, never fetched.
+            if audited.health.is_refused() {
                 continue;
             }
             let fresh: Vec<Gap> =
