@@ -13,6 +13,10 @@ use crate::helpers::{
 const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
 const TIMEFRAMES: [&str; 3] = ["1m", "5m", "15m"];
 const HISTORY: usize = 30;
+/// The README's query for the latest 10 values of every indicator of a stream.
+const LATEST_10_PER_INDICATOR: &str = "SELECT name, timestamp, value FROM (SELECT name, timestamp, value, ROW_NUMBER() \
+     OVER (PARTITION BY name ORDER BY timestamp DESC) AS n FROM indicators WHERE symbol='BTCUSDT' AND timeframe='1m') \
+     WHERE n <= 10 ORDER BY name, timestamp DESC;";
 /// 300 exchange ms per real ms: a 1m candle closes every 0.2 s, a 15m one every 3 s.
 const SPEED: f64 = 300.0;
 
@@ -127,4 +131,10 @@ fn every_published_closed_candle_reaches_sqlite_exactly_once_and_health_reports_
     let latest = sqlite3("SELECT symbol, timeframe, timestamp FROM candles ORDER BY timestamp DESC LIMIT 10;");
     assert_eq!(latest.lines().count(), 10, "{latest}");
     assert!(latest.lines().all(|line| line.split('|').count() == 3), "{latest}");
+    // The README's "latest 10 values of every indicator": 10 rows for each of the 11 default outputs.
+    let per_indicator = sqlite3(LATEST_10_PER_INDICATOR);
+    let mut names: Vec<&str> = per_indicator.lines().filter_map(|line| line.split('|').next()).collect();
+    assert_eq!(names.len(), 110, "{per_indicator}");
+    names.dedup();
+    assert_eq!(names.len(), 11, "{per_indicator}");
 }
