@@ -22,6 +22,8 @@ pub struct AppState {
     pub db_path: PathBuf,
     /// The latest provisional indicator values, written by the indicator actors.
     pub provisional: ProvisionalBoard,
+    /// What start-up still waits for: `/health` answers 503 `starting` until the engine runs.
+    pub startup: crate::startup::StartupState,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

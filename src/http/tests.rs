@@ -72,6 +72,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         metrics: Metrics::new(),
         db_path: path.to_path_buf(),
         provisional: board.clone(),
+        startup: Default::default(),
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;

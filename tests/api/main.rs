@@ -9,4 +9,5 @@ mod indicators;
 mod reliability;
 mod scale;
 mod shutdown;
+mod startup;
 mod tls;
