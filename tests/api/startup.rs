@@ -95,3 +95,20 @@ fn a_few_symbols_are_asked_by_name() {
     assert_ne!(body["status"], "starting", "{status} {body}");
     assert_eq!(exchange_info_queries(&fake), ["symbols=%5B%22BTCUSDT%22%2C%22ETHUSDT%22%5D"]);
 }
+
+#[test]
+fn a_name_list_the_exchange_rejects_is_compared_with_the_full_listing() {
+    // Binance answers `symbols=[...]` with -1121 when any name in it is unknown: one more request, not one per name.
+    let fake = FakeExchange::start(FakeConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        AppOptions { symbols: vec!["BTCUSDT", "NOSUCHUSDT", "ETHUSDT"], timeframes: vec!["1m"], ..Default::default() };
+    write_config(dir.path(), &fake, &options);
+    let (status, stderr) = run_to_exit(dir.path(), &["--config", "config.toml"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1 symbol is not listed on the exchange: NOSUCHUSDT\n"), "{stderr}");
+    let queries = exchange_info_queries(&fake);
+    assert_eq!(queries.len(), 2, "{queries:?}");
+    assert!(queries[0].starts_with("symbols="), "{queries:?}");
+    assert_eq!(queries[1], "", "{queries:?}");
+}
