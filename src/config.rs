@@ -298,9 +298,10 @@ impl Settings {
         if market.symbols.is_empty() {
             return Err(invalid("market_data.symbols", "must name at least one symbol, such as \"BTCUSDT\"".into()));
         }
+        let mut seen = std::collections::HashSet::new();
         for (index, symbol) in market.symbols.iter().enumerate() {
             check_symbol(symbol).map_err(|p| invalid(&format!("market_data.symbols[{index}]"), p))?;
-            if market.symbols[..index].contains(symbol) {
+            if !seen.insert(symbol) {
                 return Err(invalid(&format!("market_data.symbols[{index}]"), format!("{symbol:?} is listed twice")));
             }
         }

@@ -1,13 +1,15 @@
 //! The application: builds the engine and the HTTP server from validated settings, and runs them until asked to
 //! stop.
 
+use std::fmt;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::dev::Server;
+use actix_web::dev::ServerHandle;
+use actix_web::rt::task::{JoinError, JoinHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use candled_actors::actors::audit::AuditSettings;
@@ -35,21 +37,75 @@ const CONTROL_INTERVAL: Duration = Duration::from_millis(250);
 const CONNECTS_PER_WINDOW: u32 = 300;
 const CONNECT_WINDOW: Duration = Duration::from_secs(300);
 
+/// How long start-up waits for the exchange to answer the symbol check before it starts anyway.
+const SYMBOL_CHECK_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a stopping HTTP server lets requests in flight (and idle keep-alive connections) finish.
+const HTTP_SHUTDOWN_TIMEOUT_SECS: u64 = 2;
+/// Unlisted symbols named in the error; the rest are counted.
+const UNLISTED_SHOWN: usize = 10;
+
 /// The config names symbols the exchange does not list: Binance would accept their streams and send nothing.
 #[derive(Debug, thiserror::Error)]
-#[error("`market_data.symbols`: not listed on the exchange: {}", .0.join(", "))]
 pub struct UnlistedSymbols(pub Vec<String>);
+
+impl fmt::Display for UnlistedSymbols {
+    /// The count and the first few names: thousands of them would make one unreadable line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.len();
+        let subject = if count == 1 { "1 symbol is".to_owned() } else { format!("{count} symbols are") };
+        let shown = &self.0[..count.min(UNLISTED_SHOWN)];
+        write!(f, "`market_data.symbols`: {subject} not listed on the exchange: {}", shown.join(", "))?;
+        if count > shown.len() {
+            write!(f, " and {} more", count - shown.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// What start-up still waits for before the engine runs, shown by `/health`. Cheap to clone: every clone shares
+/// one state. The default has nothing to wait for.
+#[derive(Clone, Default)]
+pub struct StartupState(Arc<Mutex<Option<String>>>);
+
+impl StartupState {
+    fn waiting_for(detail: String) -> Self {
+        Self(Arc::new(Mutex::new(Some(detail))))
+    }
+
+    /// What start-up is waiting for; `None` once the engine runs.
+    pub fn waiting(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn finished(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// What the engine is started from once the symbols are checked.
+struct PendingEngine {
+    settings: EngineSettings,
+    store: CandleStore,
+    rest: RestClient,
+    health: Addr<HealthActor>,
+    metrics: Metrics,
+    symbols: Vec<String>,
+}
 
 pub struct Application {
     port: u16,
-    server: Server,
-    supervisor: Addr<SupervisorActor>,
+    /// The HTTP server, running on its own task from `build` on.
+    serving: JoinHandle<std::io::Result<()>>,
+    server: ServerHandle,
+    engine: PendingEngine,
+    startup: StartupState,
     /// Held until the application is dropped: no second candled writes the same database.
     _lock: DatabaseLock,
 }
 
 impl Application {
-    /// Opens storage, starts the engine's actors and binds the HTTP listener. Must run inside an actix system.
+    /// Opens storage and starts serving HTTP, with `/health` answering 503 `starting` until the engine runs. Must
+    /// run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         if let Some(parent) = settings.storage_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -61,58 +117,116 @@ impl Application {
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
         let metrics = Metrics::new();
         let rest = RestClient::new(&settings.exchange.rest_url, tls.clone(), metrics.clone())?;
-        check_symbols(&rest, &settings).await?;
 
         let listener = TcpListener::bind(settings.http_bind)
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http_bind))?;
         let port = listener.local_addr()?.port();
 
+        let mut symbols: Vec<String> = settings.streams.iter().map(|key| key.symbol.clone()).collect();
+        symbols.dedup();
+        let startup = StartupState::waiting_for(match symbols.len() {
+            1 => "checking 1 symbol against the exchange".to_owned(),
+            count => format!("checking {count} symbols against the exchange"),
+        });
         let health = HealthActor::new(metrics.clone()).start();
         let names = IndicatorSet::new(&settings.indicators).names().into();
         let provisional = ProvisionalBoard::new(&settings.streams, names);
-        let engine = engine_settings(&settings, tls, provisional.clone());
-        let supervisor = SupervisorActor::new(engine, store, rest, health.clone(), metrics.clone()).start();
-
         let db_path = settings.storage_path.clone();
-        let state =
-            web::Data::new(AppState { health, metrics, db_path, provisional, streams: settings.streams.clone() });
+        let state = web::Data::new(AppState {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            db_path,
+            provisional: provisional.clone(),
+            streams: settings.streams.clone(),
+            startup: startup.clone(),
+        });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
             .disable_signals()
+            .shutdown_timeout(HTTP_SHUTDOWN_TIMEOUT_SECS)
             .listen(listener)?
             .run();
+        // An actix server serves only while its future is polled.
+        let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
-        Ok(Self { port, server, supervisor, _lock: lock })
+        let engine = PendingEngine {
+            settings: engine_settings(&settings, tls, provisional),
+            store,
+            rest,
+            health,
+            metrics,
+            symbols,
+        };
+        Ok(Self { port, serving, server, engine, startup, _lock: lock })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until `shutdown` resolves, then stops HTTP, stops the streams and flushes storage.
+    /// Checks the symbols against the exchange (within a deadline), starts the engine and serves until `shutdown`
+    /// resolves; then stops HTTP, stops the streams and flushes storage. Unlisted symbols stop HTTP and return
+    /// [`UnlistedSymbols`].
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let server = self.server;
-        tokio::select! {
-            result = server => result.context("the HTTP server failed")?,
-            () = shutdown => log::info!("Shutting down"),
+        let Self { mut serving, server, engine, startup, .. } = self;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let checked = tokio::select! {
+            checked = check_symbols(&engine.rest, &engine.symbols) => checked,
+            result = &mut serving => return served(result),
+            () = &mut shutdown => {
+                log::info!("Shutting down before the engine started");
+                return stop_http(server, serving).await;
+            }
+        };
+        if let Err(unlisted) = checked {
+            stop_http(server, serving).await?;
+            return Err(unlisted.into());
         }
-        handle.stop(true).await;
-        self.supervisor.send(Shutdown).await?.map_err(anyhow::Error::msg)?;
+        let PendingEngine { settings, store, rest, health, metrics, .. } = engine;
+        let supervisor = SupervisorActor::new(settings, store, rest, health, metrics).start();
+        startup.finished();
+        tokio::select! {
+            result = &mut serving => served(result)?,
+            () = &mut shutdown => log::info!("Shutting down"),
+        }
+        stop_http(server, serving).await?;
+        supervisor.send(Shutdown).await?.map_err(anyhow::Error::msg)?;
         log::info!("Stopped cleanly");
         Ok(())
     }
 }
 
-/// Fails on symbols the exchange does not list. An exchange that cannot be asked is no reason not to start.
-async fn check_symbols(rest: &RestClient, settings: &Settings) -> Result<(), UnlistedSymbols> {
-    let mut symbols: Vec<String> = settings.streams.iter().map(|key| key.symbol.clone()).collect();
-    symbols.dedup();
-    match rest.unlisted_symbols(&symbols).await {
-        Ok(unlisted) if unlisted.is_empty() => Ok(()),
-        Ok(unlisted) => Err(UnlistedSymbols(unlisted)),
-        Err(error) => {
+/// Stops accepting, lets the requests in flight finish (within [`HTTP_SHUTDOWN_TIMEOUT_SECS`]) and waits for the
+/// server's task.
+async fn stop_http(server: ServerHandle, serving: JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    server.stop(true).await;
+    served(serving.await)
+}
+
+/// The outcome of the HTTP server's task.
+fn served(result: Result<std::io::Result<()>, JoinError>) -> anyhow::Result<()> {
+    result.context("the HTTP server's task failed")?.context("the HTTP server failed")
+}
+
+/// Fails on symbols the exchange does not list. An exchange that cannot be asked, or does not answer within
+/// [`SYMBOL_CHECK_DEADLINE`], is no reason not to start.
+async fn check_symbols(rest: &RestClient, symbols: &[String]) -> Result<(), UnlistedSymbols> {
+    let deadline = SYMBOL_CHECK_DEADLINE.as_secs();
+    match tokio::time::timeout(SYMBOL_CHECK_DEADLINE, rest.unlisted_symbols(symbols)).await {
+        Ok(Ok(unlisted)) if unlisted.is_empty() => {
+            log::info!("All {} symbol(s) are listed on the exchange", symbols.len());
+            Ok(())
+        }
+        Ok(Ok(unlisted)) => Err(UnlistedSymbols(unlisted)),
+        Ok(Err(error)) => {
+            let error = candled_actors::error_chain(&error);
             log::warn!("could not check the symbols against the exchange, starting anyway: {error}");
+            Ok(())
+        }
+        Err(_) => {
+            log::warn!(
+                "could not check the symbols against the exchange: no answer within {deadline}s, starting anyway"
+            );
             Ok(())
         }
     }
@@ -180,5 +294,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = terminate.recv() => log::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlisted_symbols_are_counted_and_the_first_few_named() {
+        let names = |count: usize| (0..count).map(|i| format!("S{i}")).collect::<Vec<_>>();
+        // TC0: one symbol, named.
+        assert_eq!(
+            UnlistedSymbols(names(1)).to_string(),
+            "`market_data.symbols`: 1 symbol is not listed on the exchange: S0"
+        );
+        // TC1: exactly as many as are shown: no remainder.
+        assert!(UnlistedSymbols(names(UNLISTED_SHOWN)).to_string().ends_with("S8, S9"));
+        // TC2: more: the first ten and a count of the rest.
+        assert_eq!(
+            UnlistedSymbols(names(5000)).to_string(),
+            "`market_data.symbols`: 5000 symbols are not listed on the exchange: \
+             S0, S1, S2, S3, S4, S5, S6, S7, S8, S9 and 4990 more"
+        );
     }
 }

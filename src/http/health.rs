@@ -6,8 +6,13 @@ use candled_actors::actors::health::{GetHealth, HealthStatus};
 use super::AppState;
 use super::error::ApiError;
 
-/// 200 while healthy or degraded, 503 when a critical task is down.
+/// 200 while healthy or degraded, 503 when a critical task is down or the engine has not started yet.
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(detail) = state.startup.waiting() {
+        return Ok(
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "starting", "detail": detail }))
+        );
+    }
     let report = state.health.send(GetHealth).await?;
     let mut response = match report.status {
         HealthStatus::Healthy | HealthStatus::Degraded => HttpResponse::Ok(),

@@ -32,6 +32,8 @@ pub struct AppState {
     pub provisional: ProvisionalBoard,
     /// The configured streams: a symbol among them is known even before anything is stored.
     pub streams: Vec<StreamKey>,
+    /// What start-up still waits for: `/health` answers 503 `starting` until the engine runs.
+    pub startup: crate::startup::StartupState,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -76,6 +76,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         provisional: board.clone(),
         // BTCUSDT is only stored, ETHUSDT only configured: both are known symbols.
         streams: vec![StreamKey::new("ETHUSDT", Timeframe::M1)],
+        startup: Default::default(),
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;

@@ -11,5 +11,6 @@ mod indicators;
 mod reliability;
 mod scale;
 mod shutdown;
+mod startup;
 mod storage_faults;
 mod tls;
