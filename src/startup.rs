@@ -190,7 +190,7 @@ impl Application {
             () = &mut shutdown => log::info!("Shutting down"),
         }
         stop_http(server, serving).await?;
-        supervisor.send(Shutdown).await?.map_err(anyhow::Error::msg)?;
+        supervisor.send(Shutdown).await??;
         log::info!("Stopped cleanly");
         Ok(())
     }

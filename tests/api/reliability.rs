@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::fake_exchange::{FakeConfig, FakeExchange, MalformedKind};
 use crate::helpers::{
-    AppOptions, TestApp, assert_closed_candles_exact, open_db, served_closed, spawn_app, spawn_in, stored_closed,
-    wait_until,
+    AppOptions, TestApp, assert_streams_complete_through, open_db, served_closed, spawn_app, spawn_in, stored_closed,
+    stream_row, wait_until,
 };
 
 const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
@@ -58,36 +56,13 @@ fn horizon(fake: &FakeExchange) -> i64 {
 /// Waits until every stream holds every closed candle of the exchange from its first stored one up to `horizon`,
 /// then asserts the whole stored window equals the exchange's candles, field by field, with no hole.
 fn assert_complete_through(fake: &FakeExchange, app: &TestApp, horizon: i64) {
-    let complete = wait_until(CATCH_UP, || {
-        let db = open_db(&app.db_path);
-        streams()
-            .all(|(symbol, timeframe)| {
-                let stored = stored_closed(&db, symbol, timeframe);
-                let Some(&first) = stored.first() else { return false };
-                let expected = fake.closed_candles(symbol, timeframe, first, horizon);
-                !expected.is_empty() && expected.iter().all(|k| stored.contains(&k.open_time))
-            })
-            .then_some(())
-    });
-    assert!(complete.is_some(), "the table did not catch up with the exchange; log:\n{}", app.log_text());
-    let db = open_db(&app.db_path);
-    for (symbol, timeframe) in streams() {
-        assert_closed_candles_exact(fake, &db, symbol, timeframe);
-    }
+    let streams: Vec<_> = streams().collect();
+    assert_streams_complete_through(fake, app, &streams, horizon, CATCH_UP);
 }
 
 fn wait_for(what: &str, app: &TestApp, mut probe: impl FnMut() -> bool) {
     let happened = wait_until(CATCH_UP, || probe().then_some(()));
     assert!(happened.is_some(), "{what} did not happen; log:\n{}", app.log_text());
-}
-
-/// The completeness report's rows, by (symbol, timeframe).
-fn stream_report(app: &TestApp, symbol: &str, timeframe: &str) -> Value {
-    let (_, body) = app.get("/api/v1/streams");
-    body["streams"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["symbol"] == symbol && r["timeframe"] == timeframe).cloned())
-        .unwrap_or_else(|| panic!("no report for {symbol} {timeframe}: {body}"))
 }
 
 #[test]
@@ -99,7 +74,7 @@ fn abrupt_tcp_resets_every_few_frames_lose_nothing() {
     fake.drop_connections_after_frames(None);
     assert_complete_through(&fake, &app, horizon(&fake));
     assert!(app.metric("candled_reconnects_total") >= 3.0);
-    assert!(stream_report(&app, "BTCUSDT", "1m")["repairs"].as_u64().unwrap() >= 3);
+    assert!(stream_row(&app, "BTCUSDT", "1m")["repairs"].as_u64().unwrap() >= 3);
 }
 
 #[test]
@@ -188,7 +163,7 @@ fn duplicate_stale_and_out_of_order_events_change_nothing() {
     assert_complete_through(&fake, &app, horizon(&fake));
     assert!(app.metric("candled_stale_updates_ignored_total") >= 10.0);
     for (symbol, timeframe) in streams() {
-        assert_eq!(stream_report(&app, symbol, timeframe)["revisions"], 0, "an identical duplicate is no revision");
+        assert_eq!(stream_row(&app, symbol, timeframe)["revisions"], 0, "an identical duplicate is no revision");
     }
     let rebuilds = app.log_text().matches("indicators rebuilt from").count();
     assert_eq!(rebuilds, 4, "only the start-up rebuilds: an identical replay changes no indicator");
@@ -214,7 +189,7 @@ fn the_exchange_down_for_a_while_then_back_loses_nothing() {
     wait_for("a refused reconnect while down", &app, || fake.stats().ws_refused_while_down >= 1);
     assert_complete_through(&fake, &app, horizon(&fake));
     assert!(fake.stats().rest_503s + fake.stats().ws_refused_while_down >= 1);
-    assert!(stream_report(&app, "ETHUSDT", "5m")["repairs"].as_u64().unwrap() >= 1);
+    assert!(stream_row(&app, "ETHUSDT", "5m")["repairs"].as_u64().unwrap() >= 1);
 }
 
 #[test]
@@ -253,7 +228,7 @@ fn closes_that_never_arrive_are_fetched_after_their_deadline() {
     // With every x:true withheld, only the close deadline can bring these candles in.
     assert_complete_through(&fake, &app, end);
     assert!(fake.stats().ws_closed_events_withheld >= 10);
-    assert!(stream_report(&app, "BTCUSDT", "1m")["missed_close_deadlines"].as_u64().unwrap() >= 1);
+    assert!(stream_row(&app, "BTCUSDT", "1m")["missed_close_deadlines"].as_u64().unwrap() >= 1);
 }
 
 #[test]
@@ -265,13 +240,13 @@ fn a_stream_silent_on_a_live_connection_turns_stale_then_is_resubscribed_and_bac
     let (_, body) = app.get("/api/v1/tasks/status");
     let task = body["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "subscription:BTCUSDT:1m").cloned();
     assert_eq!(task.unwrap()["state"], "stale");
-    assert_eq!(stream_report(&app, "BTCUSDT", "1m")["stale"], true);
+    assert_eq!(stream_row(&app, "BTCUSDT", "1m")["stale"], true);
     wait_for("a resubscribe", &app, || fake.stats().ws_unsubscribe_messages_received >= 1);
     fake.unmute_stream("btcusdt@kline_1m");
     wait_for("healthy again", &app, || app.get("/health").0 == 200);
     assert_complete_through(&fake, &app, horizon(&fake));
     assert!(fake.stats().ws_muted_events_withheld >= 1);
-    assert!(stream_report(&app, "BTCUSDT", "1m")["stale_episodes"].as_u64().unwrap() >= 1);
+    assert!(stream_row(&app, "BTCUSDT", "1m")["stale_episodes"].as_u64().unwrap() >= 1);
     assert_eq!(fake.stats().ws_connections_accepted, 1, "the connection itself stayed up");
 }
 

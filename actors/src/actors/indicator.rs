@@ -14,7 +14,17 @@ use crate::actors::storage::{LoadClosedCandles, StorageActor, StoreIndicators};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Candle, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, IndicatorValue, ProvisionalBoard, StreamIndicators};
+use crate::store::StoreError;
 use crate::tasks::{TaskState, TaskStats};
+
+/// Why a rebuild could not load the stream's closed candles (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum LoadFailed {
+    #[error("storage did not answer: {0}")]
+    Storage(#[from] MailboxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// A candle of this stream: closed ones advance the indicators, in-progress ones only give provisional values.
 #[derive(Message, Debug, Clone, Copy)]
@@ -70,12 +80,12 @@ impl IndicatorActor {
         let (storage, stream) = (self.storage.clone(), self.stream);
         let load = async move { storage.send(LoadClosedCandles { stream }).await };
         ctx.spawn(load.into_actor(self).map(|result, act, ctx| {
-            let result = result.map_err(|e| format!("storage did not answer: {e}")).and_then(|loaded| loaded);
+            let result = result.map_err(LoadFailed::from).and_then(|loaded| loaded.map_err(LoadFailed::from));
             act.loaded(result, ctx);
         }));
     }
 
-    fn loaded(&mut self, result: Result<Vec<Candle>, String>, ctx: &mut Context<Self>) {
+    fn loaded(&mut self, result: Result<Vec<Candle>, LoadFailed>, ctx: &mut Context<Self>) {
         let candles = match result {
             Ok(candles) => candles,
             Err(error) => {

@@ -45,7 +45,7 @@ pub struct StoreIndicators {
 
 /// Every closed candle stored for a stream, oldest first, after committing everything sent before this message.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<Vec<Candle>, String>")]
+#[rtype(result = "Result<Vec<Candle>, StoreError>")]
 pub struct LoadClosedCandles {
     pub stream: StreamId,
 }
@@ -60,13 +60,13 @@ pub struct RecordExchangeGaps {
 
 /// Commit everything pending now. Answers once it is durable (or why not).
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct Flush;
 
 /// Shutdown: commit everything pending, fold the WAL into the main database file, and close it, so that the
 /// `.db` file alone holds every candle.
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), StoreError>")]
 pub struct Close;
 
 /// How often the storage actor checks, between commits, that its file is still the one at the path.
@@ -343,44 +343,41 @@ impl Handler<StoreIndicators> for StorageActor {
 }
 
 impl Handler<LoadClosedCandles> for StorageActor {
-    type Result = Result<Vec<Candle>, String>;
+    type Result = Result<Vec<Candle>, StoreError>;
 
     fn handle(&mut self, msg: LoadClosedCandles, ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
-        self.load_closed(msg.stream).map_err(|error| {
+        self.load_closed(msg.stream).inspect_err(|error| {
             if !self.pending.is_empty() || matches!(error, StoreError::FileChanged { .. }) {
                 // The commit or the check failed: restart like any failed commit; the rows stay pending.
-                self.restart(&error, ctx);
+                self.restart(error, ctx);
             }
-            format!("cannot load the closed candles of stream {}: {error}", msg.stream.0)
         })
     }
 }
 
 impl Handler<Flush> for StorageActor {
-    type Result = Result<(), String>;
+    type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _: Flush, _ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
-        let pending = self.pending.len();
-        self.flush().map_err(|error| format!("flush of {pending} rows failed: {error}"))
+        self.flush()
     }
 }
 
 impl Handler<Close> for StorageActor {
-    type Result = Result<(), String>;
+    type Result = Result<(), StoreError>;
 
     fn handle(&mut self, _: Close, _ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
-        let pending = self.pending.len();
         // A file found deleted or replaced is closed by the first attempt; the second writes to the one at the path.
         let flushed = match self.flush() {
             Err(StoreError::FileChanged { .. }) => self.flush(),
             flushed => flushed,
         };
-        flushed.map_err(|error| format!("flush of {pending} rows failed: {error}"))?;
+        flushed?;
         if let Some(store) = self.store.take() {
-            store.checkpoint().map_err(|error| format!("WAL checkpoint failed: {error}"))?;
+            store.checkpoint()?;
         }
         self.stats.set_state(TaskState::Stopped);
         Ok(())

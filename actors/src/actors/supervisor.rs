@@ -21,14 +21,23 @@ use crate::domain::{BackoffPolicy, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::rest::RestClient;
-use crate::store::CandleStore;
+use crate::store::{CandleStore, StoreError};
 use crate::streams::StreamHealth;
 use crate::tasks::{Priority, RestartBudget, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats};
 
 /// Stop every task in reverse start order and flush storage. Answers when everything received is committed.
 #[derive(Message)]
-#[rtype(result = "Result<(), String>")]
+#[rtype(result = "Result<(), ShutdownError>")]
 pub struct Shutdown;
+
+/// Why a shutdown could not commit everything received.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("storage is gone: {0}")]
+    StorageGone(#[from] MailboxError),
+    #[error("storage could not commit at shutdown: {0}")]
+    Storage(#[from] StoreError),
+}
 
 /// The priority and auto-restart flag of one kind of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +318,7 @@ impl Actor for SupervisorActor {
 }
 
 impl Handler<Shutdown> for SupervisorActor {
-    type Result = ResponseActFuture<Self, Result<(), String>>;
+    type Result = ResponseActFuture<Self, Result<(), ShutdownError>>;
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let Some(running) = self.running.take() else { return Box::pin(fut::ready(Ok(()))) };
@@ -325,14 +334,14 @@ impl Handler<Shutdown> for SupervisorActor {
             for indicator in &running.indicators {
                 let _ = indicator.send(Drain).await;
             }
-            let flushed = running.storage.send(Close).await.map_err(|e| format!("storage is gone: {e}"))?;
+            let flushed = running.storage.send(Close).await?;
             for stats in &running.all_stats {
                 if stats.state() == TaskState::Running {
                     stats.set_state(TaskState::Stopped);
                 }
             }
             log::info!("Shut down after {frames_received} frame(s); storage flushed");
-            flushed
+            flushed.map_err(ShutdownError::from)
         };
         Box::pin(shutdown.into_actor(self).map(|result, act, _ctx| {
             for arbiter in act.arbiters.drain(..) {
