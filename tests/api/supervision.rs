@@ -109,3 +109,31 @@ fn a_task_whose_restart_budget_is_spent_stays_down_marked_failed() {
     let (status, _dir, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
 }
+
+#[test]
+fn a_subscription_restarted_before_its_history_landed_loads_and_reports_it() {
+    let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
+    // Long enough that the first history loads fail and are being retried when the subscription panics.
+    fake.set_down_for(Duration::from_secs(15));
+    let options = AppOptions {
+        symbols: vec!["BTCUSDT"],
+        timeframes: vec!["1m", "5m"],
+        history: 30,
+        extra: SUPERVISED,
+        ..Default::default()
+    };
+    let mut app = spawn_app(&fake, options);
+    app.wait_for_log("history load failed, retrying", Duration::from_secs(30));
+    let task = "subscription:BTCUSDT:1m";
+    assert_eq!(inject(&app, task, "panic"), 204);
+    wait_for_task(&app, task, 1, "running");
+
+    // The new subscription loads the history and reports it: the run-once history task finishes.
+    let finished =
+        wait_until(Duration::from_secs(30), || task_row(&app, "history").filter(|row| row["state"] == "finished"));
+    assert!(finished.is_some(), "{:?}\nlog:\n{}", task_row(&app, "history"), app.log_text());
+    let horizon = fake.now_ms() + 2 * FIVE_MINUTES;
+    assert_streams_complete_through(&fake, &app, &STREAMS, horizon, Duration::from_secs(30));
+    let served = crate::helpers::served_closed(&fake, "BTCUSDT", "1m");
+    assert!(served.len() >= 30, "the whole history was loaded: {}", served.len());
+}

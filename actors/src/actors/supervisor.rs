@@ -110,6 +110,8 @@ enum TaskRef {
     Storage,
     Backfill,
     Audit,
+    /// Run once: when it is gone before it finished, it is marked failed, never restarted.
+    History,
     Indicator(usize),
     Subscription(usize),
     Connection(usize),
@@ -141,6 +143,7 @@ struct RunningTasks {
     storage: Mailbox<StorageActor>,
     backfill: Mailbox<BackfillActor>,
     audit: Mailbox<AuditActor>,
+    history: Option<Mailbox<HistoryActor>>,
     indicators: Vec<Mailbox<IndicatorActor>>,
     subscriptions: Vec<Mailbox<SubscriptionActor>>,
     connections: Vec<Mailbox<ConnectionActor>>,
@@ -158,6 +161,7 @@ impl RunningTasks {
             TaskRef::Storage => self.storage.connected(),
             TaskRef::Backfill => self.backfill.connected(),
             TaskRef::Audit => self.audit.connected(),
+            TaskRef::History => self.history.as_ref().is_none_or(Mailbox::connected),
             TaskRef::Indicator(i) => self.indicators[i].connected(),
             TaskRef::Subscription(i) => self.subscriptions[i].connected(),
             TaskRef::Connection(i) => self.connections[i].connected(),
@@ -365,11 +369,14 @@ impl SupervisorActor {
             watched.push(table.watched(backfill_task, TaskRef::Backfill));
             Mailbox::new(self.start_backfill(&stats), stats)
         };
-        let history = history_task.map(|task| {
+        let history_mailbox = history_task.map(|task| {
             let (stats, _) = table.handle(task);
             let ids = (0..streams.len()).map(|index| StreamId(index as u32));
-            HistoryActor::new(self.settings.supervision.run_once_timeout, ids, stats).start().recipient()
+            let addr = HistoryActor::new(self.settings.supervision.run_once_timeout, ids, stats.clone()).start();
+            watched.push(table.watched(task, TaskRef::History));
+            Mailbox::new(addr, stats)
         });
+        let history = history_mailbox.as_ref().map(|mailbox| mailbox.recipient::<HistoryLanded>());
         let mut indicators = Vec::new();
         let mut subscriptions = Vec::new();
         let mut stream_health = Vec::new();
@@ -414,6 +421,7 @@ impl SupervisorActor {
             storage,
             backfill,
             audit,
+            history: history_mailbox,
             indicators,
             subscriptions,
             connections,
@@ -441,7 +449,8 @@ impl SupervisorActor {
             if watched.watch != Watch::Alive {
                 continue;
             }
-            if alive {
+            // A run-once task that finished is gone by design.
+            if alive || watched.stats.state() == TaskState::Finished {
                 // It has worked since its last restart: the next failure backs off from the start again.
                 watched.tracker.on_healthy();
                 continue;
@@ -515,6 +524,8 @@ impl SupervisorActor {
                 running.audit.repoint(addr);
                 Ok(())
             }
+            // Its policy never restarts it: `probe` marked it failed.
+            TaskRef::History => Err("a run-once task is not restarted".to_owned()),
             TaskRef::Indicator(index) => {
                 // A fresh indicator actor rebuilds its state from the stored candles when it starts.
                 let addr = self.start_indicator(index, &running.streams[index], &running.storage, &stats);
@@ -523,7 +534,8 @@ impl SupervisorActor {
             }
             TaskRef::Subscription(index) => {
                 // It continues from the newest stored closed candle and repairs from there once it is live. What
-                // storage has not committed yet is fetched again, harmlessly.
+                // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
+                // actor and are lost; the new one asks again.
                 let key = &running.streams[index];
                 let last_stored = CandleStore::open_read_only(&self.settings.storage.path)
                     .and_then(|store| store.last_closed())
@@ -532,13 +544,17 @@ impl SupervisorActor {
                         log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");
                         None
                     });
+                // A stream whose history had not landed loads it (and reports it) again; the others only repair.
+                let history = (running.history.as_ref())
+                    .filter(|history| history.connected() && !running.stream_health[index].history_landed())
+                    .map(Mailbox::recipient::<HistoryLanded>);
                 let addr = self.start_subscription(
                     index,
                     last_stored,
                     &running.storage,
                     &running.indicators[index],
                     &running.backfill,
-                    None,
+                    history,
                     &stats,
                     &running.stream_health[index],
                 );
@@ -684,6 +700,7 @@ impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
             TaskRef::Storage => running.storage.do_send(inject),
             TaskRef::Backfill => running.backfill.do_send(inject),
             TaskRef::Audit => running.audit.do_send(inject),
+            TaskRef::History => running.history.as_ref().ok_or("no history task")?.do_send(inject),
             TaskRef::Indicator(i) => running.indicators[i].do_send(inject),
             TaskRef::Subscription(i) => running.subscriptions[i].do_send(inject),
             TaskRef::Connection(i) => running.connections[i].do_send(inject),
