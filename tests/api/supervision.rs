@@ -91,7 +91,7 @@ fn a_panicked_or_stopped_task_is_restarted_counted_and_nothing_is_lost() {
 #[test]
 fn a_task_whose_restart_budget_is_spent_stays_down_marked_failed() {
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
-    let app = start(
+    let mut app = start(
         &fake,
         "[supervisor]\nrestart_budget = 1\nrestart_window_secs = 600\nbackoff_initial_ms = 50\nbackoff_max_ms = 1000\n",
     );
@@ -102,8 +102,12 @@ fn a_task_whose_restart_budget_is_spent_stays_down_marked_failed() {
     let failed = wait_for_task(&app, task, 2, "failed");
     let error = failed["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("panicked or stopped") && error.contains("budget(1 in 600s)"), "{failed}");
-    // It stays down: no third start, and the other streams' tasks are untouched.
-    std::thread::sleep(Duration::from_secs(1));
+    // It stays down: given up once, restarted only the first time; the other streams' tasks are untouched.
+    app.wait_for_log(
+        &format!("{task}: the task's actor panicked or stopped, and its restart policy"),
+        Duration::from_secs(5),
+    );
+    assert_eq!(count_lines(&app, &format!("{task}: restarted")), 1, "log:\n{}", app.log_text());
     assert_eq!(task_row(&app, task).expect("listed")["state"], "failed");
     assert_eq!(task_row(&app, "indicator:BTCUSDT:1m").expect("listed")["restarts"], 0);
     let (status, _dir, log) = app.terminate();

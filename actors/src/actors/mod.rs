@@ -46,7 +46,12 @@ impl<A: Actor> Mailbox<A> {
 
     /// The current address.
     pub fn addr(&self) -> Addr<A> {
-        self.addr.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.with_addr(Addr::clone)
+    }
+
+    /// Calls `f` with the current address, without cloning it (the send path).
+    fn with_addr<R>(&self, f: impl FnOnce(&Addr<A>) -> R) -> R {
+        f(&self.addr.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Points every clone of this mailbox at `addr`, a fresh actor replacing a dead one. What was queued for the
@@ -58,7 +63,7 @@ impl<A: Actor> Mailbox<A> {
 
     /// The actor is alive: its mailbox still takes messages. `false` once it stopped for good or panicked.
     pub fn connected(&self) -> bool {
-        self.addr.read().unwrap_or_else(|e| e.into_inner()).connected()
+        self.with_addr(Addr::connected)
     }
 
     /// The current actor as a recipient of `M` (not counted: use it for replies).
@@ -81,7 +86,7 @@ impl<A: Actor> Mailbox<A> {
         M::Result: Send,
     {
         self.stats.record_sent();
-        self.addr().do_send(msg);
+        self.with_addr(|addr| addr.do_send(msg));
     }
 
     /// Enqueues `msg` unless the mailbox is full; gives it back if it is. Use it for updates that may be
@@ -93,7 +98,7 @@ impl<A: Actor> Mailbox<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
-        match self.addr().try_send(msg) {
+        match self.with_addr(|addr| addr.try_send(msg)) {
             Ok(()) => {
                 self.stats.record_sent();
                 Ok(())
@@ -111,8 +116,8 @@ impl<A: Actor> Mailbox<A> {
         M::Result: Send,
     {
         self.stats.record_sent();
-        let addr = self.addr();
-        addr.send(msg).await
+        let request = self.with_addr(|addr| addr.send(msg));
+        request.await
     }
 
     pub fn stats(&self) -> &Arc<TaskStats> {
