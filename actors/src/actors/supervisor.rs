@@ -1,5 +1,7 @@
 //! The supervisor actor: owns the task table, starts every task in dependency order with the restart policy its
-//! priority and auto-restart flag call for, and stops them in reverse order, flushing storage last.
+//! priority and auto-restart flag call for, and stops them in reverse order, flushing storage last. It probes every
+//! task's actor twice a second: one that panicked (actix drops it silently) or stopped for good is counted and, under
+//! its policy, replaced by a fresh actor behind the same [`Mailbox`] (so every holder reaches it), or marked failed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
