@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod domain;
+pub mod fault_injection;
 pub mod indicators;
 pub mod lock;
 pub mod metrics;

@@ -293,6 +293,11 @@ impl TaskStats {
         self.sent.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The actor was replaced: what was queued for the old one is gone, so the depth starts from zero again.
+    pub fn forget_queued(&self) {
+        self.sent.store(self.handled.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// Counts one message taken from the mailbox, stamped with the wall-clock time.
     pub fn record_handled(&self) {
         self.handled.fetch_add(1, Ordering::Relaxed);

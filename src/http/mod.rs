@@ -5,6 +5,7 @@
 mod candles;
 pub mod client_errors;
 mod error;
+mod fault_injection;
 mod health;
 mod indicators;
 mod metrics;
@@ -43,8 +44,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/streams", streams::streams))
         .service(get_and_head("/api/v1/candles", candles::candles))
         .service(get_and_head("/api/v1/indicators", indicators::indicators))
-        .service(get_and_head("/metrics", metrics::metrics))
-        .default_service(web::to(not_found));
+        .service(get_and_head("/metrics", metrics::metrics));
+    if candled_actors::fault_injection::ENABLED {
+        fault_injection::routes(cfg);
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 /// A resource answering GET and HEAD with `handler` (actix-web sends no body for HEAD), and 405 otherwise.

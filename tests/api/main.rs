@@ -13,4 +13,5 @@ mod scale;
 mod shutdown;
 mod startup;
 mod storage_faults;
+mod supervision;
 mod tls;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::backfill::{BackfillActor, FetchKlines};
-use crate::actors::messages::{BackfillPurpose, Backfilled, FetchRange};
+use crate::actors::messages::{BackfillPurpose, FetchRange};
+use crate::actors::subscription::SubscriptionActor;
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Gap, StreamId, StreamKey, audit_through, holes};
 use crate::metrics::Metrics;
@@ -37,7 +38,8 @@ pub struct AuditSettings {
 pub struct AuditedStream {
     pub stream: StreamId,
     pub key: StreamKey,
-    pub subscription: Recipient<Backfilled>,
+    /// Re-pointed by the supervisor when the subscription is restarted.
+    pub subscription: Mailbox<SubscriptionActor>,
     pub health: Arc<StreamHealth>,
 }
 
@@ -204,7 +206,7 @@ impl AuditActor {
                     key: key.clone(),
                     range: FetchRange::Between { from: hole.from_open, to: timeframe.previous_open(hole.to_open) },
                     purpose: BackfillPurpose::Audit,
-                    reply: audited.subscription.clone(),
+                    reply: audited.subscription.recipient(),
                 });
             }
         }
@@ -229,5 +231,14 @@ impl Supervised for AuditActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.pass_in_flight = false;
         self.restarts.restarting(&self.stats);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>("audit", ctx);
     }
 }

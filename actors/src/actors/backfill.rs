@@ -98,3 +98,12 @@ impl Handler<FetchKlines> for BackfillActor {
         self.start_next(ctx);
     }
 }
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for BackfillActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>("backfill", ctx);
+    }
+}

@@ -29,6 +29,14 @@ use crate::tasks::{RestartTracker, TaskState, TaskStats};
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// The subscription of `key` was restarted: tell the new one it is live (if it is), so that it learns where to
+/// send its requests and repairs what it missed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Reannounce {
+    pub key: StreamKey,
+}
+
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type WsSink = SplitSink<WsStream, Message>;
 
@@ -467,6 +475,23 @@ impl Handler<StreamSilent> for ConnectionActor {
     }
 }
 
+impl Handler<Reannounce> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reannounce, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
+        // Not connected yet, or its SUBSCRIBE still waits for its ack: it is announced when that happens.
+        let awaiting = self.current.as_ref().is_none_or(|socket| {
+            socket.awaiting_ack.values().any(|streams| streams.contains(&index))
+                || socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.contains(&index)))
+        });
+        if !awaiting {
+            self.announce_live(index, ctx);
+        }
+    }
+}
+
 impl Handler<Stop> for ConnectionActor {
     type Result = ();
 
@@ -475,5 +500,14 @@ impl Handler<Stop> for ConnectionActor {
         self.stopping = true;
         self.disconnect(ctx);
         self.stats.set_state(TaskState::Stopped);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>(&self.name, ctx);
     }
 }

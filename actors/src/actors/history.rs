@@ -96,3 +96,12 @@ impl Handler<HistoryLanded> for HistoryActor {
         }
     }
 }
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for HistoryActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>("history", ctx);
+    }
+}

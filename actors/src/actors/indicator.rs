@@ -168,6 +168,15 @@ impl Handler<Drain> for IndicatorActor {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for IndicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>(&format!("indicator {}", self.key), ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -399,6 +399,15 @@ impl Handler<RecordExchangeGaps> for StorageActor {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for StorageActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>("storage", ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,12 @@ pub struct StreamLive {
     pub connection: Recipient<StreamSilent>,
 }
 
+/// The backfill task was restarted: the fetches it had queued or in flight are lost. A history load or repair
+/// that was waiting for its answer is asked again.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct BackfillRestarted;
+
 /// How a subscription watches its stream.
 #[derive(Debug, Clone, Copy)]
 pub struct SubscriptionSettings {
@@ -442,6 +448,20 @@ impl Handler<Backfilled> for SubscriptionActor {
     }
 }
 
+impl Handler<BackfillRestarted> for SubscriptionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: BackfillRestarted, ctx: &mut Context<Self>) {
+        self.links.stats.record_handled();
+        if !self.history_done {
+            self.fetch_history(ctx);
+        } else if std::mem::take(&mut self.repair_in_flight) {
+            self.repair_wanted = true;
+            self.maybe_repair(ctx);
+        }
+    }
+}
+
 impl Handler<Drain> for SubscriptionActor {
     type Result = ();
 
@@ -451,5 +471,14 @@ impl Handler<Drain> for SubscriptionActor {
         if let Some(msg) = self.deferred.take() {
             self.links.storage.do_send(msg);
         }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::fault_injection::Inject> for SubscriptionActor {
+    type Result = ();
+
+    fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
+        fault.apply::<Self>(&format!("subscription {}", self.key), ctx);
     }
 }
