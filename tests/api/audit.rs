@@ -239,18 +239,23 @@ fn a_zombie_connection_is_resubscribed_then_replaced() {
     assert!(app.metric("candled_connection_replacements_total") >= 1.0);
 }
 
-#[test]
-fn the_audit_repairs_deleted_and_reopened_rows() {
-    let streams = streams_of(&TWO_SYMBOLS, &ONE_AND_FIVE_MINUTES);
-    let fake = fake(FakeConfig::default());
-    let options = AppOptions {
+/// BTCUSDT and ETHUSDT on 1m and 5m with 40 candles of history, quick detection, and an audit pass every second.
+fn two_symbols_audited_every_second() -> AppOptions {
+    AppOptions {
         symbols: TWO_SYMBOLS.to_vec(),
         timeframes: ONE_AND_FIVE_MINUTES.to_vec(),
         history: 40,
         exchange_extra: QUICK_DETECTION,
         extra: "[audit]\ninterval_secs = 1\n",
         ..AppOptions::default()
-    };
+    }
+}
+
+#[test]
+fn the_audit_repairs_deleted_and_reopened_rows() {
+    let streams = streams_of(&TWO_SYMBOLS, &ONE_AND_FIVE_MINUTES);
+    let fake = fake(FakeConfig::default());
+    let options = two_symbols_audited_every_second();
     let app = start(&fake, options, &streams);
     let audit = task_row(&app, "audit").unwrap_or_else(|| panic!("no audit task; log:\n{}", app.log_text()));
     assert_eq!(audit["kind"], "audit", "{audit}");
@@ -344,14 +349,7 @@ fn a_permanent_rest_error_fails_only_that_stream() {
 fn health_is_degraded_and_names_a_stream_whose_hole_outlives_its_repair_deadline() {
     let streams = streams_of(&TWO_SYMBOLS, &ONE_AND_FIVE_MINUTES);
     let fake = fake(FakeConfig::default());
-    let options = AppOptions {
-        symbols: TWO_SYMBOLS.to_vec(),
-        timeframes: ONE_AND_FIVE_MINUTES.to_vec(),
-        history: 40,
-        exchange_extra: QUICK_DETECTION,
-        extra: "[audit]\ninterval_secs = 1\n",
-        ..AppOptions::default()
-    };
+    let options = two_symbols_audited_every_second();
     let app = start(&fake, options, &streams);
     let opens = wait_for_stored(&app, "ETHUSDT", "1m", 40);
     assert_eq!(app.get("/health").1["status"], "healthy");
