@@ -39,18 +39,12 @@ pub fn holes(timeframe: Timeframe, from_open: i64, through_open: i64, closed: &[
     holes
 }
 
-/// `hole` without the part `known` covers: nothing, itself, or one or two pieces.
+/// `hole` without the part `known` covers: nothing, itself, or one or two pieces. The pieces before and after
+/// `known` are clipped to `hole`; one that ends up empty (known covers that side, or lies wholly on the other) drops.
 fn cut(hole: Gap, known: &Gap) -> impl Iterator<Item = Gap> {
-    let overlaps = known.from_open < hole.to_open && known.to_open > hole.from_open;
-    let (left, right) = if overlaps {
-        (
-            Gap { from_open: hole.from_open, to_open: known.from_open.min(hole.to_open) },
-            Gap { from_open: known.to_open.max(hole.from_open), to_open: hole.to_open },
-        )
-    } else {
-        (hole, Gap { from_open: hole.to_open, to_open: hole.to_open })
-    };
-    [left, right].into_iter().filter(|g| g.from_open < g.to_open)
+    let before = Gap { from_open: hole.from_open, to_open: known.from_open.min(hole.to_open) };
+    let after = Gap { from_open: known.to_open.max(hole.from_open), to_open: hole.to_open };
+    [before, after].into_iter().filter(|g| g.from_open < g.to_open)
 }
 
 #[cfg(test)]

@@ -142,9 +142,7 @@ impl CandleRules {
     /// A backfill fetched every closed candle up to `through_open`: whatever is still missing up to there does
     /// not exist on the exchange either, so the series is contiguous through it.
     pub fn backfilled_through(&mut self, through_open: i64) {
-        if self.contiguous.is_none_or(|open| open < through_open) {
-            self.contiguous = Some(through_open);
-        }
+        self.contiguous = Some(self.contiguous.map_or(through_open, |open| open.max(through_open)));
         self.awaiting_close.retain(|&open, _| open > through_open);
         self.advance();
     }
@@ -291,6 +289,42 @@ mod tests {
         eager.apply(&candle(12, true));
         eager.backfilled_through(10 * MIN);
         assert_eq!(eager.first_gap(), None);
+    }
+
+    #[test]
+    fn the_last_eight_closes_are_remembered_to_recognise_replays() {
+        let mut rules = CandleRules::new(Timeframe::M1, Some(0));
+        for minute in 1..=8 {
+            assert_eq!(rules.apply(&candle(minute, true)), Verdict::Closed);
+        }
+        // TC0: a replay of any of the last eight changes nothing.
+        for minute in 1..=8 {
+            assert_eq!(rules.apply(&candle(minute, true)), Verdict::LateClosed { changes: false }, "minute {minute}");
+        }
+        // TC1: a ninth close evicts the oldest: its replay is no longer recognised.
+        assert_eq!(rules.apply(&candle(9, true)), Verdict::Closed);
+        assert_eq!(rules.apply(&candle(1, true)), Verdict::LateClosed { changes: true });
+        // TC2: a revision replaces its candle's fingerprint, and keeps the others.
+        let revised = Candle { close: 1.5, high: 1.5, ..candle(5, true) };
+        assert_eq!(rules.apply(&revised), Verdict::LateClosed { changes: true });
+        assert_eq!(rules.apply(&revised), Verdict::LateClosed { changes: false });
+        assert_eq!(rules.apply(&candle(5, true)), Verdict::LateClosed { changes: true });
+        assert_eq!(rules.apply(&candle(7, true)), Verdict::LateClosed { changes: false });
+    }
+
+    #[test]
+    fn a_backfill_clears_the_closes_it_covered_and_never_moves_the_series_back() {
+        let mut rules = CandleRules::new(Timeframe::M1, Some(9 * MIN));
+        rules.apply(&candle(10, false));
+        rules.apply(&candle(11, false));
+        rules.backfilled_through(11 * MIN);
+        assert_eq!(rules.contiguous(), Some(11 * MIN));
+        // TC0: 10 and 11 are no longer awaited; 12 is due only at its own close.
+        let close_of_11 = 12 * MIN - 1;
+        assert_eq!(rules.overdue_close(close_of_11 + 1_001, 1_000), None);
+        // TC1: an older backfill does not move the series back.
+        rules.backfilled_through(5 * MIN);
+        assert_eq!(rules.contiguous(), Some(11 * MIN));
     }
 
     #[test]

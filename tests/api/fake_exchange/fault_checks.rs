@@ -154,6 +154,9 @@ fn chaos_draws(stats: &FakeStats) -> [u64; 5] {
 fn connection_chaos_draws_one_seeded_fault_per_new_connection_and_applies_it() {
     let fake = fake();
     let before = connect(&fake, "/ws/btcusdt@kline_1m");
+    // The client's handshake can return before the server registered the connection: wait until it sends data.
+    let registered = wait_until(Duration::from_secs(5), || (fake.stats().ws_data_frames_sent >= 1).then_some(()));
+    assert!(registered.is_some(), "the first connection never sent data");
     fake.set_connection_chaos(Some(42));
     let outcomes = observe_connections(&fake, 12, Duration::from_secs(8));
     let stats = fake.stats();
