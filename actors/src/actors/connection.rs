@@ -2,7 +2,7 @@
 //! routes each kline to its subscription actor, and on any failure stops so that supervision reconnects it with
 //! back-off. tungstenite answers server pings on the next read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,9 @@ use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
 use crate::actors::messages::StreamSilent;
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
-use crate::domain::{Frame, RateBudget, RejectReason, Routed, Router, SilenceStep, StreamKey, route_frame};
+use crate::domain::{
+    Control, ControlQueue, Frame, RateBudget, RejectReason, Routed, Router, SilenceStep, StreamKey, route_frame,
+};
 use crate::error_chain;
 use crate::metrics::Metrics;
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
@@ -63,32 +65,16 @@ pub struct ConnectionSettings {
     pub connect_budget: Arc<Mutex<RateBudget>>,
 }
 
-/// One control message waiting for its turn.
-#[derive(Debug, Clone)]
-enum Control {
-    Subscribe(Vec<usize>),
-    Unsubscribe(Vec<usize>),
-}
-
 /// One open WebSocket: its reader, its writer, and its own control messages (the 5-per-second limit is per
 /// connection).
 struct Socket {
     reader: SpawnHandle,
     writer: SinkWrite<Message, WsSink>,
-    /// Control messages waiting to be sent, one per control interval.
-    controls: VecDeque<Control>,
-    /// SUBSCRIBE ids awaiting their ack, with the streams they cover.
-    awaiting_ack: HashMap<i64, Vec<usize>>,
-    /// When the last control message went out: the next waits a full control interval from it.
-    last_control: Option<Instant>,
+    /// Its SUBSCRIBE/UNSUBSCRIBE messages, paced and awaiting their acks.
+    controls: ControlQueue,
 }
 
 impl Socket {
-    /// Every stream is subscribed and acknowledged.
-    fn settled(&self) -> bool {
-        self.controls.is_empty() && self.awaiting_ack.is_empty()
-    }
-
     fn close(mut self, ctx: &mut Context<ConnectionActor>) {
         ctx.cancel_future(self.reader);
         self.writer.close();
@@ -216,14 +202,9 @@ impl ConnectionActor {
         let (sink, stream) = socket.split();
         let in_url = self.settings.streams_per_message.max(1).min(self.streams.len());
         let rest: Vec<usize> = (in_url..self.streams.len()).collect();
-        let controls = rest.chunks(self.settings.streams_per_message.max(1));
-        let socket = Socket {
-            reader: ctx.add_stream(stream),
-            writer: SinkWrite::new(sink, ctx),
-            controls: controls.map(|chunk| Control::Subscribe(chunk.to_vec())).collect(),
-            awaiting_ack: HashMap::new(),
-            last_control: None,
-        };
+        let mut controls = ControlQueue::new(self.settings.control_interval);
+        controls.subscribe(&rest, self.settings.streams_per_message);
+        let socket = Socket { reader: ctx.add_stream(stream), writer: SinkWrite::new(sink, ctx), controls };
         self.last_frame = Instant::now();
         ctx.run_later(self.settings.rotate_after, |act, ctx| act.connect(Role::Successor, ctx));
         match role {
@@ -247,7 +228,7 @@ impl ConnectionActor {
 
     /// Once the successor carries every stream, it replaces the current socket (make before break).
     fn promote_if_settled(&mut self, ctx: &mut Context<Self>) {
-        if !self.successor.as_ref().is_some_and(Socket::settled) {
+        if !self.successor.as_ref().is_some_and(|socket| socket.controls.settled()) {
             return;
         }
         let old = std::mem::replace(&mut self.current, self.successor.take());
@@ -279,14 +260,9 @@ impl ConnectionActor {
     /// ticks: after a stalled arbiter, missed ticks fire back to back and must not become a burst.
     fn send_next_controls(&mut self) {
         let now = Instant::now();
-        let interval = self.settings.control_interval;
         for socket in [&mut self.current, &mut self.successor].into_iter().flatten() {
-            if socket.last_control.is_some_and(|at| now.duration_since(at) < interval) {
-                continue;
-            }
-            let Some(control) = socket.controls.pop_front() else { continue };
-            socket.last_control = Some(now);
             let id = self.next_request_id;
+            let Some(control) = socket.controls.next_due(now, id) else { continue };
             self.next_request_id += 1;
             let (method, streams) = match &control {
                 Control::Subscribe(streams) => ("SUBSCRIBE", streams),
@@ -294,11 +270,8 @@ impl ConnectionActor {
             };
             let params: Vec<String> = streams.iter().map(|&i| self.streams[i].key.stream_name()).collect();
             let request = serde_json::json!({ "method": method, "params": params, "id": id });
-            if socket.writer.write(Message::Text(request.to_string().into())).is_ok()
-                && let Control::Subscribe(streams) = control
-            {
-                socket.awaiting_ack.insert(id, streams);
-            }
+            // A write fails only on a socket already closing; the next socket subscribes every stream again.
+            let _ = socket.writer.write(Message::Text(request.to_string().into()));
         }
     }
 
@@ -319,12 +292,12 @@ impl ConnectionActor {
                 log::debug!("{}: event for unsubscribed {} {}", self.name, event.symbol, event.timeframe);
             }
             Ok(Routed::Other(Frame::Ack { id: Some(id) })) => {
-                let acked = self.current.as_mut().and_then(|socket| socket.awaiting_ack.remove(&id));
+                let acked = self.current.as_mut().and_then(|socket| socket.controls.acknowledged(id));
                 for index in acked.unwrap_or_default() {
                     self.announce_live(index, ctx);
                 }
                 if let Some(successor) = &mut self.successor
-                    && successor.awaiting_ack.remove(&id).is_some()
+                    && successor.controls.acknowledged(id).is_some()
                 {
                     self.promote_if_settled(ctx);
                 }
@@ -450,12 +423,7 @@ impl Handler<StreamSilent> for ConnectionActor {
             SilenceStep::Resubscribe => {
                 // One resubscribe per stream at a time: a stream that stays silent asks again, and the queue drains
                 // at only 4 messages a second.
-                let queued =
-                    socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.as_slice() == [index]));
-                if !queued {
-                    socket.controls.push_back(Control::Unsubscribe(vec![index]));
-                    socket.controls.push_back(Control::Subscribe(vec![index]));
-                }
+                socket.controls.resubscribe(index);
             }
             // Every silent stream asks; one replacement (or rotation) at a time answers them all.
             SilenceStep::ReplaceConnection if self.successor.is_none() && !self.replacing => {
@@ -482,10 +450,7 @@ impl Handler<Reannounce> for ConnectionActor {
         self.stats.record_handled();
         let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
         // Not connected yet, or its SUBSCRIBE still waits for its ack: it is announced when that happens.
-        let awaiting = self.current.as_ref().is_none_or(|socket| {
-            socket.awaiting_ack.values().any(|streams| streams.contains(&index))
-                || socket.controls.iter().any(|c| matches!(c, Control::Subscribe(s) if s.contains(&index)))
-        });
+        let awaiting = self.current.as_ref().is_none_or(|socket| socket.controls.subscribing(index));
         if !awaiting {
             self.announce_live(index, ctx);
         }
