@@ -421,12 +421,20 @@ impl CandleStore {
 
     /// The oldest closed open time stored for a stream.
     pub fn first_closed(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
-        let first = self.conn.query_row(
-            "SELECT MIN(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1",
-            params![key.symbol, key.timeframe.as_str()],
-            |row| row.get(0),
-        )?;
-        Ok(first)
+        self.closed_bound(key, "MIN")
+    }
+
+    /// The newest closed open time stored for a stream.
+    pub fn last_closed_of(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
+        self.closed_bound(key, "MAX")
+    }
+
+    /// `MIN` or `MAX` of a stream's closed open times: one step down its primary key.
+    fn closed_bound(&self, key: &StreamKey, aggregate: &str) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "SELECT {aggregate}(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1"
+        );
+        Ok(self.conn.query_row(&sql, params![key.symbol, key.timeframe.as_str()], |row| row.get(0))?)
     }
 
     /// The open times stored for a stream in `[from, to]`, oldest first: closed ones, and ones still in progress.

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use candled_actors::actors::health::GetStreams;
-use candled_actors::domain::Timeframe;
 use candled_actors::store::{CandleStore, StoreError};
 use serde::Serialize;
 
@@ -48,8 +47,8 @@ pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 (Some(first), Some(last)) => {
                     let end = tf.next_open(last);
                     let gaps = counters.exchange_gaps.iter();
-                    let known = gaps.map(|g| count_opens(tf, g.from_open.max(first), g.to_open.min(end))).sum();
-                    (count_opens(tf, first, end), known)
+                    let known = gaps.map(|g| tf.count_opens(g.from_open.max(first), g.to_open.min(end))).sum();
+                    (tf.count_opens(first, end), known)
                 }
                 _ => (0, 0),
             };
@@ -68,16 +67,6 @@ pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         "streams": reports,
         "rejected_frames": state.metrics.rejected().into_iter().collect::<HashMap<_, _>>(),
     })))
-}
-
-/// The candle open times on the grid in `[from, to)`.
-fn count_opens(timeframe: Timeframe, from: i64, to: i64) -> u64 {
-    match timeframe.fixed_ms() {
-        Some(ms) => ((to - from + ms - 1) / ms).max(0) as u64,
-        None => std::iter::successors(Some(from), |&open| Some(timeframe.next_open(open)))
-            .take_while(|&open| open < to)
-            .count() as u64,
-    }
 }
 
 fn stored_ranges(store: &CandleStore) -> Result<HashMap<(String, String), StoredRange>, StoreError> {
@@ -108,18 +97,4 @@ fn stored_ranges(store: &CandleStore) -> Result<HashMap<(String, String), Stored
         ranges.entry(key).or_insert_with(StoredRange::default).revisions = revisions;
     }
     Ok(ranges)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn count_opens_counts_the_grid_in_a_half_open_range() {
-        assert_eq!(count_opens(Timeframe::M1, 0, 60_000), 1);
-        assert_eq!(count_opens(Timeframe::M1, 0, 60 * 60_000), 60);
-        assert_eq!(count_opens(Timeframe::M1, 60_000, 0), 0);
-        // 2025-12-01 up to 2026-03-01: three monthly candles.
-        assert_eq!(count_opens(Timeframe::Mo1, 1_764_547_200_000, 1_772_323_200_000), 3);
-    }
 }

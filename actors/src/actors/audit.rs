@@ -168,10 +168,10 @@ impl AuditActor {
             let previous = self.previous_holes.insert(audited.stream, found.clone()).unwrap_or_default();
             let outlived = |hole: &&Gap| {
                 timeframe.close_time(hole.from_open) + deadline < exchange_now
-                    && previous.iter().any(|p| p.from_open < hole.to_open && hole.from_open < p.to_open)
+                    && previous.iter().any(|p| p.overlaps(hole))
             };
             let issue = found.iter().find(outlived).map(|hole| {
-                let stuck = in_progress.iter().any(|&open| open >= hole.from_open && open < hole.to_open);
+                let stuck = in_progress.iter().any(|&open| hole.contains(open));
                 DataIssue {
                     problem: if stuck { "stuck_in_progress" } else { "missing" },
                     from_open: hole.from_open,
@@ -192,8 +192,7 @@ impl AuditActor {
             let fresh: Vec<Gap> =
                 found.iter().copied().filter(|hole| self.logged.insert((audited.stream, hole.from_open))).collect();
             if !fresh.is_empty() {
-                let stuck =
-                    in_progress.iter().filter(|&&open| fresh.iter().any(|h| open >= h.from_open && open < h.to_open));
+                let stuck = in_progress.iter().filter(|&&open| fresh.iter().any(|hole| hole.contains(open)));
                 log::warn!(
                     "{key}: the audit found {} missing from the store ({} of them stored still in progress); fetching",
                     describe_gaps(timeframe, &fresh),

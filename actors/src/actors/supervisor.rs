@@ -549,8 +549,7 @@ impl SupervisorActor {
                 // actor and are lost; the new one asks again.
                 let key = &running.streams[index];
                 let last_stored = CandleStore::open_read_only(&self.settings.storage.path)
-                    .and_then(|store| store.last_closed())
-                    .map(|last| last.get(&(key.symbol.clone(), key.timeframe)).copied())
+                    .and_then(|store| store.last_closed_of(key))
                     .unwrap_or_else(|error| {
                         log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");
                         None

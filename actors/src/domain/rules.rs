@@ -28,6 +28,16 @@ pub struct Gap {
     pub to_open: i64,
 }
 
+impl Gap {
+    pub fn contains(&self, open: i64) -> bool {
+        (self.from_open..self.to_open).contains(&open)
+    }
+
+    pub fn overlaps(&self, other: &Gap) -> bool {
+        self.from_open < other.to_open && other.from_open < self.to_open
+    }
+}
+
 /// Tracks the closed candles of one stream, to decide what each update means and to find gaps.
 ///
 /// `contiguous` is the newest open time up to which the series has no hole since tracking began. Closed candles
