@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -23,6 +22,7 @@ use candled_actors::domain::route_frame;
 use candled_actors::domain::{BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe};
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
+use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
 use candled_actors::store::{CandleStore, SCHEMA};
 use candled_actors::streams::StreamHealth;
@@ -105,10 +105,10 @@ impl Pipeline {
     /// Must run inside the actix system.
     fn start(streams: &[StreamKey], db: &Path) -> Pipeline {
         let metrics = Metrics::new();
-        let keys: Arc<[StreamKey]> = streams.to_vec().into();
+        let keys = StreamRegistry::new(streams);
         let tracker = || RestartTracker::new(RestartPolicy::Always(BackoffPolicy::default()));
         let config = IndicatorConfig::default();
-        let board = ProvisionalBoard::new(streams, IndicatorSet::new(&config).names().into());
+        let board = ProvisionalBoard::new(IndicatorSet::new(&config).names().into());
         let arbiter = Arbiter::new();
         let storage = {
             let stats = TaskStats::new(MAILBOX_CAPACITY);
@@ -116,7 +116,7 @@ impl Pipeline {
                 StorageSettings { path: db.to_owned(), batch_size: BATCH_SIZE, flush_interval: FLUSH_INTERVAL };
             let store = CandleStore::open(db).expect("open the bench database");
             let (keys, metrics, actor_stats, tracker) = (keys.clone(), metrics.clone(), stats.clone(), tracker());
-            let names = board.names().clone();
+            let names = board.names();
             let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 StorageActor::new(settings, keys, names, store, actor_stats, tracker, metrics)
             });
@@ -130,6 +130,7 @@ impl Pipeline {
         let (mut subscriptions, mut indicators) = (Vec::new(), Vec::new());
         for (index, key) in streams.iter().enumerate() {
             let stream = StreamId(index as u32);
+            board.add(stream, key.clone());
             let stats = TaskStats::new(MAILBOX_CAPACITY);
             let actor =
                 IndicatorActor::new(stream, key.clone(), &config, storage.clone(), board.clone(), stats.clone());

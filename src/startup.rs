@@ -22,6 +22,7 @@ use candled_actors::domain::RateBudget;
 use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
+use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
 use candled_actors::tls;
@@ -130,14 +131,15 @@ impl Application {
         });
         let health = HealthActor::new(metrics.clone()).start();
         let names = IndicatorSet::new(&settings.indicators).names().into();
-        let provisional = ProvisionalBoard::new(&settings.streams, names);
+        let provisional = ProvisionalBoard::new(names);
+        let registry = StreamRegistry::new(&settings.streams);
         let db_path = settings.storage_path.clone();
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
             db_path,
             provisional: provisional.clone(),
-            streams: settings.streams.clone(),
+            streams: registry.clone(),
             startup: startup.clone(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
@@ -150,7 +152,7 @@ impl Application {
         let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
         let engine = PendingEngine {
-            settings: engine_settings(&settings, tls, provisional),
+            settings: engine_settings(&settings, tls, provisional, registry),
             store,
             rest,
             health,
@@ -236,6 +238,7 @@ fn engine_settings(
     settings: &Settings,
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,
+    registry: StreamRegistry,
 ) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
@@ -276,6 +279,7 @@ fn engine_settings(
         },
         indicators: settings.indicators.clone(),
         provisional,
+        registry,
         supervision: settings.supervision.clone(),
     }
 }

@@ -7,6 +7,7 @@ pub mod fault_injection;
 pub mod indicators;
 pub mod lock;
 pub mod metrics;
+pub mod registry;
 pub mod rest;
 pub mod store;
 pub mod streams;

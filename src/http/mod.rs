@@ -18,9 +18,9 @@ use actix::Addr;
 use actix_web::dev::HttpServiceFactory;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, ResponseError, web};
 use candled_actors::actors::health::HealthActor;
-use candled_actors::domain::StreamKey;
 use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
+use candled_actors::registry::StreamRegistry;
 
 pub use error::ApiError;
 
@@ -31,8 +31,9 @@ pub struct AppState {
     pub db_path: PathBuf,
     /// The latest provisional indicator values, written by the indicator actors.
     pub provisional: ProvisionalBoard,
-    /// The configured streams: a symbol among them is known even before anything is stored.
-    pub streams: Vec<StreamKey>,
+    /// The configured streams (they change with the config): a symbol among them is known even before anything is
+    /// stored.
+    pub streams: StreamRegistry,
     /// What start-up still waits for: `/health` answers 503 `starting` until the engine runs.
     pub startup: crate::startup::StartupState,
 }

@@ -107,7 +107,7 @@ fn time(parameter: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
 
 /// Fails with a 404 naming `symbol` when it is neither configured nor has any stored candle.
 pub async fn known_symbol(state: &AppState, symbol: &str) -> Result<(), ApiError> {
-    if state.streams.iter().any(|key| key.symbol == symbol) {
+    if state.streams.has_symbol(symbol) {
         return Ok(());
     }
     let name = symbol.to_owned();

@@ -8,6 +8,7 @@ use candled_actors::actors::health::HealthActor;
 use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
+use candled_actors::registry::StreamRegistry;
 use candled_actors::store::{CandleStore, IndicatorRow};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -62,7 +63,8 @@ fn fixture() -> (TempDir, PathBuf, ProvisionalBoard) {
     let indicators = [row(2, 0, 101.0), row(2, 1, 100.0), row(3, 0, 102.0), row(3, 1, 100.0)];
     let mut store = CandleStore::open(&path).expect("temp db");
     store.write_batch(&streams, &names, &candles, &indicators).expect("write");
-    let board = ProvisionalBoard::new(&streams, names.into());
+    let board = ProvisionalBoard::new(names.into());
+    board.add(s, streams[0].clone());
     let values = [IndicatorValue { output: 0, value: 103.0 }, IndicatorValue { output: 1, value: 100.0 }];
     board.publish(s, candles[4].1.open_time, &values);
     (dir, path, board)
@@ -75,7 +77,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         db_path: path.to_path_buf(),
         provisional: board.clone(),
         // BTCUSDT is only stored, ETHUSDT only configured: both are known symbols.
-        streams: vec![StreamKey::new("ETHUSDT", Timeframe::M1)],
+        streams: StreamRegistry::new(&[StreamKey::new("ETHUSDT", Timeframe::M1)]),
         startup: Default::default(),
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;

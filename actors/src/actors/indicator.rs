@@ -187,6 +187,7 @@ mod tests {
     use crate::domain::{StreamKey, Timeframe};
     use crate::indicators::{IndicatorSet, recompute};
     use crate::metrics::Metrics;
+    use crate::registry::StreamRegistry;
     use crate::store::CandleStore;
     use crate::tasks::{RestartPolicy, RestartTracker};
 
@@ -228,7 +229,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("candles.db");
         let config = IndicatorConfig::default();
-        let streams: Arc<[StreamKey]> = vec![StreamKey::new("BTCUSDT", Timeframe::M1)].into();
+        let key = StreamKey::new("BTCUSDT", Timeframe::M1);
+        let streams = StreamRegistry::new([&key]);
         let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
         let settings =
             StorageSettings { path: path.clone(), batch_size: 64, flush_interval: Duration::from_millis(10) };
@@ -245,7 +247,8 @@ mod tests {
 
         // TC0: history stored before the actor starts is picked up by the start-up rebuild.
         store_candles(&mut (0..30));
-        let board = ProvisionalBoard::new(&streams, names);
+        let board = ProvisionalBoard::new(names);
+        board.add(stream, key.clone());
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         let actor = IndicatorActor::new(
             stream,

@@ -11,9 +11,10 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
-use crate::domain::{Candle, Gap, StreamId, StreamKey};
+use crate::domain::{Candle, Gap, StreamId};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
+use crate::registry::StreamRegistry;
 use crate::store::{CandleStore, IndicatorRow, StoreError};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -57,6 +58,12 @@ pub struct RecordExchangeGaps {
     pub stream: StreamId,
     pub gaps: Vec<Gap>,
 }
+
+/// The indicator set changed: commit what is pending under the old output names, then name outputs by `names`.
+/// Send it once the old set's indicator actors have stopped, and before the new ones start.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetIndicatorNames(pub Arc<[String]>);
 
 /// Commit everything pending now. Answers once it is durable (or why not).
 #[derive(Message, Debug, Clone, Copy)]
@@ -118,6 +125,11 @@ impl PendingWrites {
         self.indicators.insert((stream, open_time, value.output), value.value);
     }
 
+    /// Drops the pending indicator values (their output numbers are about to mean other names).
+    pub fn forget_indicators(&mut self) {
+        self.indicators.clear();
+    }
+
     /// Pending rows, candles and indicator values together.
     pub fn len(&self) -> usize {
         self.rows.len() + self.indicators.len()
@@ -160,7 +172,8 @@ impl PendingWrites {
 /// Owns the writing SQLite connection. Runs on its own arbiter: its handlers block on SQLite.
 pub struct StorageActor {
     settings: StorageSettings,
-    streams: Arc<[StreamKey]>,
+    /// Resolves the [`StreamId`]s of the writes.
+    streams: StreamRegistry,
     /// The indicator output names ([`crate::indicators::IndicatorSet::names`]); `IndicatorValue::output` indexes it.
     indicator_names: Arc<[String]>,
     store: Option<CandleStore>,
@@ -173,7 +186,7 @@ pub struct StorageActor {
 impl StorageActor {
     pub fn new(
         settings: StorageSettings,
-        streams: Arc<[StreamKey]>,
+        streams: StreamRegistry,
         indicator_names: Arc<[String]>,
         store: CandleStore,
         stats: Arc<TaskStats>,
@@ -230,8 +243,9 @@ impl StorageActor {
         }
         let batch = self.pending.take();
         let (streams, names) = (self.streams.clone(), self.indicator_names.clone());
-        let result =
-            self.store().and_then(|store| store.write_batch(&streams, &names, &batch.candles, &batch.indicators));
+        let result = self.store().and_then(|store| {
+            streams.with_keys(|keys| store.write_batch(keys, &names, &batch.candles, &batch.indicators))
+        });
         match result {
             Ok(_) => {
                 let closed = batch.candles.iter().filter(|(_, c)| c.is_closed).count() as u64;
@@ -254,7 +268,7 @@ impl StorageActor {
     /// Commits what is pending, then reads the stream's closed candles.
     fn load_closed(&mut self, stream: StreamId) -> Result<Vec<Candle>, StoreError> {
         self.flush()?;
-        let key = self.streams.get(stream.0 as usize).cloned().ok_or(StoreError::UnknownStream(stream))?;
+        let key = self.streams.key(stream).ok_or(StoreError::UnknownStream(stream))?;
         self.store()?.closed_candles(&key.symbol, key.timeframe)
     }
 
@@ -384,12 +398,27 @@ impl Handler<Close> for StorageActor {
     }
 }
 
+impl Handler<SetIndicatorNames> for StorageActor {
+    type Result = ();
+
+    fn handle(&mut self, SetIndicatorNames(names): SetIndicatorNames, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        self.flush_or_restart(ctx);
+        // A failed commit keeps its rows pending under the old numbering: they are left out rather than misnamed. The
+        // new indicator actors rebuild and store every value again.
+        if !self.pending.is_empty() {
+            self.pending.forget_indicators();
+        }
+        self.indicator_names = names;
+    }
+}
+
 impl Handler<RecordExchangeGaps> for StorageActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordExchangeGaps, _ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        let Some(key) = self.streams.get(msg.stream.0 as usize).cloned() else { return };
+        let Some(key) = self.streams.key(msg.stream) else { return };
         let recorded = self.store().and_then(|store| store.record_exchange_gaps(&key, &msg.gaps));
         if let Err(error) = recorded {
             // The gaps stay known in memory for this run; the next run's audit finds them again.

@@ -22,6 +22,7 @@ use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, ProvisionalBoard};
 use crate::metrics::Metrics;
+use crate::registry::StreamRegistry;
 use crate::rest::RestClient;
 use crate::store::{CandleStore, StoreError};
 use crate::streams::StreamHealth;
@@ -42,6 +43,41 @@ pub enum ShutdownError {
     #[error("storage could not commit at shutdown: {0}")]
     Storage(#[from] StoreError),
 }
+
+/// Apply a changed configuration to the running engine: streams added and removed, a changed indicator set, and
+/// the `[supervisor]` and `[audit]` settings for the next restart or pass. Settings that cannot change while running
+/// (exchange, storage) are ignored here: the caller refuses them. Answers once every change is under way.
+#[derive(Message)]
+#[rtype(result = "Result<Reconfigured, ReconfigureError>")]
+pub struct Reconfigure(pub EngineSettings);
+
+/// What a [`Reconfigure`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reconfigured {
+    /// Streams added, in config order: `BTCUSDT 1m` as `BTCUSDT:1m`.
+    pub added: Vec<String>,
+    /// Streams removed. Their stored candles stay.
+    pub removed: Vec<String>,
+    /// The indicator set changed: every stream's indicators are being rebuilt.
+    pub indicators_rebuilt: bool,
+}
+
+/// Why a [`Reconfigure`] or a [`RestartTask`] could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconfigureError {
+    #[error("the engine is not running yet")]
+    NotRunning,
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+    #[error("no task is named {0:?}")]
+    UnknownTask(String),
+}
+
+/// Restart one task now, by its name in the task table (an operator's request): a fresh actor replaces the
+/// running one, as after a crash, and the restart is counted.
+#[derive(Message)]
+#[rtype(result = "Result<(), ReconfigureError>")]
+pub struct RestartTask(pub String);
 
 /// The priority and auto-restart flag of one kind of task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +129,10 @@ pub struct EngineSettings {
     pub audit: AuditSettings,
     /// The indicators computed on every stream (validated).
     pub indicators: IndicatorConfig,
-    /// Where the indicator actors publish provisional values; built for `streams` and `indicators`, shared with
-    /// HTTP.
+    /// Where the indicator actors publish provisional values, shared with HTTP.
     pub provisional: ProvisionalBoard,
+    /// The configured streams and their ids, shared with HTTP.
+    pub registry: StreamRegistry,
     pub supervision: SupervisionSettings,
 }
 
@@ -236,12 +273,12 @@ impl SupervisorActor {
         &self,
         arbiter: &ArbiterHandle,
         store: CandleStore,
-        streams: &Arc<[StreamKey]>,
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<StorageActor> {
-        let (settings, streams, metrics) = (self.settings.storage.clone(), streams.clone(), self.metrics.clone());
-        let names = self.settings.provisional.names().clone();
+        let (settings, metrics) = (self.settings.storage.clone(), self.metrics.clone());
+        let streams = self.settings.registry.clone();
+        let names = self.settings.provisional.names();
         let stats = stats.clone();
         Supervisor::start_in_arbiter(arbiter, move |_| {
             StorageActor::new(settings, streams, names, store, stats, tracker, metrics)
@@ -371,7 +408,7 @@ impl SupervisorActor {
         let storage_arbiter = Arbiter::new();
         let storage = {
             let (stats, tracker) = table.handle(storage_task);
-            let addr = self.start_storage(&storage_arbiter.handle(), store, &streams, &stats, tracker);
+            let addr = self.start_storage(&storage_arbiter.handle(), store, &stats, tracker);
             watched.push(table.watched(storage_task, TaskRef::Storage));
             Mailbox::new(addr, stats)
         };
@@ -392,6 +429,8 @@ impl SupervisorActor {
         let mut subscriptions = Vec::new();
         let mut stream_health = Vec::new();
         for (index, (key, (indicator_task, subscription_task))) in streams.iter().zip(stream_tasks).enumerate() {
+            let id = self.settings.registry.activate(key);
+            self.settings.provisional.add(id, key.clone());
             let (stats, _) = table.handle(indicator_task);
             let indicator = Mailbox::new(self.start_indicator(index, key, &storage, &stats), stats);
             watched.push(table.watched(indicator_task, TaskRef::Indicator(index)));
@@ -513,7 +552,7 @@ impl SupervisorActor {
                     Ok(store) => {
                         let tracker = RestartTracker::new(policy);
                         let arbiter = running.storage_arbiter.clone();
-                        let addr = self.start_storage(&arbiter, store, &running.streams, &stats, tracker);
+                        let addr = self.start_storage(&arbiter, store, &stats, tracker);
                         running.storage.repoint(addr);
                         Ok(())
                     }
