@@ -137,6 +137,7 @@ impl Pipeline {
             let indicator = Mailbox::new(actor.start(), stats);
             let stats = TaskStats::new(MAILBOX_CAPACITY);
             let links = SubscriptionLinks {
+                load_history: false,
                 storage: storage.clone(),
                 indicator: indicator.clone(),
                 backfill: backfill.clone(),

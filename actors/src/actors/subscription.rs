@@ -69,7 +69,10 @@ pub struct SubscriptionLinks {
     pub storage: Mailbox<StorageActor>,
     pub indicator: Mailbox<IndicatorActor>,
     pub backfill: Mailbox<BackfillActor>,
-    /// Told when the history has landed; `None` when there is no history to load.
+    /// Load the history (the last `history` closed candles, or the catch-up since the newest stored one) before
+    /// repairing.
+    pub load_history: bool,
+    /// Told when the history has landed, if anyone follows it.
     pub history: Option<Recipient<HistoryLanded>>,
     pub stats: Arc<TaskStats>,
     pub health: Arc<StreamHealth>,
@@ -110,7 +113,7 @@ impl SubscriptionActor {
         links: SubscriptionLinks,
     ) -> Self {
         let key = links.health.key.clone();
-        let loads_history = links.history.is_some();
+        let loads_history = links.load_history;
         let rules = match last_stored_closed {
             None if loads_history => CandleRules::awaiting_history(key.timeframe),
             stored => CandleRules::new(key.timeframe, stored),

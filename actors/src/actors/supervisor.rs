@@ -314,6 +314,7 @@ impl SupervisorActor {
         health: &Arc<StreamHealth>,
     ) -> Addr<SubscriptionActor> {
         let links = SubscriptionLinks {
+            load_history: history.is_some(),
             storage: storage.clone(),
             indicator: indicator.clone(),
             backfill: backfill.clone(),
@@ -733,6 +734,24 @@ impl Handler<Shutdown> for SupervisorActor {
             }
             result
         }))
+    }
+}
+
+impl Handler<Reconfigure> for SupervisorActor {
+    type Result = Result<Reconfigured, ReconfigureError>;
+
+    fn handle(&mut self, _msg: Reconfigure, _ctx: &mut Context<Self>) -> Self::Result {
+        // Being built: the live stream set.
+        Err(ReconfigureError::NotRunning)
+    }
+}
+
+impl Handler<RestartTask> for SupervisorActor {
+    type Result = Result<(), ReconfigureError>;
+
+    fn handle(&mut self, RestartTask(name): RestartTask, _ctx: &mut Context<Self>) -> Self::Result {
+        // Being built: the operator's restart.
+        Err(ReconfigureError::UnknownTask(name))
     }
 }
 
