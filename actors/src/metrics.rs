@@ -131,6 +131,15 @@ impl Metrics {
         self.audit_candles_repaired(key);
     }
 
+    /// Removes a stream's per-stream series: it is no longer configured.
+    pub fn unregister_stream(&self, key: &StreamKey) {
+        let labels = [key.symbol.as_str(), key.timeframe.as_str()];
+        for family in [&self.audit_passes, &self.audit_holes_found, &self.audit_candles_repaired] {
+            // Absent only if never created: nothing to remove.
+            let _ = family.remove_label_values(&labels);
+        }
+    }
+
     pub fn audit_passes(&self, key: &StreamKey) -> IntCounter {
         self.audit_passes.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
     }

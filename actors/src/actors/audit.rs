@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::actors::backfill::{BackfillActor, FetchKlines};
-use crate::actors::messages::{BackfillPurpose, FetchRange};
+use crate::actors::messages::{BackfillPurpose, FetchRange, Retire};
 use crate::actors::subscription::SubscriptionActor;
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Gap, StreamId, StreamKey, audit_through, holes};
@@ -41,6 +41,15 @@ pub struct AuditedStream {
     /// Re-pointed by the supervisor when the subscription is restarted.
     pub subscription: Mailbox<SubscriptionActor>,
     pub health: Arc<StreamHealth>,
+}
+
+/// The configured streams changed, or the `[audit]` settings: the next pass checks these streams, and the next
+/// pass is due `interval` after the last one.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AuditStreams {
+    pub streams: Vec<AuditedStream>,
+    pub interval: Duration,
 }
 
 /// How often the audit looks at its schedule and at the repair activity.
@@ -230,6 +239,29 @@ impl Supervised for AuditActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.pass_in_flight = false;
         self.restarts.restarting(&self.stats);
+    }
+}
+
+impl Handler<AuditStreams> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AuditStreams, _ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let kept: HashSet<StreamId> = msg.streams.iter().map(|s| s.stream).collect();
+        self.first_seen.retain(|stream, _| kept.contains(stream));
+        self.previous_holes.retain(|stream, _| kept.contains(stream));
+        self.streams = msg.streams;
+        self.settings.interval = msg.interval;
+    }
+}
+
+impl Handler<Retire> for AuditActor {
+    type Result = ();
+
+    /// An operator's restart: actix supervision starts it again in place.
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        ctx.stop();
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
-use crate::actors::messages::{BackfillPurpose, Backfilled, FetchRange};
+use crate::actors::messages::{BackfillPurpose, Backfilled, FetchRange, Retire};
 use crate::domain::{StreamId, StreamKey};
 use crate::rest::{ClosedRange, FetchError, RestClient, RestError, history_start};
 use crate::tasks::{TaskState, TaskStats};
@@ -96,6 +96,15 @@ impl Handler<FetchKlines> for BackfillActor {
         self.stats.record_handled();
         self.queue.push_back(msg);
         self.start_next(ctx);
+    }
+}
+
+impl Handler<Retire> for BackfillActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        ctx.stop();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The connection actor: one WebSocket connection carrying up to 1024 kline streams. It parses every frame once,
 //! routes each kline to its subscription actor, and on any failure stops so that supervision reconnects it with
-//! back-off. tungstenite answers server pings on the next read.
+//! back-off. Streams are added (a paced SUBSCRIBE) and removed (UNSUBSCRIBE) while it runs. tungstenite answers
+//! server pings on the next read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::Mailbox;
-use crate::actors::messages::StreamSilent;
+use crate::actors::messages::{Retire, StreamSilent};
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
 use crate::domain::{
     Control, ControlQueue, Frame, RateBudget, RejectReason, Routed, Router, SilenceStep, StreamKey, route_frame,
@@ -38,6 +39,16 @@ pub struct Stop;
 pub struct Reannounce {
     pub key: StreamKey,
 }
+
+/// Carry these streams too: they are SUBSCRIBEd (paced) on the open socket, or named when it next connects.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddStreams(pub Vec<RoutedStream>);
+
+/// Stop carrying these streams: they are UNSUBSCRIBEd, and their events no longer routed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RemoveStreams(pub Vec<StreamKey>);
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type WsSink = SplitSink<WsStream, Message>;
@@ -71,7 +82,7 @@ struct Socket {
     reader: SpawnHandle,
     writer: SinkWrite<Message, WsSink>,
     /// Its SUBSCRIBE/UNSUBSCRIBE messages, paced and awaiting their acks.
-    controls: ControlQueue,
+    controls: ControlQueue<StreamKey>,
 }
 
 impl Socket {
@@ -156,11 +167,22 @@ impl ConnectionActor {
         }
     }
 
-    /// The connect URL: a combined-stream URL naming the first chunk of streams; the rest are SUBSCRIBEd.
-    fn connect_url(&self) -> String {
-        let first = self.streams.iter().take(self.settings.streams_per_message.max(1));
-        let names: Vec<String> = first.map(|s| s.key.stream_name()).collect();
-        format!("{}/stream?streams={}", self.settings.ws_base.trim_end_matches('/'), names.join("/"))
+    /// The connect URL, a combined-stream URL naming the first chunk of streams (the rest are SUBSCRIBEd), and the
+    /// streams it names.
+    fn connect_url(&self) -> (String, Vec<StreamKey>) {
+        let first: Vec<StreamKey> =
+            self.streams.iter().take(self.settings.streams_per_message.max(1)).map(|s| s.key.clone()).collect();
+        let names: Vec<String> = first.iter().map(StreamKey::stream_name).collect();
+        (format!("{}/stream?streams={}", self.settings.ws_base.trim_end_matches('/'), names.join("/")), first)
+    }
+
+    fn reroute(&mut self) {
+        self.routes = Router::new(self.streams.iter().map(|s| &s.key));
+    }
+
+    /// The sockets open now: the current one, and a successor being made.
+    fn sockets(&mut self) -> impl Iterator<Item = &mut Socket> {
+        [&mut self.current, &mut self.successor].into_iter().flatten()
     }
 
     fn connect(&mut self, role: Role, ctx: &mut Context<Self>) {
@@ -171,7 +193,7 @@ impl ConnectionActor {
             ctx.run_later(wait, move |act, ctx| act.connect(role, ctx));
             return;
         }
-        let url = self.connect_url();
+        let (url, in_url) = self.connect_url();
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.settings.max_message_size))
             .max_frame_size(Some(self.settings.max_message_size));
@@ -181,7 +203,7 @@ impl ConnectionActor {
         let handshake = tokio::time::timeout(self.settings.connect_timeout, handshake);
         ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
             let error = match result {
-                Ok(Ok((socket, _response))) => return act.connected(socket, role, ctx),
+                Ok(Ok((socket, _response))) => return act.connected(socket, role, in_url, ctx),
                 Ok(Err(error)) => error_chain(&error),
                 Err(_) => format!("timed out after {:?}", act.settings.connect_timeout),
             };
@@ -195,15 +217,19 @@ impl ConnectionActor {
         }));
     }
 
-    fn connected(&mut self, socket: WsStream, role: Role, ctx: &mut Context<Self>) {
+    /// A socket is open, subscribed to `in_url` by its URL. Streams added since the URL was made are SUBSCRIBEd, and
+    /// the ones removed since UNSUBSCRIBEd.
+    fn connected(&mut self, socket: WsStream, role: Role, in_url: Vec<StreamKey>, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         let (sink, stream) = socket.split();
-        let in_url = self.settings.streams_per_message.max(1).min(self.streams.len());
-        let rest: Vec<usize> = (in_url..self.streams.len()).collect();
+        let rest: Vec<StreamKey> =
+            self.streams.iter().map(|s| s.key.clone()).filter(|key| !in_url.contains(key)).collect();
+        let removed: Vec<StreamKey> = in_url.iter().filter(|key| self.index_of(key).is_none()).cloned().collect();
         let mut controls = ControlQueue::new(self.settings.control_interval);
         controls.subscribe(&rest, self.settings.streams_per_message);
+        controls.unsubscribe(&removed, self.settings.streams_per_message);
         let socket = Socket { reader: ctx.add_stream(stream), writer: SinkWrite::new(sink, ctx), controls };
         self.last_frame = Instant::now();
         ctx.run_later(self.settings.rotate_after, |act, ctx| act.connect(Role::Successor, ctx));
@@ -212,8 +238,8 @@ impl ConnectionActor {
                 log::info!("{}: connected with {} stream(s)", self.name, self.streams.len());
                 self.current = Some(socket);
                 self.stats.set_state(TaskState::Running);
-                for index in 0..in_url {
-                    self.announce_live(index, ctx);
+                for key in &in_url {
+                    self.announce_live(key, ctx);
                 }
             }
             Role::Successor => {
@@ -237,8 +263,8 @@ impl ConnectionActor {
         }
         if std::mem::take(&mut self.replacing) {
             log::info!("{}: replaced the silent connection; its streams repair what they missed", self.name);
-            for index in 0..self.streams.len() {
-                self.announce_live(index, ctx);
+            for stream in &self.streams {
+                stream.subscription.do_send(StreamLive { connection: ctx.address().recipient() });
             }
         } else {
             log::info!("{}: rotated to the new connection", self.name);
@@ -251,8 +277,15 @@ impl ConnectionActor {
         self.stats.record_error(error);
     }
 
-    fn announce_live(&self, index: usize, ctx: &mut Context<Self>) {
-        self.streams[index].subscription.do_send(StreamLive { connection: ctx.address().recipient() });
+    fn index_of(&self, key: &StreamKey) -> Option<usize> {
+        self.routes.index(&key.symbol, key.timeframe)
+    }
+
+    /// Tells `key`'s subscription that it is live here (if the stream is still carried).
+    fn announce_live(&self, key: &StreamKey, ctx: &mut Context<Self>) {
+        if let Some(index) = self.index_of(key) {
+            self.streams[index].subscription.do_send(StreamLive { connection: ctx.address().recipient() });
+        }
     }
 
     /// Sends each socket's next control message, at most one per control interval (Binance closes a connection
@@ -260,19 +293,21 @@ impl ConnectionActor {
     /// ticks: after a stalled arbiter, missed ticks fire back to back and must not become a burst.
     fn send_next_controls(&mut self) {
         let now = Instant::now();
-        for socket in [&mut self.current, &mut self.successor].into_iter().flatten() {
-            let id = self.next_request_id;
-            let Some(control) = socket.controls.next_due(now, id) else { continue };
-            self.next_request_id += 1;
+        let mut next_id = self.next_request_id;
+        for socket in self.sockets() {
+            let Some(control) = socket.controls.next_due(now, next_id) else { continue };
+            let id = next_id;
+            next_id += 1;
             let (method, streams) = match &control {
                 Control::Subscribe(streams) => ("SUBSCRIBE", streams),
                 Control::Unsubscribe(streams) => ("UNSUBSCRIBE", streams),
             };
-            let params: Vec<String> = streams.iter().map(|&i| self.streams[i].key.stream_name()).collect();
+            let params: Vec<String> = streams.iter().map(StreamKey::stream_name).collect();
             let request = serde_json::json!({ "method": method, "params": params, "id": id });
             // A write fails only on a socket already closing; the next socket subscribes every stream again.
             let _ = socket.writer.write(Message::Text(request.to_string().into()));
         }
+        self.next_request_id = next_id;
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -293,8 +328,8 @@ impl ConnectionActor {
             }
             Ok(Routed::Other(Frame::Ack { id: Some(id) })) => {
                 let acked = self.current.as_mut().and_then(|socket| socket.controls.acknowledged(id));
-                for index in acked.unwrap_or_default() {
-                    self.announce_live(index, ctx);
+                for key in acked.unwrap_or_default() {
+                    self.announce_live(&key, ctx);
                 }
                 if let Some(successor) = &mut self.successor
                     && successor.controls.acknowledged(id).is_some()
@@ -417,13 +452,15 @@ impl Handler<StreamSilent> for ConnectionActor {
 
     fn handle(&mut self, msg: StreamSilent, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
+        if self.index_of(&msg.key).is_none() {
+            return;
+        }
         let Some(socket) = &mut self.current else { return };
         match msg.step {
             SilenceStep::Resubscribe => {
                 // One resubscribe per stream at a time: a stream that stays silent asks again, and the queue drains
                 // at only 4 messages a second.
-                socket.controls.resubscribe(index);
+                socket.controls.resubscribe(msg.key);
             }
             // Every silent stream asks; one replacement (or rotation) at a time answers them all.
             SilenceStep::ReplaceConnection if self.successor.is_none() && !self.replacing => {
@@ -448,12 +485,55 @@ impl Handler<Reannounce> for ConnectionActor {
 
     fn handle(&mut self, msg: Reannounce, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        let Some(index) = self.streams.iter().position(|s| s.key == msg.key) else { return };
         // Not connected yet, or its SUBSCRIBE still waits for its ack: it is announced when that happens.
-        let awaiting = self.current.as_ref().is_none_or(|socket| socket.controls.subscribing(index));
+        let awaiting = self.current.as_ref().is_none_or(|socket| socket.controls.subscribing(&msg.key));
         if !awaiting {
-            self.announce_live(index, ctx);
+            self.announce_live(&msg.key, ctx);
         }
+    }
+}
+
+impl Handler<AddStreams> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, AddStreams(streams): AddStreams, _ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let streams: Vec<RoutedStream> = streams.into_iter().filter(|s| self.index_of(&s.key).is_none()).collect();
+        let keys: Vec<StreamKey> = streams.iter().map(|s| s.key.clone()).collect();
+        self.streams.extend(streams);
+        self.reroute();
+        let per_message = self.settings.streams_per_message;
+        for socket in self.sockets() {
+            socket.controls.subscribe(&keys, per_message);
+        }
+        log::info!("{}: subscribing {} more stream(s), {} in all", self.name, keys.len(), self.streams.len());
+    }
+}
+
+impl Handler<RemoveStreams> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, RemoveStreams(keys): RemoveStreams, _ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        self.streams.retain(|s| !keys.contains(&s.key));
+        self.reroute();
+        let per_message = self.settings.streams_per_message;
+        for socket in self.sockets() {
+            socket.controls.unsubscribe(&keys, per_message);
+        }
+        log::info!("{}: unsubscribing {} stream(s), {} left", self.name, keys.len(), self.streams.len());
+    }
+}
+
+impl Handler<Retire> for ConnectionActor {
+    type Result = ();
+
+    /// An operator's restart: a fresh connection (actix supervision reconnects at once).
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        log::info!("{}: restarting on request", self.name);
+        self.reconnect_now = true;
+        ctx.stop();
     }
 }
 

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::streams::{DataIssue, StreamCounters, StreamHealth};
 use crate::tasks::{Priority, TaskCounters, TaskKind, TaskSpec, TaskState, TaskStats};
 
-/// Add a task to the table.
+/// Add a task to the table, or replace the spec of the task of that name (its counters stay).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterTask {
@@ -20,10 +20,20 @@ pub struct RegisterTask {
     pub stats: Arc<TaskStats>,
 }
 
+/// Remove tasks from the table, by name: their streams were removed from the config, or their connection closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterTasks(pub Vec<String>);
+
 /// Add a stream's completeness counters.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterStream(pub Arc<StreamHealth>);
+
+/// Remove streams' completeness counters: the streams were removed from the config.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnregisterStreams(pub Vec<StreamKey>);
 
 /// Every stream's completeness counters, in registration order.
 #[derive(Message)]
@@ -152,7 +162,28 @@ impl Handler<RegisterTask> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterTask, _ctx: &mut Context<Self>) {
-        self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats });
+        match self.tasks.iter_mut().find(|entry| entry.spec.name == msg.spec.name) {
+            Some(entry) => entry.spec = msg.spec,
+            None => self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats }),
+        }
+    }
+}
+
+impl Handler<UnregisterTasks> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, UnregisterTasks(names): UnregisterTasks, _ctx: &mut Context<Self>) {
+        let names: std::collections::HashSet<String> = names.into_iter().collect();
+        self.tasks.retain(|entry| !names.contains(&entry.spec.name));
+    }
+}
+
+impl Handler<UnregisterStreams> for HealthActor {
+    type Result = ();
+
+    fn handle(&mut self, UnregisterStreams(keys): UnregisterStreams, _ctx: &mut Context<Self>) {
+        let keys: std::collections::HashSet<StreamKey> = keys.into_iter().collect();
+        self.streams.retain(|stream| !keys.contains(&stream.key));
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::messages::Drain;
+use crate::actors::messages::{Drain, Retire};
 use crate::actors::storage::{LoadClosedCandles, StorageActor, StoreIndicators};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Candle, StreamId, StreamKey};
@@ -165,6 +165,15 @@ impl Handler<Drain> for IndicatorActor {
         if self.state.is_rebuilding() {
             log::info!("{}: stopping during an indicator rebuild; the next start rebuilds", self.key);
         }
+    }
+}
+
+impl Handler<Retire> for IndicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        ctx.stop();
     }
 }
 

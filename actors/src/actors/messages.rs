@@ -11,6 +11,13 @@ use crate::rest::FetchError;
 #[rtype(result = "()")]
 pub struct Drain;
 
+/// Stop this actor: its stream was removed, or a fresh actor replaced it. It writes what it holds back first. An actor
+/// under actix supervision (storage, a connection, the audit) is restarted in place instead: that is an operator's
+/// restart.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Retire;
+
 /// Why candles were fetched over REST.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackfillPurpose {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::MAILBOX_CAPACITY;
+use crate::actors::messages::Retire;
 use crate::domain::{Candle, Gap, StreamId};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
@@ -425,6 +426,20 @@ impl Handler<RecordExchangeGaps> for StorageActor {
             log::warn!("{key}: cannot record exchange gaps: {error}");
             self.stats.record_error(format!("cannot record exchange gaps of {key}: {error}"));
         }
+    }
+}
+
+impl Handler<Retire> for StorageActor {
+    type Result = ();
+
+    /// An operator's restart: commit what is pending, then restart on a fresh connection.
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        if let Err(error) = self.flush() {
+            log::warn!("storage: commit before the restart failed ({error}); the rows stay pending");
+        }
+        self.store = None;
+        ctx.stop();
     }
 }
 

@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use crate::actors::backfill::{BackfillActor, FetchKlines};
 use crate::actors::indicator::{IndicatorActor, IndicatorCandle, Rebuild};
-use crate::actors::messages::{BackfillPurpose, Backfilled, Drain, FetchRange, HistoryLanded, StreamSilent};
+use crate::actors::messages::{BackfillPurpose, Backfilled, Drain, FetchRange, HistoryLanded, Retire, StreamSilent};
 use crate::actors::storage::{RecordExchangeGaps, StorageActor, StoreCandle, StoreCandles};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Candle, CandleRules, ExchangeClock, Gap, SilenceStep, SilenceWatch, StreamId, StreamKey, Verdict};
@@ -474,6 +474,19 @@ impl Handler<Drain> for SubscriptionActor {
         if let Some(msg) = self.deferred.take() {
             self.links.storage.do_send(msg);
         }
+    }
+}
+
+impl Handler<Retire> for SubscriptionActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.links.stats.record_handled();
+        // What storage had no room for is written before the actor goes.
+        if let Some(msg) = self.deferred.take() {
+            self.links.storage.do_send(msg);
+        }
+        ctx.stop();
     }
 }
 

@@ -3,24 +3,26 @@
 //! task's actor twice a second: one that panicked (actix drops it silently) or stopped for good is counted and, under
 //! its policy, replaced by a fresh actor behind the same [`Mailbox`] (so every holder reaches it), or marked failed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::actors::audit::{AuditActor, AuditSettings, AuditedStream};
+use crate::actors::audit::{AuditActor, AuditSettings, AuditStreams, AuditedStream};
 use crate::actors::backfill::BackfillActor;
-use crate::actors::connection::{ConnectionActor, ConnectionSettings, Reannounce, RoutedStream, Stop};
-use crate::actors::health::{HealthActor, RegisterStream, RegisterTask};
+use crate::actors::connection::{
+    AddStreams, ConnectionActor, ConnectionSettings, Reannounce, RemoveStreams, RoutedStream, Stop,
+};
+use crate::actors::health::{HealthActor, RegisterStream, RegisterTask, UnregisterStreams, UnregisterTasks};
 use crate::actors::history::HistoryActor;
 use crate::actors::indicator::IndicatorActor;
-use crate::actors::messages::{Drain, HistoryLanded};
-use crate::actors::storage::{Close, StorageActor, StorageSettings};
+use crate::actors::messages::{Drain, HistoryLanded, Retire};
+use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings};
 use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
-use crate::domain::{BackoffPolicy, StreamId, StreamKey};
-use crate::indicators::{IndicatorConfig, ProvisionalBoard};
+use crate::domain::{BackoffPolicy, Gap, StreamChanges, StreamId, StreamKey, Timeframe, place};
+use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
 use crate::rest::RestClient;
@@ -71,6 +73,8 @@ pub enum ReconfigureError {
     ShuttingDown,
     #[error("no task is named {0:?}")]
     UnknownTask(String),
+    #[error("{0} runs once: it is not restarted")]
+    RunOnce(String),
 }
 
 /// Restart one task now, by its name in the task table (an operator's request): a fresh actor replaces the
@@ -87,7 +91,7 @@ pub struct TaskPolicy {
 }
 
 /// How tasks are restarted: the mapping from task kind to priority, and the policies' limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SupervisionSettings {
     pub tasks: HashMap<TaskKind, TaskPolicy>,
     pub budget: RestartBudget,
@@ -152,7 +156,7 @@ pub struct SupervisorActor {
 /// How often the supervisor looks whether every task's actor is still alive.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// One task the supervisor recreates when its actor is gone, by kind and index.
+/// One task the supervisor recreates when its actor is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TaskRef {
     Storage,
@@ -160,9 +164,10 @@ enum TaskRef {
     Audit,
     /// Run once: when it is gone before it finished, it is marked failed, never restarted.
     History,
-    Indicator(usize),
-    Subscription(usize),
-    Connection(usize),
+    Indicator(StreamId),
+    Subscription(StreamId),
+    /// By connection number (its name is `connection-<number>`).
+    Connection(u32),
 }
 
 /// Where a watched task is in its life.
@@ -173,33 +178,53 @@ enum Watch {
     RestartScheduled,
     /// Its restart policy gave up: it stays down.
     GivenUp,
+    /// Being replaced on purpose (a new indicator set): its actor's end is no failure.
+    Replacing,
 }
 
 /// A task whose actor the supervisor probes, with the tracker that applies its restart policy.
 struct Watched {
     task: TaskRef,
-    name: String,
-    policy: RestartPolicy,
+    spec: TaskSpec,
     stats: Arc<TaskStats>,
     tracker: RestartTracker,
     watch: Watch,
 }
 
+/// One configured stream's tasks.
+struct StreamTasks {
+    key: StreamKey,
+    subscription: Mailbox<SubscriptionActor>,
+    indicator: Mailbox<IndicatorActor>,
+    health: Arc<StreamHealth>,
+    /// The number of the connection carrying it.
+    connection: u32,
+}
+
+/// One connection task and how many streams it carries.
+struct ConnectionTask {
+    mailbox: Mailbox<ConnectionActor>,
+    streams: usize,
+}
+
 /// The addresses of the started tasks, and what is needed to recreate any of them.
 struct RunningTasks {
-    streams: Arc<[StreamKey]>,
     storage: Mailbox<StorageActor>,
     backfill: Mailbox<BackfillActor>,
     audit: Mailbox<AuditActor>,
     history: Option<Mailbox<HistoryActor>>,
-    indicators: Vec<Mailbox<IndicatorActor>>,
-    subscriptions: Vec<Mailbox<SubscriptionActor>>,
-    connections: Vec<Mailbox<ConnectionActor>>,
-    stream_health: Vec<Arc<StreamHealth>>,
+    /// By id: the order streams were first configured in.
+    streams: BTreeMap<StreamId, StreamTasks>,
+    connections: BTreeMap<u32, ConnectionTask>,
     storage_arbiter: ArbiterHandle,
     audit_arbiter: ArbiterHandle,
     watched: Vec<Watched>,
-    all_stats: Vec<Arc<TaskStats>>,
+}
+
+/// The tasks every stream relies on, started before any stream.
+struct CoreTasks<'a> {
+    storage: &'a Mailbox<StorageActor>,
+    backfill: &'a Mailbox<BackfillActor>,
 }
 
 impl RunningTasks {
@@ -210,36 +235,73 @@ impl RunningTasks {
             TaskRef::Backfill => self.backfill.connected(),
             TaskRef::Audit => self.audit.connected(),
             TaskRef::History => self.history.as_ref().is_none_or(Mailbox::connected),
-            TaskRef::Indicator(i) => self.indicators[i].connected(),
-            TaskRef::Subscription(i) => self.subscriptions[i].connected(),
-            TaskRef::Connection(i) => self.connections[i].connected(),
+            TaskRef::Indicator(id) => self.streams.get(&id).is_some_and(|s| s.indicator.connected()),
+            TaskRef::Subscription(id) => self.streams.get(&id).is_some_and(|s| s.subscription.connected()),
+            TaskRef::Connection(n) => self.connections.get(&n).is_some_and(|c| c.mailbox.connected()),
         }
     }
 
-    /// The connection that carries stream `index`.
-    fn connection_of(&self, index: usize, per_connection: usize) -> &Mailbox<ConnectionActor> {
-        &self.connections[index / per_connection]
+    fn core(&self) -> CoreTasks<'_> {
+        CoreTasks { storage: &self.storage, backfill: &self.backfill }
     }
 
+    /// What the audit checks: every stream, with where its repairs go.
     fn audited(&self) -> Vec<AuditedStream> {
-        audited_streams(&self.streams, &self.subscriptions, &self.stream_health)
+        audited_streams(&self.streams)
+    }
+
+    /// The streams a connection carries, with where their events go.
+    fn routed(&self, connection: u32) -> Vec<RoutedStream> {
+        (self.streams.values().filter(|s| s.connection == connection))
+            .map(|s| RoutedStream { key: s.key.clone(), subscription: s.subscription.clone() })
+            .collect()
+    }
+
+    fn carried(&self) -> Vec<StreamKey> {
+        self.streams.values().map(|s| s.key.clone()).collect()
     }
 }
 
-/// What the audit checks: every stream, with where its repairs go.
-fn audited_streams(
-    streams: &[StreamKey],
-    subscriptions: &[Mailbox<SubscriptionActor>],
-    stream_health: &[Arc<StreamHealth>],
-) -> Vec<AuditedStream> {
-    (streams.iter().zip(subscriptions).zip(stream_health).enumerate())
-        .map(|(index, ((key, subscription), health))| AuditedStream {
-            stream: StreamId(index as u32),
-            key: key.clone(),
-            subscription: subscription.clone(),
-            health: health.clone(),
+fn audited_streams(streams: &BTreeMap<StreamId, StreamTasks>) -> Vec<AuditedStream> {
+    (streams.iter())
+        .map(|(&stream, tasks)| AuditedStream {
+            stream,
+            key: tasks.key.clone(),
+            subscription: tasks.subscription.clone(),
+            health: tasks.health.clone(),
         })
         .collect()
+}
+
+/// A stream's task names: `subscription:BTCUSDT:1m` and `indicator:BTCUSDT:1m`.
+fn stream_task_name(kind: &str, key: &StreamKey) -> String {
+    format!("{kind}:{}:{}", key.symbol, key.timeframe)
+}
+
+fn connection_name(number: u32) -> String {
+    format!("connection-{number}")
+}
+
+/// What the stored candles say about streams about to start: the newest closed candle of each, and the ranges the
+/// exchange is known to lack.
+struct StoredState {
+    last_closed: HashMap<(String, Timeframe), i64>,
+    exchange_gaps: HashMap<(String, Timeframe), Vec<Gap>>,
+}
+
+impl StoredState {
+    fn read(store: &CandleStore) -> Result<Self, StoreError> {
+        Ok(Self { last_closed: store.last_closed()?, exchange_gaps: store.exchange_gaps()? })
+    }
+
+    /// Read on a connection of its own (the storage actor owns the writing one). Unreadable, it says nothing: the
+    /// streams then load their history, and the audit finds what that misses.
+    fn read_fresh(path: &std::path::Path) -> Self {
+        CandleStore::open_read_only(path).and_then(|store| Self::read(&store)).unwrap_or_else(|error| {
+            log::warn!("cannot read the stored candles ({error}); new streams load their history");
+            Self { last_closed: HashMap::new(), exchange_gaps: HashMap::new() }
+        })
+    }
 }
 
 impl SupervisorActor {
@@ -267,6 +329,38 @@ impl SupervisorActor {
         self.settings.max_streams_per_connection.max(1)
     }
 
+    /// A task's spec under the current `[supervisor]` settings.
+    fn spec(&self, name: String, kind: TaskKind, key: Option<&StreamKey>, metadata: Vec<(String, String)>) -> TaskSpec {
+        let s = &self.settings.supervision;
+        let policy =
+            s.tasks.get(&kind).copied().unwrap_or(TaskPolicy { priority: Priority::Normal, auto_restart: true });
+        let timeout = s.run_once_timeout;
+        TaskSpec {
+            name,
+            kind,
+            symbol: key.map(|k| k.symbol.clone()),
+            timeframe: key.map(|k| k.timeframe),
+            priority: policy.priority,
+            auto_restart: policy.auto_restart,
+            policy: RestartPolicy::for_task(policy.priority, policy.auto_restart, timeout, s.budget, s.backoff),
+            timeout,
+            metadata,
+        }
+    }
+
+    /// Adds a task to the health table; returns it as watched, with fresh counters.
+    fn register(&self, task: TaskRef, spec: TaskSpec) -> Watched {
+        let stats = TaskStats::new(MAILBOX_CAPACITY);
+        self.health.do_send(RegisterTask { spec: spec.clone(), stats: stats.clone() });
+        Watched { task, tracker: RestartTracker::new(spec.policy), spec, stats, watch: Watch::Alive }
+    }
+
+    fn connection_spec(&self, number: u32, streams: usize) -> TaskSpec {
+        let meta =
+            vec![("url".into(), self.settings.connection.ws_base.clone()), ("streams".into(), streams.to_string())];
+        self.spec(connection_name(number), TaskKind::Connection, None, meta)
+    }
+
     // The constructors of each task, used at start and at every restart.
 
     fn start_storage(
@@ -291,40 +385,42 @@ impl SupervisorActor {
 
     fn start_indicator(
         &self,
-        index: usize,
+        id: StreamId,
         key: &StreamKey,
         storage: &Mailbox<StorageActor>,
         stats: &Arc<TaskStats>,
     ) -> Addr<IndicatorActor> {
         let board = self.settings.provisional.clone();
         let config = &self.settings.indicators;
-        IndicatorActor::new(StreamId(index as u32), key.clone(), config, storage.clone(), board, stats.clone()).start()
+        IndicatorActor::new(id, key.clone(), config, storage.clone(), board, stats.clone()).start()
     }
 
     #[allow(clippy::too_many_arguments)]
     fn start_subscription(
         &self,
-        index: usize,
+        id: StreamId,
         last_stored: Option<i64>,
-        storage: &Mailbox<StorageActor>,
+        core: &CoreTasks,
         indicator: &Mailbox<IndicatorActor>,
-        backfill: &Mailbox<BackfillActor>,
+        load_history: bool,
         history: Option<Recipient<HistoryLanded>>,
         stats: &Arc<TaskStats>,
         health: &Arc<StreamHealth>,
     ) -> Addr<SubscriptionActor> {
         let links = SubscriptionLinks {
-            load_history: history.is_some(),
-            storage: storage.clone(),
+            load_history: load_history && self.settings.history > 0,
+            storage: core.storage.clone(),
             indicator: indicator.clone(),
-            backfill: backfill.clone(),
+            backfill: core.backfill.clone(),
             history,
             stats: stats.clone(),
             health: health.clone(),
             clock: self.rest.clock().clone(),
             metrics: self.metrics.clone(),
         };
-        SubscriptionActor::new(StreamId(index as u32), last_stored, self.settings.subscription, links).start()
+        let mut settings = self.settings.subscription;
+        settings.history = self.settings.history;
+        SubscriptionActor::new(id, last_stored, settings, links).start()
     }
 
     fn start_audit(
@@ -344,147 +440,283 @@ impl SupervisorActor {
 
     fn start_connection(
         &self,
-        index: usize,
-        streams: &[StreamKey],
-        subscriptions: &[Mailbox<SubscriptionActor>],
+        number: u32,
+        routed: Vec<RoutedStream>,
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<ConnectionActor> {
-        let per_connection = self.per_connection();
-        let routed = (index * per_connection..((index + 1) * per_connection).min(streams.len()))
-            .map(|i| RoutedStream { key: streams[i].clone(), subscription: subscriptions[i].clone() })
-            .collect();
         let mut settings = self.settings.connection.clone();
-        settings.rotate_after += settings.rotate_stagger * index as u32;
-        let (name, metrics, stats) = (format!("connection-{index}"), self.metrics.clone(), stats.clone());
+        settings.rotate_after += settings.rotate_stagger * number;
+        let (name, metrics, stats) = (connection_name(number), self.metrics.clone(), stats.clone());
         Supervisor::start(move |_| ConnectionActor::new(name, settings, routed, stats, tracker, metrics))
     }
 
+    /// Starts storage, backfill and the history, then every configured stream with its connections, then the audit.
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
-        let last_closed = store.last_closed().map_err(|e| format!("cannot read the stored candles: {e}"))?;
-        let exchange_gaps =
-            store.exchange_gaps().map_err(|e| format!("cannot read the recorded exchange gaps: {e}"))?;
-        let streams: Arc<[StreamKey]> = self.settings.streams.clone().into();
-        let mut table = TaskTable::new(&self.settings.supervision);
-
-        // Register the whole table first, so that /health shows every task from the start.
-        let storage_task = table.add("storage".into(), TaskKind::Storage, None, vec![]);
-        let backfill_task = table.add("backfill".into(), TaskKind::Backfill, None, vec![]);
-        let stream_tasks: Vec<_> = streams
-            .iter()
-            .map(|key| {
-                let name = format!("{}:{}", key.symbol, key.timeframe);
-                let indicator = table.add(format!("indicator:{name}"), TaskKind::Indicator, Some(key), vec![]);
-                let subscription = table.add(format!("subscription:{name}"), TaskKind::Subscription, Some(key), vec![]);
-                (indicator, subscription)
-            })
-            .collect();
-        let history_task = (self.settings.history > 0).then(|| {
-            let meta = vec![("candles_per_stream".into(), self.settings.history.to_string())];
-            table.add("history".into(), TaskKind::History, None, meta)
-        });
-        let audit_task = {
-            let meta = vec![("interval_secs".into(), self.settings.audit.interval.as_secs().to_string())];
-            table.add("audit".into(), TaskKind::Audit, None, meta)
-        };
-        let per_connection = self.per_connection();
-        let connection_tasks: Vec<_> = (0..streams.len().div_ceil(per_connection))
-            .map(|index| {
-                let count = (streams.len() - index * per_connection).min(per_connection);
-                let meta = vec![
-                    ("url".into(), self.settings.connection.ws_base.clone()),
-                    ("streams".into(), count.to_string()),
-                ];
-                table.add(format!("connection-{index}"), TaskKind::Connection, None, meta)
-            })
-            .collect();
-        for (spec, stats) in &table.tasks {
-            self.health.do_send(RegisterTask { spec: spec.clone(), stats: stats.clone() });
-        }
-        log::info!("Registered {} background task(s)", table.tasks.len());
-
-        // Start in dependency order: storage, backfill, history, indicators, subscriptions, audit, connections.
+        let stored = StoredState::read(&store).map_err(|e| format!("cannot read the stored candles: {e}"))?;
         let mut watched = Vec::new();
+
         let storage_arbiter = Arbiter::new();
         let storage = {
-            let (stats, tracker) = table.handle(storage_task);
-            let addr = self.start_storage(&storage_arbiter.handle(), store, &stats, tracker);
-            watched.push(table.watched(storage_task, TaskRef::Storage));
-            Mailbox::new(addr, stats)
+            let w = self.register(TaskRef::Storage, self.spec("storage".into(), TaskKind::Storage, None, vec![]));
+            let tracker = RestartTracker::new(w.spec.policy);
+            let addr = self.start_storage(&storage_arbiter.handle(), store, &w.stats, tracker);
+            let mailbox = Mailbox::new(addr, w.stats.clone());
+            watched.push(w);
+            mailbox
         };
         let backfill = {
-            let (stats, _) = table.handle(backfill_task);
-            watched.push(table.watched(backfill_task, TaskRef::Backfill));
-            Mailbox::new(self.start_backfill(&stats), stats)
+            let w = self.register(TaskRef::Backfill, self.spec("backfill".into(), TaskKind::Backfill, None, vec![]));
+            let mailbox = Mailbox::new(self.start_backfill(&w.stats), w.stats.clone());
+            watched.push(w);
+            mailbox
         };
-        let history_mailbox = history_task.map(|task| {
-            let (stats, _) = table.handle(task);
-            let ids = (0..streams.len()).map(|index| StreamId(index as u32));
-            let addr = HistoryActor::new(self.settings.supervision.run_once_timeout, ids, stats.clone()).start();
-            watched.push(table.watched(task, TaskRef::History));
-            Mailbox::new(addr, stats)
+        let keys = self.settings.streams.clone();
+        let ids: Vec<StreamId> = keys.iter().map(|key| self.settings.registry.activate(key)).collect();
+        let history = (self.settings.history > 0).then(|| {
+            let meta = vec![("candles_per_stream".into(), self.settings.history.to_string())];
+            let w = self.register(TaskRef::History, self.spec("history".into(), TaskKind::History, None, meta));
+            let timeout = self.settings.supervision.run_once_timeout;
+            let addr = HistoryActor::new(timeout, ids.iter().copied(), w.stats.clone()).start();
+            let mailbox = Mailbox::new(addr, w.stats.clone());
+            watched.push(w);
+            mailbox
         });
-        let history = history_mailbox.as_ref().map(|mailbox| mailbox.recipient::<HistoryLanded>());
-        let mut indicators = Vec::new();
-        let mut subscriptions = Vec::new();
-        let mut stream_health = Vec::new();
-        for (index, (key, (indicator_task, subscription_task))) in streams.iter().zip(stream_tasks).enumerate() {
-            let id = self.settings.registry.activate(key);
-            self.settings.provisional.add(id, key.clone());
-            let (stats, _) = table.handle(indicator_task);
-            let indicator = Mailbox::new(self.start_indicator(index, key, &storage, &stats), stats);
-            watched.push(table.watched(indicator_task, TaskRef::Indicator(index)));
-            let (stats, _) = table.handle(subscription_task);
-            let stored_key = (key.symbol.clone(), key.timeframe);
-            let health = StreamHealth::new(key.clone());
-            health.record_exchange_gaps(exchange_gaps.get(&stored_key).map_or(&[], Vec::as_slice));
-            self.health.do_send(RegisterStream(health.clone()));
-            self.metrics.register_stream(key);
-            let last_stored = last_closed.get(&stored_key).copied();
-            let history = history.clone();
-            let subscription =
-                self.start_subscription(index, last_stored, &storage, &indicator, &backfill, history, &stats, &health);
-            watched.push(table.watched(subscription_task, TaskRef::Subscription(index)));
-            subscriptions.push(Mailbox::new(subscription, stats));
-            indicators.push(indicator);
-            stream_health.push(health);
+
+        let mut streams = BTreeMap::new();
+        let mut connections = BTreeMap::new();
+        let core = CoreTasks { storage: &storage, backfill: &backfill };
+        let history_recipient = history.as_ref().map(Mailbox::recipient::<HistoryLanded>);
+        let (started, new_connections) =
+            self.start_streams(&keys, &stored, &core, history_recipient, &mut connections, &mut watched);
+        streams.extend(started);
+        for (number, routed) in new_connections {
+            self.add_connection(number, routed, &mut connections, &mut watched);
         }
+
         let audit_arbiter = Arbiter::new();
         let audit = {
-            let (stats, tracker) = table.handle(audit_task);
-            let audited = audited_streams(&streams, &subscriptions, &stream_health);
-            let addr = self.start_audit(&audit_arbiter.handle(), audited, &backfill, &stats, tracker);
-            watched.push(table.watched(audit_task, TaskRef::Audit));
-            Mailbox::new(addr, stats)
+            let meta = vec![("interval_secs".into(), self.settings.audit.interval.as_secs().to_string())];
+            let w = self.register(TaskRef::Audit, self.spec("audit".into(), TaskKind::Audit, None, meta));
+            let tracker = RestartTracker::new(w.spec.policy);
+            let audited = audited_streams(&streams);
+            let addr = self.start_audit(&audit_arbiter.handle(), audited, &backfill, &w.stats, tracker);
+            let mailbox = Mailbox::new(addr, w.stats.clone());
+            watched.push(w);
+            mailbox
         };
-        let mut connections = Vec::new();
-        for (index, task) in connection_tasks.into_iter().enumerate() {
-            let (stats, tracker) = table.handle(task);
-            let addr = self.start_connection(index, &streams, &subscriptions, &stats, tracker);
-            watched.push(table.watched(task, TaskRef::Connection(index)));
-            connections.push(Mailbox::new(addr, stats));
-        }
-        log::info!("Started {} tasks", table.tasks.len());
-        let all_stats = table.tasks.into_iter().map(|(_, stats)| stats).collect();
+        log::info!("Registered {} background task(s)", watched.len());
+        log::info!("Started {} tasks", watched.len());
         self.running = Some(RunningTasks {
-            streams,
             storage,
             backfill,
             audit,
-            history: history_mailbox,
-            indicators,
-            subscriptions,
+            history,
+            streams,
             connections,
-            stream_health,
             storage_arbiter: storage_arbiter.handle(),
             audit_arbiter: audit_arbiter.handle(),
             watched,
-            all_stats,
         });
         self.arbiters.push(storage_arbiter);
         self.arbiters.push(audit_arbiter);
         Ok(())
+    }
+
+    /// Starts the indicator and subscription tasks of each of `keys`, and places each on a connection: the existing
+    /// ones with room first (they are told to subscribe), then new ones, returned with their streams for the caller
+    /// to start.
+    #[allow(clippy::type_complexity)]
+    fn start_streams(
+        &self,
+        keys: &[StreamKey],
+        stored: &StoredState,
+        core: &CoreTasks,
+        history: Option<Recipient<HistoryLanded>>,
+        connections: &mut BTreeMap<u32, ConnectionTask>,
+        watched: &mut Vec<Watched>,
+    ) -> (Vec<(StreamId, StreamTasks)>, Vec<(u32, Vec<RoutedStream>)>) {
+        let carried: BTreeMap<u32, usize> = connections.iter().map(|(&n, c)| (n, c.streams)).collect();
+        let placement = place(&carried, keys.len(), self.per_connection());
+        let numbers = placement.iter().flat_map(|&(number, count)| std::iter::repeat_n(number, count));
+        let mut started = Vec::with_capacity(keys.len());
+        let mut routed: BTreeMap<u32, Vec<RoutedStream>> = BTreeMap::new();
+        for (key, connection) in keys.iter().zip(numbers) {
+            let id = self.settings.registry.activate(key);
+            self.settings.provisional.add(id, key.clone());
+            let stored_key = (key.symbol.clone(), key.timeframe);
+
+            let w = self.register(
+                TaskRef::Indicator(id),
+                self.spec(stream_task_name("indicator", key), TaskKind::Indicator, Some(key), vec![]),
+            );
+            let indicator = Mailbox::new(self.start_indicator(id, key, core.storage, &w.stats), w.stats.clone());
+            watched.push(w);
+
+            let health = StreamHealth::new(key.clone());
+            health.record_exchange_gaps(stored.exchange_gaps.get(&stored_key).map_or(&[], Vec::as_slice));
+            self.health.do_send(RegisterStream(health.clone()));
+            self.metrics.register_stream(key);
+            let w = self.register(
+                TaskRef::Subscription(id),
+                self.spec(stream_task_name("subscription", key), TaskKind::Subscription, Some(key), vec![]),
+            );
+            let last_stored = stored.last_closed.get(&stored_key).copied();
+            let addr =
+                self.start_subscription(id, last_stored, core, &indicator, true, history.clone(), &w.stats, &health);
+            let subscription = Mailbox::new(addr, w.stats.clone());
+            watched.push(w);
+
+            routed
+                .entry(connection)
+                .or_default()
+                .push(RoutedStream { key: key.clone(), subscription: subscription.clone() });
+            started.push((id, StreamTasks { key: key.clone(), subscription, indicator, health, connection }));
+        }
+        let mut new_connections = Vec::new();
+        for (number, streams) in routed {
+            match connections.get_mut(&number) {
+                Some(connection) => {
+                    connection.streams += streams.len();
+                    self.health.do_send(RegisterTask {
+                        spec: self.connection_spec(number, connection.streams),
+                        stats: connection.mailbox.stats().clone(),
+                    });
+                    connection.mailbox.do_send(AddStreams(streams));
+                }
+                None => new_connections.push((number, streams)),
+            }
+        }
+        (started, new_connections)
+    }
+
+    /// Registers and starts a new connection carrying `routed`.
+    fn add_connection(
+        &self,
+        number: u32,
+        routed: Vec<RoutedStream>,
+        connections: &mut BTreeMap<u32, ConnectionTask>,
+        watched: &mut Vec<Watched>,
+    ) {
+        let streams = routed.len();
+        let w = self.register(TaskRef::Connection(number), self.connection_spec(number, streams));
+        let tracker = RestartTracker::new(w.spec.policy);
+        let mailbox = Mailbox::new(self.start_connection(number, routed, &w.stats, tracker), w.stats.clone());
+        watched.push(w);
+        connections.insert(number, ConnectionTask { mailbox, streams });
+    }
+
+    /// Adds streams to the running engine: their tasks, their history, and their place on a connection.
+    fn add_streams(&self, running: &mut RunningTasks, keys: &[StreamKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        let stored = StoredState::read_fresh(&self.settings.storage.path);
+        let core = CoreTasks { storage: &running.storage, backfill: &running.backfill };
+        let (started, new_connections) =
+            self.start_streams(keys, &stored, &core, None, &mut running.connections, &mut running.watched);
+        running.streams.extend(started);
+        for (number, routed) in new_connections {
+            self.add_connection(number, routed, &mut running.connections, &mut running.watched);
+        }
+    }
+
+    /// Removes streams from the running engine: they are unsubscribed, their tasks stopped and removed from every
+    /// report. Their stored candles stay. A connection left with no stream closes.
+    fn remove_streams(&self, running: &mut RunningTasks, keys: &[StreamKey]) {
+        let mut unsubscribed: BTreeMap<u32, Vec<StreamKey>> = BTreeMap::new();
+        let mut task_names = Vec::new();
+        let mut gone = Vec::new();
+        for key in keys {
+            let Some((&id, _)) = running.streams.iter().find(|(_, s)| &s.key == key) else { continue };
+            let Some(tasks) = running.streams.remove(&id) else { continue };
+            self.settings.registry.deactivate(id);
+            self.settings.provisional.remove(id);
+            self.metrics.unregister_stream(key);
+            tasks.subscription.do_send(Retire);
+            tasks.indicator.do_send(Retire);
+            task_names.push(stream_task_name("subscription", key));
+            task_names.push(stream_task_name("indicator", key));
+            gone.push(TaskRef::Subscription(id));
+            gone.push(TaskRef::Indicator(id));
+            unsubscribed.entry(tasks.connection).or_default().push(key.clone());
+        }
+        for (number, keys) in unsubscribed {
+            let Some(connection) = running.connections.get_mut(&number) else { continue };
+            connection.streams = connection.streams.saturating_sub(keys.len());
+            if connection.streams == 0 {
+                log::info!("{}: no stream left, closing it", connection_name(number));
+                connection.mailbox.do_send(Stop);
+                running.connections.remove(&number);
+                task_names.push(connection_name(number));
+                gone.push(TaskRef::Connection(number));
+            } else {
+                self.health.do_send(RegisterTask {
+                    spec: self.connection_spec(number, connection.streams),
+                    stats: connection.mailbox.stats().clone(),
+                });
+                connection.mailbox.do_send(RemoveStreams(keys));
+            }
+        }
+        running.watched.retain(|w| !gone.contains(&w.task));
+        self.health.do_send(UnregisterStreams(keys.to_vec()));
+        self.health.do_send(UnregisterTasks(task_names));
+    }
+
+    /// A new indicator set: every indicator actor is replaced by one computing the new set, which rebuilds from the
+    /// stored candles. The old ones finish what they were sent (their values go to storage under the old names)
+    /// before storage switches names and the new ones start.
+    fn replace_indicators(&mut self, ctx: &mut Context<Self>) {
+        let Some(running) = &mut self.running else { return };
+        let mut retiring = Vec::new();
+        for w in &mut running.watched {
+            if let TaskRef::Indicator(id) = w.task
+                && let Some(tasks) = running.streams.get(&id)
+            {
+                w.watch = Watch::Replacing;
+                retiring.push(tasks.indicator.addr());
+            }
+        }
+        log::info!("The indicator set changed: rebuilding the indicators of {} stream(s)", retiring.len());
+        let retired = async move {
+            for old in retiring {
+                // Gone already (a panic): nothing to wait for.
+                let _ = old.send(Retire).await;
+            }
+        };
+        ctx.wait(retired.into_actor(self).map(|(), act, _ctx| act.start_new_indicators()));
+    }
+
+    fn start_new_indicators(&mut self) {
+        let Some(running) = self.running.take() else { return };
+        let names: Arc<[String]> = IndicatorSet::new(&self.settings.indicators).names().into();
+        running.storage.do_send(SetIndicatorNames(names.clone()));
+        self.settings.provisional.set_names(names);
+        let mut running = running;
+        for w in &mut running.watched {
+            let TaskRef::Indicator(id) = w.task else { continue };
+            if let Some(tasks) = running.streams.get(&id) {
+                tasks.indicator.repoint(self.start_indicator(id, &tasks.key, &running.storage, &w.stats));
+            }
+            w.watch = Watch::Alive;
+        }
+        self.running = Some(running);
+    }
+
+    /// New `[supervisor]` settings: every task's policy is recomputed, for its next restart.
+    fn apply_supervision(&mut self) {
+        let Some(mut running) = self.running.take() else { return };
+        for w in &mut running.watched {
+            let spec = self.spec(w.spec.name.clone(), w.spec.kind, None, w.spec.metadata.clone());
+            if spec.policy != w.spec.policy || spec.priority != w.spec.priority {
+                let spec = TaskSpec { symbol: w.spec.symbol.clone(), timeframe: w.spec.timeframe, ..spec };
+                w.tracker = RestartTracker::new(spec.policy);
+                self.health.do_send(RegisterTask { spec: spec.clone(), stats: w.stats.clone() });
+                w.spec = spec;
+            }
+        }
+        self.running = Some(running);
     }
 
     /// Looks whether every task's actor is still there. One that is gone (it panicked, or stopped while nothing is
@@ -511,7 +743,7 @@ impl SupervisorActor {
                 RestartDecision::RestartAfter(delay) => {
                     log::error!(
                         "{}: the task's actor panicked or stopped; restarting it in {} ms",
-                        watched.name,
+                        watched.spec.name,
                         delay.as_millis()
                     );
                     watched.watch = Watch::RestartScheduled;
@@ -521,9 +753,9 @@ impl SupervisorActor {
                 RestartDecision::GiveUp => {
                     let error = format!(
                         "the task's actor panicked or stopped, and its restart policy ({}) gave up",
-                        watched.policy.describe()
+                        watched.spec.policy.describe()
                     );
-                    log::error!("{}: {error}; it stays down", watched.name);
+                    log::error!("{}: {error}; it stays down", watched.spec.name);
                     watched.stats.fail(error);
                     watched.watch = Watch::GivenUp;
                 }
@@ -536,90 +768,17 @@ impl SupervisorActor {
         if self.shutting_down {
             return;
         }
-        let Some(running) = self.running.take() else { return };
+        let Some(mut running) = self.running.take() else { return };
+        // A task removed meanwhile (its stream left the config) is not restarted.
         let Some(at) = running.watched.iter().position(|w| w.task == task) else {
             self.running = Some(running);
             return;
         };
         let (name, policy, stats) = {
             let w = &running.watched[at];
-            (w.name.clone(), w.policy, w.stats.clone())
+            (w.spec.name.clone(), w.spec.policy, w.stats.clone())
         };
-        let per_connection = self.per_connection();
-        let restarted: Result<(), String> = match task {
-            TaskRef::Storage => {
-                // The panicked actor's pending rows are lost with it; the audit finds the holes and repairs them.
-                match CandleStore::open(&self.settings.storage.path) {
-                    Ok(store) => {
-                        let tracker = RestartTracker::new(policy);
-                        let arbiter = running.storage_arbiter.clone();
-                        let addr = self.start_storage(&arbiter, store, &stats, tracker);
-                        running.storage.repoint(addr);
-                        Ok(())
-                    }
-                    Err(error) => Err(format!("cannot open the database: {error}")),
-                }
-            }
-            TaskRef::Backfill => {
-                running.backfill.repoint(self.start_backfill(&stats));
-                // Their queued and in-flight fetches are lost: each stream asks again for what it waits for.
-                for subscription in &running.subscriptions {
-                    subscription.do_send(BackfillRestarted);
-                }
-                Ok(())
-            }
-            TaskRef::Audit => {
-                let tracker = RestartTracker::new(policy);
-                let arbiter = running.audit_arbiter.clone();
-                let addr = self.start_audit(&arbiter, running.audited(), &running.backfill, &stats, tracker);
-                running.audit.repoint(addr);
-                Ok(())
-            }
-            // Its policy never restarts it: `probe` marked it failed.
-            TaskRef::History => Err("a run-once task is not restarted".to_owned()),
-            TaskRef::Indicator(index) => {
-                // A fresh indicator actor rebuilds its state from the stored candles when it starts.
-                let addr = self.start_indicator(index, &running.streams[index], &running.storage, &stats);
-                running.indicators[index].repoint(addr);
-                Ok(())
-            }
-            TaskRef::Subscription(index) => {
-                // It continues from the newest stored closed candle and repairs from there once it is live. What
-                // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
-                // actor and are lost; the new one asks again.
-                let key = &running.streams[index];
-                let last_stored = CandleStore::open_read_only(&self.settings.storage.path)
-                    .and_then(|store| store.last_closed_of(key))
-                    .unwrap_or_else(|error| {
-                        log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");
-                        None
-                    });
-                // A stream whose history had not landed loads it (and reports it) again; the others only repair.
-                let history = (running.history.as_ref())
-                    .filter(|history| history.connected() && !running.stream_health[index].history_landed())
-                    .map(Mailbox::recipient::<HistoryLanded>);
-                let addr = self.start_subscription(
-                    index,
-                    last_stored,
-                    &running.storage,
-                    &running.indicators[index],
-                    &running.backfill,
-                    history,
-                    &stats,
-                    &running.stream_health[index],
-                );
-                running.subscriptions[index].repoint(addr);
-                running.connection_of(index, per_connection).do_send(Reannounce { key: key.clone() });
-                Ok(())
-            }
-            TaskRef::Connection(index) => {
-                let tracker = RestartTracker::new(policy);
-                let addr = self.start_connection(index, &running.streams, &running.subscriptions, &stats, tracker);
-                running.connections[index].repoint(addr);
-                Ok(())
-            }
-        };
-        let mut running = running;
+        let restarted = self.start_again(&running, task, &name, policy, &stats);
         match restarted {
             Ok(()) => log::info!("{name}: restarted"),
             // Still down: the next probe finds it gone and applies the policy again.
@@ -631,58 +790,82 @@ impl SupervisorActor {
         running.watched[at].watch = Watch::Alive;
         self.running = Some(running);
     }
-}
 
-/// The task table while it is being built: each task's spec and counters.
-struct TaskTable<'a> {
-    supervision: &'a SupervisionSettings,
-    tasks: Vec<(TaskSpec, Arc<TaskStats>)>,
-}
-
-impl<'a> TaskTable<'a> {
-    fn new(supervision: &'a SupervisionSettings) -> Self {
-        Self { supervision, tasks: Vec::new() }
-    }
-
-    /// Adds a task; returns its index in the table.
-    fn add(&mut self, name: String, kind: TaskKind, key: Option<&StreamKey>, metadata: Vec<(String, String)>) -> usize {
-        let s = self.supervision;
-        let policy =
-            s.tasks.get(&kind).copied().unwrap_or(TaskPolicy { priority: Priority::Normal, auto_restart: true });
-        let timeout = s.run_once_timeout;
-        let restart = RestartPolicy::for_task(policy.priority, policy.auto_restart, timeout, s.budget, s.backoff);
-        let spec = TaskSpec {
-            name,
-            kind,
-            symbol: key.map(|k| k.symbol.clone()),
-            timeframe: key.map(|k| k.timeframe),
-            priority: policy.priority,
-            auto_restart: policy.auto_restart,
-            policy: restart,
-            timeout,
-            metadata,
-        };
-        self.tasks.push((spec, TaskStats::new(MAILBOX_CAPACITY)));
-        self.tasks.len() - 1
-    }
-
-    /// The counters and restart tracker of task `index`.
-    fn handle(&self, index: usize) -> (Arc<TaskStats>, RestartTracker) {
-        let (spec, stats) = &self.tasks[index];
-        (stats.clone(), RestartTracker::new(spec.policy))
-    }
-
-    /// Task `index` as the supervisor watches it, with its own restart tracker.
-    fn watched(&self, index: usize, task: TaskRef) -> Watched {
-        let (spec, stats) = &self.tasks[index];
-        Watched {
-            task,
-            name: spec.name.clone(),
-            policy: spec.policy,
-            stats: stats.clone(),
-            tracker: RestartTracker::new(spec.policy),
-            watch: Watch::Alive,
+    fn start_again(
+        &self,
+        running: &RunningTasks,
+        task: TaskRef,
+        name: &str,
+        policy: RestartPolicy,
+        stats: &Arc<TaskStats>,
+    ) -> Result<(), String> {
+        match task {
+            TaskRef::Storage => {
+                // The panicked actor's pending rows are lost with it; the audit finds the holes and repairs them.
+                let store = CandleStore::open(&self.settings.storage.path)
+                    .map_err(|e| format!("cannot open the database: {e}"))?;
+                let addr = self.start_storage(&running.storage_arbiter, store, stats, RestartTracker::new(policy));
+                running.storage.repoint(addr);
+            }
+            TaskRef::Backfill => {
+                running.backfill.repoint(self.start_backfill(stats));
+                // Their queued and in-flight fetches are lost: each stream asks again for what it waits for.
+                for tasks in running.streams.values() {
+                    tasks.subscription.do_send(BackfillRestarted);
+                }
+            }
+            TaskRef::Audit => {
+                let tracker = RestartTracker::new(policy);
+                let addr =
+                    self.start_audit(&running.audit_arbiter, running.audited(), &running.backfill, stats, tracker);
+                running.audit.repoint(addr);
+            }
+            // Its policy never restarts it: `probe` marked it failed.
+            TaskRef::History => return Err("a run-once task is not restarted".to_owned()),
+            TaskRef::Indicator(id) => {
+                let tasks = running.streams.get(&id).ok_or("its stream is gone")?;
+                // A fresh indicator actor rebuilds its state from the stored candles when it starts.
+                tasks.indicator.repoint(self.start_indicator(id, &tasks.key, &running.storage, stats));
+            }
+            TaskRef::Subscription(id) => {
+                let tasks = running.streams.get(&id).ok_or("its stream is gone")?;
+                // It continues from the newest stored closed candle and repairs from there once it is live. What
+                // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
+                // actor and are lost; the new one asks again.
+                let last_stored = CandleStore::open_read_only(&self.settings.storage.path)
+                    .and_then(|store| store.last_closed_of(&tasks.key))
+                    .unwrap_or_else(|error| {
+                        log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");
+                        None
+                    });
+                // A stream whose history had not landed loads it (and reports it) again; the others only repair.
+                let load_history = !tasks.health.history_landed();
+                let history = (running.history.as_ref())
+                    .filter(|history| history.connected() && load_history)
+                    .map(Mailbox::recipient::<HistoryLanded>);
+                let core = running.core();
+                let addr = self.start_subscription(
+                    id,
+                    last_stored,
+                    &core,
+                    &tasks.indicator,
+                    load_history,
+                    history,
+                    stats,
+                    &tasks.health,
+                );
+                tasks.subscription.repoint(addr);
+                if let Some(connection) = running.connections.get(&tasks.connection) {
+                    connection.mailbox.do_send(Reannounce { key: tasks.key.clone() });
+                }
+            }
+            TaskRef::Connection(number) => {
+                let connection = running.connections.get(&number).ok_or("the connection was closed")?;
+                let addr = self.start_connection(number, running.routed(number), stats, RestartTracker::new(policy));
+                connection.mailbox.repoint(addr);
+            }
         }
+        Ok(())
     }
 }
 
@@ -701,6 +884,82 @@ impl Actor for SupervisorActor {
     }
 }
 
+impl Handler<Reconfigure> for SupervisorActor {
+    type Result = Result<Reconfigured, ReconfigureError>;
+
+    fn handle(&mut self, Reconfigure(new): Reconfigure, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(ReconfigureError::ShuttingDown);
+        }
+        let mut running = self.running.take().ok_or(ReconfigureError::NotRunning)?;
+        let changes = StreamChanges::between(&running.carried(), &new.streams);
+        let indicators_rebuilt = new.indicators != self.settings.indicators;
+        let supervision_changed = new.supervision != self.settings.supervision;
+        self.settings.streams = new.streams;
+        self.settings.indicators = new.indicators;
+        self.settings.supervision = new.supervision;
+        self.settings.history = new.history;
+        self.settings.audit.interval = new.audit.interval;
+        self.settings.audit.history = new.audit.history;
+        self.settings.subscription = new.subscription;
+
+        self.remove_streams(&mut running, &changes.removed);
+        self.add_streams(&mut running, &changes.added);
+        running.audit.do_send(AuditStreams { streams: running.audited(), interval: self.settings.audit.interval });
+        let describe = |keys: &[StreamKey]| keys.iter().map(|k| format!("{}:{}", k.symbol, k.timeframe)).collect();
+        let report =
+            Reconfigured { added: describe(&changes.added), removed: describe(&changes.removed), indicators_rebuilt };
+        if !changes.is_empty() {
+            log::info!(
+                "Streams changed: {} added, {} removed, {} carried",
+                changes.added.len(),
+                changes.removed.len(),
+                running.streams.len()
+            );
+        }
+        self.running = Some(running);
+        if supervision_changed {
+            self.apply_supervision();
+        }
+        if indicators_rebuilt {
+            self.replace_indicators(ctx);
+        }
+        Ok(report)
+    }
+}
+
+impl Handler<RestartTask> for SupervisorActor {
+    type Result = Result<(), ReconfigureError>;
+
+    fn handle(&mut self, RestartTask(name): RestartTask, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(ReconfigureError::ShuttingDown);
+        }
+        let running = self.running.as_ref().ok_or(ReconfigureError::NotRunning)?;
+        let watched = running.watched.iter().find(|w| w.spec.name == name);
+        let (task, stats) =
+            watched.map(|w| (w.task, w.stats.clone())).ok_or(ReconfigureError::UnknownTask(name.clone()))?;
+        log::info!("{name}: restart requested");
+        // Storage, the audit and connections are under actix supervision: each restarts itself in place, and counts
+        // it. For the others, a fresh actor takes over the mailbox, and the old one finishes what it holds and stops.
+        let (actor, in_place): (Recipient<Retire>, bool) = match task {
+            TaskRef::History => return Err(ReconfigureError::RunOnce(name)),
+            TaskRef::Storage => (running.storage.recipient(), true),
+            TaskRef::Audit => (running.audit.recipient(), true),
+            TaskRef::Connection(n) => (running.connections[&n].mailbox.recipient(), true),
+            TaskRef::Backfill => (running.backfill.recipient(), false),
+            TaskRef::Indicator(id) => (running.streams[&id].indicator.recipient(), false),
+            TaskRef::Subscription(id) => (running.streams[&id].subscription.recipient(), false),
+        };
+        if !in_place {
+            stats.record_restart();
+            self.restart(task);
+        }
+        actor.do_send(Retire);
+        Ok(())
+    }
+}
+
 impl Handler<Shutdown> for SupervisorActor {
     type Result = ResponseActFuture<Self, Result<(), ShutdownError>>;
 
@@ -709,20 +968,20 @@ impl Handler<Shutdown> for SupervisorActor {
         let Some(running) = self.running.take() else { return Box::pin(fut::ready(Ok(()))) };
         let frames_received = self.metrics.frames_received.get();
         let shutdown = async move {
-            for connection in &running.connections {
-                let _ = connection.send(Stop).await;
+            for connection in running.connections.values() {
+                let _ = connection.mailbox.send(Stop).await;
             }
             // Every mailbox is FIFO: once a Drain is answered, what was queued before it has been handled.
-            for subscription in &running.subscriptions {
-                let _ = subscription.send(Drain).await;
+            for tasks in running.streams.values() {
+                let _ = tasks.subscription.send(Drain).await;
             }
-            for indicator in &running.indicators {
-                let _ = indicator.send(Drain).await;
+            for tasks in running.streams.values() {
+                let _ = tasks.indicator.send(Drain).await;
             }
             let flushed = running.storage.send(Close).await?;
-            for stats in &running.all_stats {
-                if stats.state() == TaskState::Running {
-                    stats.set_state(TaskState::Stopped);
+            for watched in &running.watched {
+                if watched.stats.state() == TaskState::Running {
+                    watched.stats.set_state(TaskState::Stopped);
                 }
             }
             log::info!("Shut down after {frames_received} frame(s); storage flushed");
@@ -737,24 +996,6 @@ impl Handler<Shutdown> for SupervisorActor {
     }
 }
 
-impl Handler<Reconfigure> for SupervisorActor {
-    type Result = Result<Reconfigured, ReconfigureError>;
-
-    fn handle(&mut self, _msg: Reconfigure, _ctx: &mut Context<Self>) -> Self::Result {
-        // Being built: the live stream set.
-        Err(ReconfigureError::NotRunning)
-    }
-}
-
-impl Handler<RestartTask> for SupervisorActor {
-    type Result = Result<(), ReconfigureError>;
-
-    fn handle(&mut self, RestartTask(name): RestartTask, _ctx: &mut Context<Self>) -> Self::Result {
-        // Being built: the operator's restart.
-        Err(ReconfigureError::UnknownTask(name))
-    }
-}
-
 #[cfg(feature = "fault-injection")]
 impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
     type Result = Result<(), String>;
@@ -762,16 +1003,17 @@ impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
     fn handle(&mut self, msg: crate::fault_injection::InjectFault, _ctx: &mut Context<Self>) -> Self::Result {
         use crate::fault_injection::Inject;
         let running = self.running.as_ref().ok_or("the engine is not running")?;
-        let task = running.watched.iter().find(|w| w.name == msg.task).map(|w| w.task);
+        let task = running.watched.iter().find(|w| w.spec.name == msg.task).map(|w| w.task);
         let inject = Inject(msg.fault);
+        let gone = || format!("{} is gone", msg.task);
         match task.ok_or_else(|| format!("no supervised task is named {:?}", msg.task))? {
             TaskRef::Storage => running.storage.do_send(inject),
             TaskRef::Backfill => running.backfill.do_send(inject),
             TaskRef::Audit => running.audit.do_send(inject),
             TaskRef::History => running.history.as_ref().ok_or("no history task")?.do_send(inject),
-            TaskRef::Indicator(i) => running.indicators[i].do_send(inject),
-            TaskRef::Subscription(i) => running.subscriptions[i].do_send(inject),
-            TaskRef::Connection(i) => running.connections[i].do_send(inject),
+            TaskRef::Indicator(id) => running.streams.get(&id).ok_or_else(gone)?.indicator.do_send(inject),
+            TaskRef::Subscription(id) => running.streams.get(&id).ok_or_else(gone)?.subscription.do_send(inject),
+            TaskRef::Connection(n) => running.connections.get(&n).ok_or_else(gone)?.mailbox.do_send(inject),
         }
         log::warn!("{}: injecting {:?}", msg.task, msg.fault);
         Ok(())

@@ -4,41 +4,54 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// A control message, naming streams by their index on the connection.
+/// A control message, naming streams by `S` (their key on a connection; an index in the tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    Subscribe(Vec<usize>),
-    Unsubscribe(Vec<usize>),
+pub enum Control<S> {
+    Subscribe(Vec<S>),
+    Unsubscribe(Vec<S>),
 }
 
 /// The control messages of one socket.
 #[derive(Debug, Clone)]
-pub struct ControlQueue {
+pub struct ControlQueue<S> {
     /// The least time between two messages sent.
     interval: Duration,
-    pending: VecDeque<Control>,
+    pending: VecDeque<Control<S>>,
     /// SUBSCRIBE request ids awaiting their acknowledgement, with the streams they cover.
-    awaiting_ack: HashMap<i64, Vec<usize>>,
+    awaiting_ack: HashMap<i64, Vec<S>>,
     last_sent: Option<Instant>,
 }
 
-impl ControlQueue {
+impl<S: Clone + PartialEq> ControlQueue<S> {
     pub fn new(interval: Duration) -> Self {
         Self { interval, pending: VecDeque::new(), awaiting_ack: HashMap::new(), last_sent: None }
     }
 
     /// Queues SUBSCRIBEs for `streams`, `per_message` of them in each.
-    pub fn subscribe(&mut self, streams: &[usize], per_message: usize) {
+    pub fn subscribe(&mut self, streams: &[S], per_message: usize) {
         let chunks = streams.chunks(per_message.max(1));
         self.pending.extend(chunks.map(|chunk| Control::Subscribe(chunk.to_vec())));
     }
 
+    /// Queues UNSUBSCRIBEs for `streams`, `per_message` of them in each, and drops them from the SUBSCRIBEs still
+    /// queued (a stream removed before its SUBSCRIBE went out is never subscribed).
+    pub fn unsubscribe(&mut self, streams: &[S], per_message: usize) {
+        for control in &mut self.pending {
+            if let Control::Subscribe(queued) = control {
+                queued.retain(|s| !streams.contains(s));
+            }
+        }
+        self.pending.retain(|c| !matches!(c, Control::Subscribe(s) if s.is_empty()));
+        let chunks = streams.chunks(per_message.max(1));
+        self.pending.extend(chunks.map(|chunk| Control::Unsubscribe(chunk.to_vec())));
+    }
+
     /// Queues an UNSUBSCRIBE and a SUBSCRIBE of one stream, unless its resubscribe is queued already (a silent stream
     /// asks again while the queue drains slowly). Returns whether it queued them.
-    pub fn resubscribe(&mut self, stream: usize) -> bool {
-        let queued = self.pending.iter().any(|c| matches!(c, Control::Subscribe(s) if s.as_slice() == [stream]));
+    pub fn resubscribe(&mut self, stream: S) -> bool {
+        let queued = self.pending.iter().any(|c| matches!(c, Control::Subscribe(s) if s.len() == 1 && s[0] == stream));
         if !queued {
-            self.pending.push_back(Control::Unsubscribe(vec![stream]));
+            self.pending.push_back(Control::Unsubscribe(vec![stream.clone()]));
             self.pending.push_back(Control::Subscribe(vec![stream]));
         }
         !queued
@@ -47,7 +60,7 @@ impl ControlQueue {
     /// The next message to send at `now` with request id `id`, if one is queued and the pacing allows it. The
     /// interval counts from the last message sent, not from the caller's ticks: missed ticks never make a burst.
     /// A SUBSCRIBE is then awaited under `id`.
-    pub fn next_due(&mut self, now: Instant, id: i64) -> Option<Control> {
+    pub fn next_due(&mut self, now: Instant, id: i64) -> Option<Control<S>> {
         if self.last_sent.is_some_and(|at| now.saturating_duration_since(at) < self.interval) {
             return None;
         }
@@ -60,14 +73,14 @@ impl ControlQueue {
     }
 
     /// The streams whose SUBSCRIBE `id` acknowledges, if it was awaited here.
-    pub fn acknowledged(&mut self, id: i64) -> Option<Vec<usize>> {
+    pub fn acknowledged(&mut self, id: i64) -> Option<Vec<S>> {
         self.awaiting_ack.remove(&id)
     }
 
     /// Whether `stream`'s SUBSCRIBE is queued or awaits its acknowledgement.
-    pub fn subscribing(&self, stream: usize) -> bool {
-        self.awaiting_ack.values().any(|streams| streams.contains(&stream))
-            || self.pending.iter().any(|c| matches!(c, Control::Subscribe(s) if s.contains(&stream)))
+    pub fn subscribing(&self, stream: &S) -> bool {
+        self.awaiting_ack.values().any(|streams| streams.contains(stream))
+            || self.pending.iter().any(|c| matches!(c, Control::Subscribe(s) if s.contains(stream)))
     }
 
     /// Every stream is subscribed and acknowledged.
@@ -104,14 +117,14 @@ mod tests {
         let now = Instant::now();
         let mut queue = ControlQueue::new(INTERVAL);
         queue.subscribe(&[0, 1], 100);
-        assert!(!queue.settled() && queue.subscribing(1));
+        assert!(!queue.settled() && queue.subscribing(&1));
         assert!(queue.next_due(now, 7).is_some());
         // TC0: sent but not acknowledged: still subscribing, not settled.
-        assert!(!queue.settled() && queue.subscribing(0) && !queue.subscribing(2));
+        assert!(!queue.settled() && queue.subscribing(&0) && !queue.subscribing(&2));
         // TC1: an unknown id acknowledges nothing; the right one names the streams.
         assert_eq!(queue.acknowledged(8), None);
         assert_eq!(queue.acknowledged(7), Some(vec![0, 1]));
-        assert!(queue.settled() && !queue.subscribing(0));
+        assert!(queue.settled() && !queue.subscribing(&0));
     }
 
     #[test]
@@ -129,5 +142,23 @@ mod tests {
         assert_eq!(queue.next_due(now + INTERVAL, 2), Some(Control::Subscribe(vec![3])));
         // TC2: once its SUBSCRIBE went out, a new resubscribe may be queued.
         assert!(queue.resubscribe(3));
+    }
+
+    #[test]
+    fn an_unsubscribe_drops_the_streams_still_queued_to_subscribe() {
+        let now = Instant::now();
+        let mut queue = ControlQueue::new(INTERVAL);
+        queue.subscribe(&[0, 1, 2], 2);
+        // TC0: a stream whose SUBSCRIBE is still queued leaves it; one is UNSUBSCRIBEd after, chunked.
+        queue.unsubscribe(&[1, 2], 1);
+        assert!(!queue.subscribing(&1) && queue.subscribing(&0));
+        assert_eq!(queue.next_due(now, 1), Some(Control::Subscribe(vec![0])));
+        // TC1: a SUBSCRIBE emptied by it is not sent at all.
+        assert_eq!(queue.next_due(now + INTERVAL, 2), Some(Control::Unsubscribe(vec![1])));
+        assert_eq!(queue.next_due(now + 2 * INTERVAL, 3), Some(Control::Unsubscribe(vec![2])));
+        assert_eq!(queue.next_due(now + 3 * INTERVAL, 4), None);
+        // TC2: an UNSUBSCRIBE awaits no acknowledgement: the queue settles once the SUBSCRIBE is acknowledged.
+        assert_eq!(queue.acknowledged(1), Some(vec![0]));
+        assert!(queue.settled());
     }
 }

@@ -10,6 +10,7 @@ mod rate;
 mod routing;
 mod rules;
 mod silence;
+mod stream_set;
 mod timeframe;
 
 pub use audit::{audit_through, holes, missing_ranges};
@@ -22,4 +23,5 @@ pub use rate::{Permit, RateBudget, RequestGate};
 pub use routing::{Routed, Router, route_frame};
 pub use rules::{CandleRules, Gap, Verdict};
 pub use silence::{SilenceStep, SilenceWatch};
+pub use stream_set::{StreamChanges, place};
 pub use timeframe::{Timeframe, UnknownTimeframe};
