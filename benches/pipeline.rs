@@ -16,7 +16,7 @@ use candled_actors::actors::backfill::BackfillActor;
 use candled_actors::actors::indicator::IndicatorActor;
 use candled_actors::actors::messages::Drain;
 use candled_actors::actors::storage::{Flush, StorageActor, StorageSettings};
-use candled_actors::actors::subscription::{KlineUpdate, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
+use candled_actors::actors::subscription::{KlineUpdate, SubscriptionActor, SubscriptionSettings};
 use candled_actors::actors::{MAILBOX_CAPACITY, Mailbox};
 use candled_actors::domain::route_frame;
 use candled_actors::domain::{BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe};
@@ -27,6 +27,7 @@ use candled_actors::rest::RestClient;
 use candled_actors::store::{CandleStore, SCHEMA};
 use candled_actors::streams::StreamHealth;
 use candled_actors::tasks::{RestartPolicy, RestartTracker, TaskStats};
+use candled_actors::wiring::{StreamStart, StreamWiring, start_storage};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use rusqlite::Connection;
@@ -105,8 +106,7 @@ impl Pipeline {
     /// Must run inside the actix system.
     fn start(streams: &[StreamKey], db: &Path) -> Pipeline {
         let metrics = Metrics::new();
-        let keys = StreamRegistry::new(streams);
-        let tracker = || RestartTracker::new(RestartPolicy::Always(BackoffPolicy::default()));
+        let tracker = RestartTracker::new(RestartPolicy::Always(BackoffPolicy::default()));
         let config = IndicatorConfig::default();
         let board = ProvisionalBoard::new(IndicatorSet::new(&config).names().into());
         let arbiter = Arbiter::new();
@@ -115,11 +115,17 @@ impl Pipeline {
             let settings =
                 StorageSettings { path: db.to_owned(), batch_size: BATCH_SIZE, flush_interval: FLUSH_INTERVAL };
             let store = CandleStore::open(db).expect("open the bench database");
-            let (keys, metrics, actor_stats, tracker) = (keys.clone(), metrics.clone(), stats.clone(), tracker());
-            let names = board.names();
-            let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                StorageActor::new(settings, keys, names, store, actor_stats, tracker, metrics)
-            });
+            let (registry, names) = (StreamRegistry::new(streams), board.names());
+            let addr = start_storage(
+                &arbiter.handle(),
+                settings,
+                registry,
+                names,
+                store,
+                stats.clone(),
+                tracker,
+                metrics.clone(),
+            );
             Mailbox::new(addr, stats)
         };
         let tls = candled_actors::tls::client_config(None).expect("TLS config");
@@ -127,31 +133,25 @@ impl Pipeline {
         let rest = RestClient::new("http://127.0.0.1:9", tls, metrics.clone()).expect("REST client");
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         let backfill = Mailbox::new(BackfillActor::new(rest, 1, stats.clone()).start(), stats);
+        let wiring = StreamWiring { storage, backfill, board, clock: Default::default(), metrics };
         let (mut subscriptions, mut indicators) = (Vec::new(), Vec::new());
         for (index, key) in streams.iter().enumerate() {
-            let stream = StreamId(index as u32);
-            board.add(stream, key.clone());
+            let id = StreamId(index as u32);
+            wiring.board.add(id, key.clone());
             let stats = TaskStats::new(MAILBOX_CAPACITY);
-            let actor =
-                IndicatorActor::new(stream, key.clone(), &config, storage.clone(), board.clone(), stats.clone());
-            let indicator = Mailbox::new(actor.start(), stats);
+            let indicator = Mailbox::new(wiring.start_indicator(id, key, &config, &stats), stats);
             let stats = TaskStats::new(MAILBOX_CAPACITY);
-            let links = SubscriptionLinks {
+            let start = StreamStart {
+                last_stored: None,
                 load_history: false,
-                storage: storage.clone(),
-                indicator: indicator.clone(),
-                backfill: backfill.clone(),
                 history: None,
-                stats: stats.clone(),
                 health: StreamHealth::new(key.clone()),
-                clock: Default::default(),
-                metrics: metrics.clone(),
             };
-            let subscription = SubscriptionActor::new(stream, None, WATCH, links);
-            subscriptions.push(Mailbox::new(subscription.start(), stats));
+            let subscription = wiring.start_subscription(id, start, WATCH, &indicator, &stats);
+            subscriptions.push(Mailbox::new(subscription, stats));
             indicators.push(indicator);
         }
-        Pipeline { router: Router::new(streams), subscriptions, indicators, storage, _arbiter: arbiter }
+        Pipeline { router: Router::new(streams), subscriptions, indicators, storage: wiring.storage, _arbiter: arbiter }
     }
 
     /// Feeds `frames` as the connection actor does, then waits until storage committed all of them.

@@ -13,6 +13,7 @@ pub mod store;
 pub mod streams;
 pub mod tasks;
 pub mod tls;
+pub mod wiring;
 
 /// An error with its causes, outermost first: `connect failed: tcp connect error: Connection refused (os error
 /// 111)`. A cause whose text the previous one already shows is left out.

@@ -19,7 +19,7 @@ use crate::actors::history::HistoryActor;
 use crate::actors::indicator::IndicatorActor;
 use crate::actors::messages::{Drain, HistoryLanded, Retire};
 use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings};
-use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
+use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, Gap, StreamChanges, StreamId, StreamKey, Timeframe, place};
 use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
@@ -31,6 +31,7 @@ use crate::streams::StreamHealth;
 use crate::tasks::{
     Priority, RestartBudget, RestartDecision, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats,
 };
+use crate::wiring::{self, StreamStart, StreamWiring};
 
 /// Stop every task in reverse start order and flush storage. Answers when everything received is committed.
 #[derive(Message)]
@@ -209,8 +210,8 @@ struct ConnectionTask {
 
 /// The addresses of the started tasks, and what is needed to recreate any of them.
 struct RunningTasks {
-    storage: Mailbox<StorageActor>,
-    backfill: Mailbox<BackfillActor>,
+    /// Storage, backfill and what else every stream is linked to.
+    wiring: StreamWiring,
     audit: Mailbox<AuditActor>,
     history: Option<Mailbox<HistoryActor>>,
     /// By id: the order streams were first configured in.
@@ -221,28 +222,18 @@ struct RunningTasks {
     watched: Vec<Watched>,
 }
 
-/// The tasks every stream relies on, started before any stream.
-struct CoreTasks<'a> {
-    storage: &'a Mailbox<StorageActor>,
-    backfill: &'a Mailbox<BackfillActor>,
-}
-
 impl RunningTasks {
     /// The task's actor is still there (a panic drops it; so does a stop of an actor without actix supervision).
     fn is_alive(&self, task: TaskRef) -> bool {
         match task {
-            TaskRef::Storage => self.storage.connected(),
-            TaskRef::Backfill => self.backfill.connected(),
+            TaskRef::Storage => self.wiring.storage.connected(),
+            TaskRef::Backfill => self.wiring.backfill.connected(),
             TaskRef::Audit => self.audit.connected(),
             TaskRef::History => self.history.as_ref().is_none_or(Mailbox::connected),
             TaskRef::Indicator(id) => self.streams.get(&id).is_some_and(|s| s.indicator.connected()),
             TaskRef::Subscription(id) => self.streams.get(&id).is_some_and(|s| s.subscription.connected()),
             TaskRef::Connection(n) => self.connections.get(&n).is_some_and(|c| c.mailbox.connected()),
         }
-    }
-
-    fn core(&self) -> CoreTasks<'_> {
-        CoreTasks { storage: &self.storage, backfill: &self.backfill }
     }
 
     /// What the audit checks: every stream, with where its repairs go.
@@ -370,57 +361,25 @@ impl SupervisorActor {
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<StorageActor> {
-        let (settings, metrics) = (self.settings.storage.clone(), self.metrics.clone());
-        let streams = self.settings.registry.clone();
+        let (settings, streams) = (self.settings.storage.clone(), self.settings.registry.clone());
         let names = self.settings.provisional.names();
-        let stats = stats.clone();
-        Supervisor::start_in_arbiter(arbiter, move |_| {
-            StorageActor::new(settings, streams, names, store, stats, tracker, metrics)
-        })
+        wiring::start_storage(arbiter, settings, streams, names, store, stats.clone(), tracker, self.metrics.clone())
     }
 
     fn start_backfill(&self, stats: &Arc<TaskStats>) -> Addr<BackfillActor> {
         BackfillActor::new(self.rest.clone(), self.settings.backfill_concurrency, stats.clone()).start()
     }
 
-    fn start_indicator(
-        &self,
-        id: StreamId,
-        key: &StreamKey,
-        storage: &Mailbox<StorageActor>,
-        stats: &Arc<TaskStats>,
-    ) -> Addr<IndicatorActor> {
-        let board = self.settings.provisional.clone();
-        let config = &self.settings.indicators;
-        IndicatorActor::new(id, key.clone(), config, storage.clone(), board, stats.clone()).start()
-    }
-
-    #[allow(clippy::too_many_arguments)]
+    /// A stream's subscription, starting from `start`, under the current settings.
     fn start_subscription(
         &self,
+        wiring: &StreamWiring,
         id: StreamId,
-        last_stored: Option<i64>,
-        core: &CoreTasks,
+        start: StreamStart,
         indicator: &Mailbox<IndicatorActor>,
-        load_history: bool,
-        history: Option<Recipient<HistoryLanded>>,
         stats: &Arc<TaskStats>,
-        health: &Arc<StreamHealth>,
     ) -> Addr<SubscriptionActor> {
-        let links = SubscriptionLinks {
-            load_history: load_history && self.settings.history > 0,
-            storage: core.storage.clone(),
-            indicator: indicator.clone(),
-            backfill: core.backfill.clone(),
-            history,
-            stats: stats.clone(),
-            health: health.clone(),
-            clock: self.rest.clock().clone(),
-            metrics: self.metrics.clone(),
-        };
-        let mut settings = self.settings.subscription;
-        settings.history = self.settings.history;
-        SubscriptionActor::new(id, last_stored, settings, links).start()
+        wiring.start_subscription(id, start, self.settings.subscription, indicator, stats)
     }
 
     fn start_audit(
@@ -486,10 +445,16 @@ impl SupervisorActor {
 
         let mut streams = BTreeMap::new();
         let mut connections = BTreeMap::new();
-        let core = CoreTasks { storage: &storage, backfill: &backfill };
+        let wiring = StreamWiring {
+            storage,
+            backfill,
+            board: self.settings.provisional.clone(),
+            clock: self.rest.clock().clone(),
+            metrics: self.metrics.clone(),
+        };
         let history_recipient = history.as_ref().map(Mailbox::recipient::<HistoryLanded>);
         let (started, new_connections) =
-            self.start_streams(&keys, &stored, &core, history_recipient, &mut connections, &mut watched);
+            self.start_streams(&keys, &stored, &wiring, history_recipient, &mut connections, &mut watched);
         streams.extend(started);
         for (number, routed) in new_connections {
             self.add_connection(number, routed, &mut connections, &mut watched);
@@ -501,7 +466,7 @@ impl SupervisorActor {
             let w = self.register(TaskRef::Audit, self.spec("audit".into(), TaskKind::Audit, None, meta));
             let tracker = RestartTracker::new(w.spec.policy);
             let audited = audited_streams(&streams);
-            let addr = self.start_audit(&audit_arbiter.handle(), audited, &backfill, &w.stats, tracker);
+            let addr = self.start_audit(&audit_arbiter.handle(), audited, &wiring.backfill, &w.stats, tracker);
             let mailbox = Mailbox::new(addr, w.stats.clone());
             watched.push(w);
             mailbox
@@ -509,8 +474,7 @@ impl SupervisorActor {
         log::info!("Registered {} background task(s)", watched.len());
         log::info!("Started {} tasks", watched.len());
         self.running = Some(RunningTasks {
-            storage,
-            backfill,
+            wiring,
             audit,
             history,
             streams,
@@ -532,7 +496,7 @@ impl SupervisorActor {
         &self,
         keys: &[StreamKey],
         stored: &StoredState,
-        core: &CoreTasks,
+        wiring: &StreamWiring,
         history: Option<Recipient<HistoryLanded>>,
         connections: &mut BTreeMap<u32, ConnectionTask>,
         watched: &mut Vec<Watched>,
@@ -551,7 +515,8 @@ impl SupervisorActor {
                 TaskRef::Indicator(id),
                 self.spec(stream_task_name("indicator", key), TaskKind::Indicator, Some(key), vec![]),
             );
-            let indicator = Mailbox::new(self.start_indicator(id, key, core.storage, &w.stats), w.stats.clone());
+            let addr = wiring.start_indicator(id, key, &self.settings.indicators, &w.stats);
+            let indicator = Mailbox::new(addr, w.stats.clone());
             watched.push(w);
 
             let health = StreamHealth::new(key.clone());
@@ -562,9 +527,13 @@ impl SupervisorActor {
                 TaskRef::Subscription(id),
                 self.spec(stream_task_name("subscription", key), TaskKind::Subscription, Some(key), vec![]),
             );
-            let last_stored = stored.last_closed.get(&stored_key).copied();
-            let addr =
-                self.start_subscription(id, last_stored, core, &indicator, true, history.clone(), &w.stats, &health);
+            let start = StreamStart {
+                last_stored: stored.last_closed.get(&stored_key).copied(),
+                load_history: true,
+                history: history.clone(),
+                health: health.clone(),
+            };
+            let addr = self.start_subscription(wiring, id, start, &indicator, &w.stats);
             let subscription = Mailbox::new(addr, w.stats.clone());
             watched.push(w);
 
@@ -613,9 +582,8 @@ impl SupervisorActor {
             return;
         }
         let stored = StoredState::read_fresh(&self.settings.storage.path);
-        let core = CoreTasks { storage: &running.storage, backfill: &running.backfill };
         let (started, new_connections) =
-            self.start_streams(keys, &stored, &core, None, &mut running.connections, &mut running.watched);
+            self.start_streams(keys, &stored, &running.wiring, None, &mut running.connections, &mut running.watched);
         running.streams.extend(started);
         for (number, routed) in new_connections {
             self.add_connection(number, routed, &mut running.connections, &mut running.watched);
@@ -691,13 +659,14 @@ impl SupervisorActor {
     fn start_new_indicators(&mut self) {
         let Some(running) = self.running.take() else { return };
         let names: Arc<[String]> = IndicatorSet::new(&self.settings.indicators).names().into();
-        running.storage.do_send(SetIndicatorNames(names.clone()));
+        running.wiring.storage.do_send(SetIndicatorNames(names.clone()));
         self.settings.provisional.set_names(names);
         let mut running = running;
         for w in &mut running.watched {
             let TaskRef::Indicator(id) = w.task else { continue };
             if let Some(tasks) = running.streams.get(&id) {
-                tasks.indicator.repoint(self.start_indicator(id, &tasks.key, &running.storage, &w.stats));
+                let addr = running.wiring.start_indicator(id, &tasks.key, &self.settings.indicators, &w.stats);
+                tasks.indicator.repoint(addr);
             }
             w.watch = Watch::Alive;
         }
@@ -805,10 +774,10 @@ impl SupervisorActor {
                 let store = CandleStore::open(&self.settings.storage.path)
                     .map_err(|e| format!("cannot open the database: {e}"))?;
                 let addr = self.start_storage(&running.storage_arbiter, store, stats, RestartTracker::new(policy));
-                running.storage.repoint(addr);
+                running.wiring.storage.repoint(addr);
             }
             TaskRef::Backfill => {
-                running.backfill.repoint(self.start_backfill(stats));
+                running.wiring.backfill.repoint(self.start_backfill(stats));
                 // Their queued and in-flight fetches are lost: each stream asks again for what it waits for.
                 for tasks in running.streams.values() {
                     tasks.subscription.do_send(BackfillRestarted);
@@ -816,8 +785,13 @@ impl SupervisorActor {
             }
             TaskRef::Audit => {
                 let tracker = RestartTracker::new(policy);
-                let addr =
-                    self.start_audit(&running.audit_arbiter, running.audited(), &running.backfill, stats, tracker);
+                let addr = self.start_audit(
+                    &running.audit_arbiter,
+                    running.audited(),
+                    &running.wiring.backfill,
+                    stats,
+                    tracker,
+                );
                 running.audit.repoint(addr);
             }
             // Its policy never restarts it: `probe` marked it failed.
@@ -825,7 +799,8 @@ impl SupervisorActor {
             TaskRef::Indicator(id) => {
                 let tasks = running.streams.get(&id).ok_or("its stream is gone")?;
                 // A fresh indicator actor rebuilds its state from the stored candles when it starts.
-                tasks.indicator.repoint(self.start_indicator(id, &tasks.key, &running.storage, stats));
+                let addr = running.wiring.start_indicator(id, &tasks.key, &self.settings.indicators, stats);
+                tasks.indicator.repoint(addr);
             }
             TaskRef::Subscription(id) => {
                 let tasks = running.streams.get(&id).ok_or("its stream is gone")?;
@@ -843,17 +818,8 @@ impl SupervisorActor {
                 let history = (running.history.as_ref())
                     .filter(|history| history.connected() && load_history)
                     .map(Mailbox::recipient::<HistoryLanded>);
-                let core = running.core();
-                let addr = self.start_subscription(
-                    id,
-                    last_stored,
-                    &core,
-                    &tasks.indicator,
-                    load_history,
-                    history,
-                    stats,
-                    &tasks.health,
-                );
+                let start = StreamStart { last_stored, load_history, history, health: tasks.health.clone() };
+                let addr = self.start_subscription(&running.wiring, id, start, &tasks.indicator, stats);
                 tasks.subscription.repoint(addr);
                 if let Some(connection) = running.connections.get(&tasks.connection) {
                     connection.mailbox.do_send(Reannounce { key: tasks.key.clone() });
@@ -944,10 +910,10 @@ impl Handler<RestartTask> for SupervisorActor {
         // it. For the others, a fresh actor takes over the mailbox, and the old one finishes what it holds and stops.
         let (actor, in_place): (Recipient<Retire>, bool) = match task {
             TaskRef::History => return Err(ReconfigureError::RunOnce(name)),
-            TaskRef::Storage => (running.storage.recipient(), true),
+            TaskRef::Storage => (running.wiring.storage.recipient(), true),
             TaskRef::Audit => (running.audit.recipient(), true),
             TaskRef::Connection(n) => (running.connections[&n].mailbox.recipient(), true),
-            TaskRef::Backfill => (running.backfill.recipient(), false),
+            TaskRef::Backfill => (running.wiring.backfill.recipient(), false),
             TaskRef::Indicator(id) => (running.streams[&id].indicator.recipient(), false),
             TaskRef::Subscription(id) => (running.streams[&id].subscription.recipient(), false),
         };
@@ -978,7 +944,7 @@ impl Handler<Shutdown> for SupervisorActor {
             for tasks in running.streams.values() {
                 let _ = tasks.indicator.send(Drain).await;
             }
-            let flushed = running.storage.send(Close).await?;
+            let flushed = running.wiring.storage.send(Close).await?;
             for watched in &running.watched {
                 if watched.stats.state() == TaskState::Running {
                     watched.stats.set_state(TaskState::Stopped);
@@ -1007,8 +973,8 @@ impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
         let inject = Inject(msg.fault);
         let gone = || format!("{} is gone", msg.task);
         match task.ok_or_else(|| format!("no supervised task is named {:?}", msg.task))? {
-            TaskRef::Storage => running.storage.do_send(inject),
-            TaskRef::Backfill => running.backfill.do_send(inject),
+            TaskRef::Storage => running.wiring.storage.do_send(inject),
+            TaskRef::Backfill => running.wiring.backfill.do_send(inject),
             TaskRef::Audit => running.audit.do_send(inject),
             TaskRef::History => running.history.as_ref().ok_or("no history task")?.do_send(inject),
             TaskRef::Indicator(id) => running.streams.get(&id).ok_or_else(gone)?.indicator.do_send(inject),
