@@ -21,7 +21,8 @@ use crate::actors::Mailbox;
 use crate::actors::messages::{Retire, StreamSilent};
 use crate::actors::subscription::{KlineUpdate, StreamLive, SubscriptionActor};
 use crate::domain::{
-    Control, ControlQueue, Frame, RateBudget, RejectReason, Routed, Router, SilenceStep, StreamKey, route_frame,
+    Control, ControlQueue, Frame, Handover, HandoverFailed, HandoverKind, RateBudget, RejectReason, Routed, Router,
+    SilenceStep, StreamKey, route_frame,
 };
 use crate::error_chain;
 use crate::metrics::Metrics;
@@ -129,9 +130,8 @@ pub struct ConnectionActor {
     last_frame: Instant,
     last_reject_log: HashMap<RejectReason, Instant>,
     reconnect_now: bool,
-    /// The successor being made replaces a zombie: its streams missed data and must be repaired once it carries
-    /// them.
-    replacing: bool,
+    /// The successor being made, if any, and why.
+    handover: Handover,
     stopping: bool,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
@@ -159,7 +159,7 @@ impl ConnectionActor {
             last_frame: Instant::now(),
             last_reject_log: HashMap::new(),
             reconnect_now: false,
-            replacing: false,
+            handover: Handover::default(),
             stopping: false,
             stats,
             restarts,
@@ -208,11 +208,15 @@ impl ConnectionActor {
                 Err(_) => format!("timed out after {:?}", act.settings.connect_timeout),
             };
             act.fail(format!("connect failed: {error}"));
-            // A zombie being replaced is worth nothing: break it, and reconnect under the restart policy.
-            if role == Role::Primary || act.replacing {
-                ctx.stop();
-            } else {
-                ctx.run_later(ROTATION_RETRY, |act, ctx| act.connect(Role::Successor, ctx));
+            if role == Role::Primary {
+                return ctx.stop();
+            }
+            match act.handover.failed() {
+                // A zombie being replaced is worth nothing: break it, and reconnect under the restart policy.
+                HandoverFailed::Reconnect => ctx.stop(),
+                HandoverFailed::RetryLater => {
+                    ctx.run_later(ROTATION_RETRY, |act, ctx| act.hand_over(HandoverKind::Rotation, ctx));
+                }
             }
         }));
     }
@@ -232,7 +236,7 @@ impl ConnectionActor {
         controls.unsubscribe(&removed, self.settings.streams_per_message);
         let socket = Socket { reader: ctx.add_stream(stream), writer: SinkWrite::new(sink, ctx), controls };
         self.last_frame = Instant::now();
-        ctx.run_later(self.settings.rotate_after, |act, ctx| act.connect(Role::Successor, ctx));
+        ctx.run_later(self.settings.rotate_after, |act, ctx| act.hand_over(HandoverKind::Rotation, ctx));
         match role {
             Role::Primary => {
                 log::info!("{}: connected with {} stream(s)", self.name, self.streams.len());
@@ -252,6 +256,13 @@ impl ConnectionActor {
         }
     }
 
+    /// Makes a successor socket, unless one is being made already (which then serves this request too).
+    fn hand_over(&mut self, kind: HandoverKind, ctx: &mut Context<Self>) {
+        if self.handover.begin(kind) {
+            self.connect(Role::Successor, ctx);
+        }
+    }
+
     /// Once the successor carries every stream, it replaces the current socket (make before break).
     fn promote_if_settled(&mut self, ctx: &mut Context<Self>) {
         if !self.successor.as_ref().is_some_and(|socket| socket.controls.settled()) {
@@ -261,7 +272,7 @@ impl ConnectionActor {
         if let Some(old) = old {
             old.close(ctx);
         }
-        if std::mem::take(&mut self.replacing) {
+        if self.handover.completed() == Some(HandoverKind::Replacement) {
             log::info!("{}: replaced the silent connection; its streams repair what they missed", self.name);
             for stream in &self.streams {
                 stream.subscription.do_send(StreamLive { connection: ctx.address().recipient() });
@@ -389,7 +400,7 @@ impl Actor for ConnectionActor {
 impl Supervised for ConnectionActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         self.disconnect(ctx);
-        self.replacing = false;
+        self.handover.abandon();
         if self.stopping {
             return;
         }
@@ -463,7 +474,10 @@ impl Handler<StreamSilent> for ConnectionActor {
                 socket.controls.resubscribe(msg.key);
             }
             // Every silent stream asks; one replacement (or rotation) at a time answers them all.
-            SilenceStep::ReplaceConnection if self.successor.is_none() && !self.replacing => {
+            SilenceStep::ReplaceConnection => {
+                if self.handover.in_progress() == Some(HandoverKind::Replacement) {
+                    return;
+                }
                 log::warn!(
                     "{}: {} still silent after a resubscribe; replacing the connection (the new one is made before the \
                      old one is broken)",
@@ -472,10 +486,8 @@ impl Handler<StreamSilent> for ConnectionActor {
                 );
                 self.stats.record_error(format!("{} silent after a resubscribe: connection replaced", msg.key));
                 self.metrics.connection_replacements.inc();
-                self.replacing = true;
-                self.connect(Role::Successor, ctx);
+                self.hand_over(HandoverKind::Replacement, ctx);
             }
-            SilenceStep::ReplaceConnection => {}
         }
     }
 }
