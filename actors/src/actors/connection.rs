@@ -329,8 +329,9 @@ impl ConnectionActor {
                 let subscription = &self.streams[index].subscription;
                 if candle.is_closed {
                     subscription.do_send(update);
-                } else if subscription.try_send(update).is_err() {
-                    // The subscription is behind: a later update (or the close) supersedes this one.
+                } else if let Err(SendError::Full(_)) = subscription.try_send(update) {
+                    // The subscription is behind: a later update (or the close) supersedes this one. (One that is
+                    // gone is being restarted: it repairs what it missed.)
                     self.metrics.in_progress_coalesced.inc();
                 }
             }

@@ -89,9 +89,9 @@ impl<A: Actor> Mailbox<A> {
         self.with_addr(|addr| addr.do_send(msg));
     }
 
-    /// Enqueues `msg` unless the mailbox is full; gives it back if it is. Use it for updates that may be
-    /// coalesced: the mailbox bound is what keeps memory bounded.
-    pub fn try_send<M>(&self, msg: M) -> Result<(), M>
+    /// Enqueues `msg` unless the mailbox is full (or the actor is gone); gives it back, saying which. Use it for
+    /// updates that may be coalesced: the mailbox bound is what keeps memory bounded.
+    pub fn try_send<M>(&self, msg: M) -> Result<(), SendError<M>>
     where
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
@@ -103,7 +103,7 @@ impl<A: Actor> Mailbox<A> {
                 self.stats.record_sent();
                 Ok(())
             }
-            Err(SendError::Full(msg) | SendError::Closed(msg)) => Err(msg),
+            Err(error) => Err(error),
         }
     }
 

@@ -177,7 +177,7 @@ impl SubscriptionActor {
                 self.deferred = None;
             }
             self.links.storage.do_send(msg);
-        } else if let Err(msg) = self.links.storage.try_send(msg)
+        } else if let Err(SendError::Full(msg) | SendError::Closed(msg)) = self.links.storage.try_send(msg)
             && self.deferred.replace(msg).is_some()
         {
             self.links.metrics.in_progress_coalesced.inc();
