@@ -13,6 +13,11 @@ use crate::actors::messages::HistoryLanded;
 use crate::domain::StreamId;
 use crate::tasks::{TaskState, TaskStats};
 
+/// These streams were removed from the config: their history is no longer waited for.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct StreamsRemoved(pub Vec<StreamId>);
+
 pub struct HistoryActor {
     timeout: Duration,
     pending: HashSet<StreamId>,
@@ -93,6 +98,21 @@ impl Handler<HistoryLanded> for HistoryActor {
                     self.finish(ctx);
                 }
             }
+        }
+    }
+}
+
+impl Handler<StreamsRemoved> for HistoryActor {
+    type Result = ();
+
+    fn handle(&mut self, StreamsRemoved(streams): StreamsRemoved, ctx: &mut Context<Self>) {
+        self.stats.record_handled();
+        let waited = self.pending.len();
+        for stream in streams {
+            self.pending.remove(&stream);
+        }
+        if waited > 0 && self.pending.is_empty() {
+            self.finish(ctx);
         }
     }
 }

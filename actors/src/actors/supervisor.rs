@@ -15,7 +15,7 @@ use crate::actors::connection::{
     AddStreams, ConnectionActor, ConnectionSettings, Reannounce, RemoveStreams, RoutedStream, Stop,
 };
 use crate::actors::health::{HealthActor, RegisterStream, RegisterTask, UnregisterStreams, UnregisterTasks};
-use crate::actors::history::HistoryActor;
+use crate::actors::history::{HistoryActor, StreamsRemoved};
 use crate::actors::indicator::IndicatorActor;
 use crate::actors::messages::{Drain, HistoryLanded, Retire};
 use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings};
@@ -628,6 +628,13 @@ impl SupervisorActor {
             }
         }
         running.watched.retain(|w| !gone.contains(&w.task));
+        if let Some(history) = running.history.as_ref().filter(|history| history.connected()) {
+            let removed = gone.iter().filter_map(|task| match task {
+                TaskRef::Subscription(id) => Some(*id),
+                _ => None,
+            });
+            history.do_send(StreamsRemoved(removed.collect()));
+        }
         self.health.do_send(UnregisterStreams(keys.to_vec()));
         self.health.do_send(UnregisterTasks(task_names));
     }
@@ -662,7 +669,7 @@ impl SupervisorActor {
         running.wiring.storage.do_send(SetIndicatorNames(names.clone()));
         self.settings.provisional.set_names(names);
         let mut running = running;
-        for w in &mut running.watched {
+        for w in running.watched.iter_mut().filter(|w| w.watch == Watch::Replacing) {
             let TaskRef::Indicator(id) = w.task else { continue };
             if let Some(tasks) = running.streams.get(&id) {
                 let addr = running.wiring.start_indicator(id, &tasks.key, &self.settings.indicators, &w.stats);
