@@ -108,6 +108,11 @@ impl TestApp {
         self.child.id()
     }
 
+    /// Rewrites the app's `config.toml` for `options`, as a user editing it while candled runs would.
+    pub fn edit_config(&self, fake: &FakeExchange, options: &AppOptions) {
+        write_config(self.dir.as_ref().expect("the app's folder").path(), fake, options);
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
@@ -123,6 +128,19 @@ impl TestApp {
             let status = self.child.try_wait().ok().flatten();
             panic!("no log line with {needle:?} within {timeout:?} (exit: {status:?}); log:\n{}", self.log_text())
         })
+    }
+
+    /// Waits until `count` log lines contain `needle`.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) {
+        let seen = || self.log_lines().iter().filter(|line| line.contains(needle)).count();
+        if wait_until(timeout, || (seen() >= count).then_some(())).is_none() {
+            panic!(
+                "{} log line(s) with {needle:?} within {timeout:?}, not {count}; log:
+{}",
+                seen(),
+                self.log_text()
+            );
+        }
     }
 
     /// `GET path` on the app: status and JSON body (or the text as a JSON string).

@@ -105,6 +105,37 @@ fn streams_are_pooled_1024_per_connection_and_subscribed_within_the_message_rate
     );
 }
 
+#[test]
+fn two_thousand_streams_added_by_an_edit_fill_the_open_connection_then_one_more_within_the_message_rate() {
+    const ALL_TIMEFRAMES: [&str; 16] =
+        ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"];
+    let symbols = symbols(125);
+    let streams = symbols.len() * ALL_TIMEFRAMES.len();
+    assert_eq!(streams, 2000);
+    let fake = fake_for(&symbols, 600.0, Duration::from_secs(1), None);
+    let one = AppOptions { symbols: symbols[..1].to_vec(), timeframes: vec!["1m"], ..AppOptions::default() };
+    let app = spawn_app(&fake, one);
+    wait_subscribed(&fake, &app, 1, Duration::from_secs(20));
+
+    let all = AppOptions { symbols: symbols.clone(), timeframes: ALL_TIMEFRAMES.to_vec(), ..AppOptions::default() };
+    let edited = Instant::now();
+    app.edit_config(&fake, &all);
+    let stats = wait_subscribed(&fake, &app, streams, Duration::from_secs(30));
+    let subscribed_in = edited.elapsed();
+    // The open connection takes 1,023 more (11 SUBSCRIBEs of up to 100); the new one names 100 in its URL and
+    // SUBSCRIBEs the other 876 (9 more). Both are paced under the fake's 5 messages a second: no 1008.
+    assert_eq!(stats.ws_streams_per_connection, [STREAMS_PER_CONNECTION, streams - STREAMS_PER_CONNECTION]);
+    assert_eq!(stats.ws_connections_accepted, 2, "{stats:?}");
+    assert_eq!(stats.ws_rate_limit_closes, 0, "a connection was closed with 1008: {stats:?}");
+    assert_eq!(stats.ws_control_errors_sent, 0, "{stats:?}");
+    assert_eq!(stats.ws_subscribe_messages_received, 11 + 9, "{stats:?}");
+    let (_, tasks) = app.get("/api/v1/tasks/status");
+    let subscriptions =
+        tasks["tasks"].as_array().map_or(0, |t| t.iter().filter(|t| t["kind"] == "subscription").count());
+    assert_eq!(subscriptions, streams);
+    println!("{streams} streams added by an edit: all subscribed {subscribed_in:?} after it, {stats:?}");
+}
+
 /// `/proc/<pid>/stat` utime + stime, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("candled is running");

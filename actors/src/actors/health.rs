@@ -1,6 +1,7 @@
 //! The health actor: keeps the live task table (specs from the supervisor, counters shared with the tasks) and
 //! answers the HTTP layer's questions about it.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -127,6 +128,8 @@ struct TaskEntry {
 
 pub struct HealthActor {
     tasks: Vec<TaskEntry>,
+    /// Task name → index into `tasks`.
+    task_index: HashMap<String, usize>,
     streams: Vec<Arc<StreamHealth>>,
     started_at: Instant,
     metrics: Metrics,
@@ -134,7 +137,7 @@ pub struct HealthActor {
 
 impl HealthActor {
     pub fn new(metrics: Metrics) -> Self {
-        Self { tasks: Vec::new(), streams: Vec::new(), started_at: Instant::now(), metrics }
+        Self { tasks: Vec::new(), task_index: HashMap::new(), streams: Vec::new(), started_at: Instant::now(), metrics }
     }
 }
 
@@ -162,9 +165,12 @@ impl Handler<RegisterTask> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, msg: RegisterTask, _ctx: &mut Context<Self>) {
-        match self.tasks.iter_mut().find(|entry| entry.spec.name == msg.spec.name) {
-            Some(entry) => entry.spec = msg.spec,
-            None => self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats }),
+        match self.task_index.get(&msg.spec.name) {
+            Some(&index) => self.tasks[index].spec = msg.spec,
+            None => {
+                self.task_index.insert(msg.spec.name.clone(), self.tasks.len());
+                self.tasks.push(TaskEntry { spec: msg.spec, stats: msg.stats });
+            }
         }
     }
 }
@@ -173,8 +179,10 @@ impl Handler<UnregisterTasks> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, UnregisterTasks(names): UnregisterTasks, _ctx: &mut Context<Self>) {
-        let names: std::collections::HashSet<String> = names.into_iter().collect();
+        let names: HashSet<String> = names.into_iter().collect();
         self.tasks.retain(|entry| !names.contains(&entry.spec.name));
+        self.task_index =
+            self.tasks.iter().enumerate().map(|(index, entry)| (entry.spec.name.clone(), index)).collect();
     }
 }
 
@@ -182,7 +190,7 @@ impl Handler<UnregisterStreams> for HealthActor {
     type Result = ();
 
     fn handle(&mut self, UnregisterStreams(keys): UnregisterStreams, _ctx: &mut Context<Self>) {
-        let keys: std::collections::HashSet<StreamKey> = keys.into_iter().collect();
+        let keys: HashSet<StreamKey> = keys.into_iter().collect();
         self.streams.retain(|stream| !keys.contains(&stream.key));
     }
 }
@@ -280,5 +288,43 @@ mod tests {
         assert_eq!(verdict([(Critical, true, Restarting), (Normal, true, Failed)]), HealthStatus::Unhealthy);
         // TC4: a run-once task that timed out degrades, whatever its priority.
         assert_eq!(verdict([(Critical, false, Failed)]), HealthStatus::Degraded);
+    }
+
+    #[actix::test]
+    async fn tasks_and_streams_come_and_go_by_name() {
+        let health = HealthActor::new(Metrics::new()).start();
+        let spec = |name: &str, metadata: &str| TaskSpec {
+            name: name.to_owned(),
+            kind: TaskKind::Connection,
+            symbol: None,
+            timeframe: None,
+            priority: Priority::Critical,
+            auto_restart: true,
+            policy: crate::tasks::RestartPolicy::Never,
+            timeout: std::time::Duration::from_secs(1),
+            metadata: vec![("streams".to_owned(), metadata.to_owned())],
+        };
+        let first = TaskStats::new(8);
+        for (name, streams) in [("connection-0", "2"), ("connection-1", "1"), ("connection-0", "5")] {
+            health.send(RegisterTask { spec: spec(name, streams), stats: first.clone() }).await.expect("alive");
+        }
+        let key = |symbol: &str| StreamKey::new(symbol, crate::domain::Timeframe::M1);
+        for symbol in ["BTCUSDT", "ETHUSDT"] {
+            health.send(RegisterStream(StreamHealth::new(key(symbol)))).await.expect("alive");
+        }
+        // TC0: a task registered again under its name is replaced, not listed twice.
+        let report = health.send(GetHealth).await.expect("alive");
+        let names: Vec<(String, serde_json::Value)> =
+            report.task_list.iter().map(|t| (t.name.clone(), t.metadata["streams"].clone())).collect();
+        assert_eq!(names, [("connection-0".to_owned(), "5".into()), ("connection-1".to_owned(), "1".into())]);
+        // TC1: removed tasks and streams are gone; the others stay, and can still be replaced by name.
+        health.send(UnregisterTasks(vec!["connection-0".to_owned()])).await.expect("alive");
+        health.send(UnregisterStreams(vec![key("BTCUSDT")])).await.expect("alive");
+        health.send(RegisterTask { spec: spec("connection-1", "3"), stats: first }).await.expect("alive");
+        let report = health.send(GetHealth).await.expect("alive");
+        assert_eq!(report.task_list.len(), 1);
+        assert_eq!(report.task_list[0].metadata["streams"], "3");
+        let streams = health.send(GetStreams).await.expect("alive");
+        assert_eq!(streams.iter().map(|(key, _)| key.symbol.as_str()).collect::<Vec<_>>(), ["ETHUSDT"]);
     }
 }
