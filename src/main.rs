@@ -36,7 +36,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    let result = async { Application::build(settings).await?.run_until_stopped(shutdown_signal()).await }.await;
+    let result =
+        async { Application::build(settings, cli.config.clone()).await?.run_until_stopped(shutdown_signal()).await }
+            .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<UnlistedSymbols>() => {
