@@ -256,17 +256,26 @@ impl Settings {
     /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`]; `CANDLED_ADMIN_TOKEN`,
     /// when set and not empty, replaces `[http] admin_token`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_text(&Self::read(path)?, path)
+    }
+
+    /// The text of the file at `path`, no more than [`MAX_CONFIG_BYTES`].
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
         use std::io::Read as _;
-        let shown = path.display().to_string();
-        let read_error = |source| ConfigError::Read { path: shown.clone(), source };
+        let shown = || path.display().to_string();
         let mut text = String::new();
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
-            .map_err(read_error)?;
+            .map_err(|source| ConfigError::Read { path: shown(), source })?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: shown });
+            return Err(ConfigError::TooLarge { path: shown() });
         }
-        let mut settings = Self::parse(&text, &shown)?;
+        Ok(text)
+    }
+
+    /// Validates the text [`read`](Self::read) from `path`, as [`load`](Self::load) does.
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut settings = Self::parse(text, &path.display().to_string())?;
         settings.admin_token = token_in_force(settings.admin_token, std::env::var(ADMIN_TOKEN_ENV).ok());
         Ok(settings)
     }

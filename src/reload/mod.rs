@@ -139,7 +139,7 @@ impl ReloadReport {
             Outcome::Invalid(error) | Outcome::Failed(error) => {
                 let invalid = matches!(outcome, Outcome::Invalid(_));
                 report.result = if invalid { ReloadResult::Invalid } else { ReloadResult::Failed };
-                report.error = Some(error.clone());
+                report.error = Some(one_line(error));
             }
         }
         report
@@ -170,6 +170,13 @@ impl ReloadReport {
         let rebuilt = if *indicators_rebuilt { "rebuilt" } else { "unchanged" };
         format!("streams added: {}; removed: {}; indicators {rebuilt}", list_text(added), list_text(removed))
     }
+}
+
+/// An error on one line (a TOML error quotes the line at fault under its position, with a caret under the column):
+/// its lines joined by ` / `, without the lines that only draw.
+fn one_line(error: &str) -> String {
+    let drawn_only = |line: &str| line.chars().all(|c| matches!(c, '|' | '^' | ' '));
+    error.lines().map(str::trim).filter(|line| !drawn_only(line)).collect::<Vec<_>>().join(" / ")
 }
 
 /// `none`, or the count and the first few names.
@@ -290,6 +297,9 @@ pub struct Reloader {
     provisional: ProvisionalBoard,
     registry: StreamRegistry,
     counter: IntCounterVec,
+    /// The text the last reload read, unless it failed: a file event on the same text (editors touch files, and a
+    /// save can be seen twice) is `unchanged` without a second look.
+    last_text: Option<String>,
 }
 
 impl Reloader {
@@ -301,11 +311,15 @@ impl Reloader {
         (provisional, registry): (ProvisionalBoard, StreamRegistry),
         metrics: &Metrics,
     ) -> prometheus::Result<Self> {
-        Ok(Self { live, rest, tls, provisional, registry, counter: reload_counter(metrics)? })
+        Ok(Self { live, rest, tls, provisional, registry, counter: reload_counter(metrics)?, last_text: None })
     }
 
     /// Applies the queued requests, one at a time, on the actix runtime, until the task is aborted.
-    pub fn run(self, supervisor: Addr<SupervisorActor>, mut requests: mpsc::Receiver<ReloadRequest>) -> JoinHandle<()> {
+    pub fn run(
+        mut self,
+        supervisor: Addr<SupervisorActor>,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+    ) -> JoinHandle<()> {
         actix_web::rt::spawn(async move {
             while let Some(ReloadRequest { trigger, reply }) = requests.recv().await {
                 let report = self.reload(&supervisor, trigger).await;
@@ -316,9 +330,16 @@ impl Reloader {
         })
     }
 
-    async fn reload(&self, supervisor: &Addr<SupervisorActor>, trigger: Trigger) -> ReloadReport {
-        let in_force = self.live.settings();
-        let mut outcome = self.outcome(&in_force, supervisor).await;
+    async fn reload(&mut self, supervisor: &Addr<SupervisorActor>, trigger: Trigger) -> ReloadReport {
+        let mut outcome = match Settings::read(self.live.path()) {
+            Ok(text) if trigger == Trigger::File && self.last_text.as_ref() == Some(&text) => Outcome::Unchanged,
+            Ok(text) => {
+                let outcome = self.outcome(&text, supervisor).await;
+                self.last_text = (!matches!(outcome, Outcome::Failed(_))).then_some(text);
+                outcome
+            }
+            Err(error) => Outcome::Invalid(error.to_string()),
+        };
         let report = ReloadReport::new(trigger, &outcome);
         report.log();
         self.counter.with_label_values(&[report.result.label()]).inc();
@@ -330,8 +351,10 @@ impl Reloader {
         report
     }
 
-    async fn outcome(&self, in_force: &Settings, supervisor: &Addr<SupervisorActor>) -> Outcome {
-        let edited = match Settings::load(self.live.path()) {
+    /// Validates `text` like start-up, and applies it.
+    async fn outcome(&self, text: &str, supervisor: &Addr<SupervisorActor>) -> Outcome {
+        let in_force = &self.live.settings();
+        let edited = match Settings::from_file_text(text, self.live.path()) {
             Ok(edited) => edited,
             Err(error) => return Outcome::Invalid(error.to_string()),
         };
@@ -372,6 +395,18 @@ mod tests {
         // TC2: more than are shown: a count of the rest.
         assert!(
             list_text(&names(12)).starts_with("12 (S0:1m,") && list_text(&names(12)).ends_with("S9:1m and 2 more)")
+        );
+    }
+
+    #[test]
+    fn errors_are_put_on_one_line() {
+        // TC0: one line stays as it is.
+        assert_eq!(one_line("config file c: `http.bind`: bad"), "config file c: `http.bind`: bad");
+        // TC1: a TOML error: its position, the quoted line and the problem; the drawing left out.
+        let toml = "config file c is not valid: TOML parse error at line 9, column 11\n  |\n9 | history = = 5\n  |           ^\nexpected `\"`\n";
+        assert_eq!(
+            one_line(toml),
+            "config file c is not valid: TOML parse error at line 9, column 11 / 9 | history = = 5 / expected `\"`"
         );
     }
 
