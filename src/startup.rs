@@ -28,13 +28,13 @@ use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
 use candled_actors::tls;
 
-use notify::RecommendedWatcher;
-use notify_debouncer_mini::Debouncer;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::reload::{LiveConfig, ReloadHandle, ReloadRequest, Reloader, reload_on_sighup, watch_config_file};
+use crate::reload::{
+    ConfigWatch, LiveConfig, ReloadHandle, ReloadRequest, Reloader, reload_on_sighup, watch_config_file,
+};
 
 /// Streams in the connect URL and in each SUBSCRIBE message.
 const STREAMS_PER_MESSAGE: usize = 100;
@@ -122,7 +122,7 @@ pub struct Application {
     engine: PendingEngine,
     startup: StartupState,
     /// Watches the config file for as long as the application runs; `None` when the watch could not be set up.
-    _config_watch: Option<Debouncer<RecommendedWatcher>>,
+    _config_watch: Option<ConfigWatch>,
     /// Held until the application is dropped: no second candled writes the same database.
     _lock: DatabaseLock,
 }
@@ -158,8 +158,8 @@ impl Application {
         let provisional = ProvisionalBoard::new(names);
         let registry = StreamRegistry::new(&settings.streams);
         let live = LiveConfig::new(config_path, settings.clone());
-        let shared = (provisional.clone(), registry.clone());
-        let reloader = Reloader::new(live.clone(), rest.clone(), tls.clone(), shared, &metrics)?;
+        let reloader =
+            Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
         let (reload, reload_requests) = ReloadHandle::channel();
         let state = web::Data::new(AppState {
             health: health.clone(),
@@ -247,7 +247,7 @@ fn served(result: Result<std::io::Result<()>, JoinError>) -> anyhow::Result<()> 
 
 /// Starts the reload triggers: `SIGHUP` (which no longer ends the process) and a watcher on the config file. Either
 /// failing is logged, not fatal: the others still reload.
-fn start_reload_triggers(config_path: &std::path::Path, reload: ReloadHandle) -> Option<Debouncer<RecommendedWatcher>> {
+fn start_reload_triggers(config_path: &std::path::Path, reload: ReloadHandle) -> Option<ConfigWatch> {
     if let Err(error) = reload_on_sighup(reload.clone()) {
         log::error!("cannot listen for SIGHUP, so it cannot reload the config: {error}");
     }

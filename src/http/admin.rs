@@ -5,7 +5,7 @@
 use actix::Addr;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use candled_actors::actors::supervisor::{RestartTask, SupervisorActor};
+use candled_actors::actors::supervisor::{ReconfigureError, RestartTask, SupervisorActor};
 
 use super::error::POST;
 use super::{ApiError, AppState, method_not_allowed_error};
@@ -44,7 +44,9 @@ fn admitted(request: &HttpRequest, state: &AppState) -> Result<Addr<SupervisorAc
 /// engine could not apply it.
 async fn reload(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     admitted(&request, &state)?;
-    let report = state.reload.reload(Trigger::Http).await.ok_or(ApiError::NotStarted)?;
+    // The reload owner stops when shutdown begins.
+    let shutting_down = || ApiError::Engine(ReconfigureError::ShuttingDown);
+    let report = state.reload.reload(Trigger::Http).await.ok_or_else(shutting_down)?;
     let error = report.error.clone().unwrap_or_default();
     match report.result {
         ReloadResult::Invalid => Err(ApiError::InvalidConfig(error)),

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Settings;
 use crate::startup::{check_symbols, engine_settings};
 use diff::{keep_restart_only, live_changes, new_symbols, restart_only_changes};
-pub use triggers::{reload_on_sighup, watch_config_file};
+pub use triggers::{ConfigWatch, reload_on_sighup, watch_config_file};
 
 /// Reload requests queued at most: one more changes nothing, since a queued reload reads the file when it runs.
 const QUEUED_REQUESTS: usize = 8;
@@ -66,7 +66,8 @@ pub enum ReloadResult {
     Applied,
     /// Keys that cannot change while running were refused (named in `restart_needed`); the rest is in force.
     RestartNeeded,
-    /// The file holds the config in force: nothing to do (not logged above debug, not kept as the last result).
+    /// The file holds the config in force, or a file event names a file whose text the last reload already read:
+    /// nothing to do. Counted, but logged at debug only and not kept as the last result.
     Unchanged,
     /// The file is not a valid config, or names a symbol the exchange does not list: nothing changed.
     Invalid,
@@ -158,7 +159,7 @@ impl ReloadReport {
                 self.changes_text()
             ),
             ReloadResult::Invalid | ReloadResult::Failed => log::warn!(
-                "Config reload ({trigger}) {}, nothing changed: {}",
+                "Config reload ({trigger}): {}, nothing changed: {}",
                 self.result.label(),
                 self.error.as_deref().unwrap_or_default()
             ),
@@ -308,7 +309,8 @@ impl Reloader {
         live: LiveConfig,
         rest: RestClient,
         tls: Arc<rustls::ClientConfig>,
-        (provisional, registry): (ProvisionalBoard, StreamRegistry),
+        provisional: ProvisionalBoard,
+        registry: StreamRegistry,
         metrics: &Metrics,
     ) -> prometheus::Result<Self> {
         Ok(Self { live, rest, tls, provisional, registry, counter: reload_counter(metrics)?, last_text: None })

@@ -180,6 +180,8 @@ fn an_invalid_edit_changes_nothing_and_is_logged_with_the_key() {
         assert!(warnings.iter().all(|line| line.contains("nothing changed")), "{name}: {warnings:#?}");
     }
     assert_eq!(reloads(&app, "applied") + reloads(&app, "failed"), 0.0);
+    // Each write was seen once, and a reload's own read of the file is no change to react to.
+    assert_eq!(reloads(&app, "unchanged"), 0.0);
     assert_tokens_hidden(&app, &[TOKEN]);
 }
 
@@ -260,6 +262,35 @@ fn sighup_reloads_and_the_process_lives_on() {
     assert_eq!(last["result"], "restart_needed", "{last}");
     assert_eq!(count_lines(&app, "SIGHUP received: reloading the config"), 1);
     assert_eq!(app.get("/health").0, 200, "alive and healthy after SIGHUP");
+    let (status, _dir, log) = app.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
+}
+
+#[test]
+fn a_reload_asked_during_start_up_waits_for_the_engine_and_the_endpoint_answers_503() {
+    let fake = FakeExchange::start(FakeConfig::default());
+    // A REST port that accepts and never answers holds start-up in its symbol check for its 5 s deadline.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent REST port");
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options =
+        AppOptions { symbols: vec!["BTCUSDT"], timeframes: vec!["1m"], http_extra: WITH_TOKEN, ..Default::default() };
+    let config = write_config(dir.path(), &fake, &options);
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    let silent_url = format!("http://{}", silent.local_addr().expect("an address"));
+    std::fs::write(&config, text.replace(&fake.rest_url(), &silent_url)).expect("write the config");
+    let app = spawn_in_with_env(dir, &[]);
+    assert_eq!(app.get("/health").1["status"], "starting");
+
+    edit(&app, STORAGE_LINE, STORAGE_MOVED);
+    let sent = Command::new("kill").args(["-HUP", &app.pid().to_string()]).status().expect("run kill");
+    assert!(sent.success());
+    let answer = post(&app, "/api/v1/reload", Some(TOKEN));
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body["error"].as_str().is_some_and(|e| e.contains("not started")), "{}", answer.body);
+    assert_eq!(app.get("/health").1["status"], "starting", "the reload was answered during start-up");
+    // Once the engine runs, the queued SIGHUP reload is applied; the process lived through it.
+    let last = wait_for_last_reload(&app, "on the SIGHUP sent during start-up", |last| last["trigger"] == "signal");
+    assert_eq!(last["result"], "restart_needed", "{last}");
     let (status, _dir, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
 }
