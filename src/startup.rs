@@ -27,7 +27,6 @@ use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
 use candled_actors::tls;
-
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
