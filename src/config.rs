@@ -12,6 +12,8 @@ use candled_actors::indicators::IndicatorConfig;
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
 
+use crate::admin_token::{ADMIN_TOKEN_ENV, AdminToken, token_in_force};
+
 /// The most closed candles per stream the start-up history may ask for.
 pub const MAX_HISTORY: i64 = 100_000;
 /// The largest config file read: far above any real one, and a bound on what `--config /dev/zero` can cost.
@@ -25,7 +27,7 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("config file {path} is over the {} MiB limit for a config file: is it the right file?", MAX_CONFIG_BYTES >> 20)]
     TooLarge { path: String },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("config file {path} is not valid: {}", without_token_values(&source.to_string()))]
     Parse { path: String, source: toml::de::Error },
     #[error("config file {path}: `{key}`: {problem}")]
     Invalid { path: String, key: String, problem: String },
@@ -105,11 +107,13 @@ impl Default for RawStorage {
 #[serde(deny_unknown_fields, default)]
 struct RawHttp {
     bind: String,
+    /// Turns the admin endpoints on; `CANDLED_ADMIN_TOKEN` wins over it.
+    admin_token: Option<String>,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8000".into() }
+        Self { bind: "127.0.0.1:8000".into(), admin_token: None }
     }
 }
 
@@ -231,6 +235,8 @@ pub struct Settings {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub http_bind: SocketAddr,
+    /// The admin endpoints' bearer token; `None` turns them off.
+    pub admin_token: Option<AdminToken>,
     pub supervision: SupervisionSettings,
     /// The indicators computed on every stream.
     pub indicators: IndicatorConfig,
@@ -247,19 +253,31 @@ pub struct AuditConfig {
 }
 
 impl Settings {
-    /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`].
+    /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`]; `CANDLED_ADMIN_TOKEN`,
+    /// when set and not empty, replaces `[http] admin_token`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_text(&Self::read(path)?, path)
+    }
+
+    /// The text of the file at `path`, no more than [`MAX_CONFIG_BYTES`].
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
         use std::io::Read as _;
-        let shown = path.display().to_string();
-        let read_error = |source| ConfigError::Read { path: shown.clone(), source };
+        let shown = || path.display().to_string();
         let mut text = String::new();
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
-            .map_err(read_error)?;
+            .map_err(|source| ConfigError::Read { path: shown(), source })?;
         if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge { path: shown });
+            return Err(ConfigError::TooLarge { path: shown() });
         }
-        Self::parse(&text, &shown)
+        Ok(text)
+    }
+
+    /// Validates the text [`read`](Self::read) from `path`, as [`load`](Self::load) does.
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut settings = Self::parse(text, &path.display().to_string())?;
+        settings.admin_token = token_in_force(settings.admin_token, std::env::var(ADMIN_TOKEN_ENV).ok());
+        Ok(settings)
     }
 
     /// Validates TOML text; `path` names it in errors.
@@ -341,6 +359,12 @@ impl Settings {
         let http_bind = raw.http.bind.parse().map_err(|_| {
             invalid("http.bind", format!("{:?} is not an address such as \"127.0.0.1:8000\"", raw.http.bind))
         })?;
+        let admin_token = match raw.http.admin_token {
+            Some(text) => Some(AdminToken::new(text).ok_or_else(|| {
+                invalid("http.admin_token", "must not be empty: remove the key to turn the admin endpoints off".into())
+            })?),
+            None => None,
+        };
 
         let supervisor = raw.supervisor;
         if supervisor.backoff_max_ms < supervisor.backoff_initial_ms {
@@ -394,6 +418,7 @@ impl Settings {
             batch_size: storage.batch_size,
             flush_interval: Duration::from_millis(storage.flush_interval_ms),
             http_bind,
+            admin_token,
             supervision: SupervisionSettings {
                 tasks,
                 budget: RestartBudget {
@@ -413,6 +438,17 @@ impl Settings {
             },
         })
     }
+}
+
+/// A TOML error quotes the line at fault: when that line sets a token, its value is left out.
+fn without_token_values(error: &str) -> String {
+    let masked = |line: &str| {
+        let (number, source) = line.split_once(" | ")?;
+        let is_quoted_line = !number.trim().is_empty() && number.trim().bytes().all(|b| b.is_ascii_digit());
+        let (key, _) = source.split_once('=').filter(|_| is_quoted_line)?;
+        key.to_ascii_lowercase().contains("token").then(|| format!("{number} | {key}= [redacted]"))
+    };
+    error.lines().map(|line| masked(line).unwrap_or_else(|| line.to_owned())).collect::<Vec<_>>().join("\n")
 }
 
 fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
@@ -523,5 +559,26 @@ mod tests {
         let settings = Settings::parse(&text, "c").unwrap();
         assert_eq!(settings.supervision.tasks[&TaskKind::Indicator].priority, Priority::Low);
         assert_eq!(settings.supervision.tasks[&TaskKind::Storage].priority, Priority::Critical);
+    }
+
+    #[test]
+    fn the_admin_token_is_read_and_never_quoted_in_an_error() {
+        let with_http = |line: &str| SHIPPED.replace("[http]", &format!("[http]\n{line}"));
+        // TC0: no key: the admin endpoints are off.
+        assert_eq!(Settings::parse(SHIPPED, "c").unwrap().admin_token, None);
+        // TC1: a token.
+        let settings = Settings::parse(&with_http("admin_token = \"s3cret\""), "c").unwrap();
+        assert!(settings.admin_token.is_some_and(|token| token.matches("s3cret")));
+        // TC2: an empty token is refused, naming the key.
+        let error = Settings::parse(&with_http("admin_token = \"\""), "c").expect_err("empty").to_string();
+        assert!(error.contains("`http.admin_token`: must not be empty"), "{error}");
+        // TC3, TC4: a TOML error on a token line (bad syntax, a misspelt key) quotes the line without its value.
+        for line in ["admin_token = \"s3cret", "admin_tokenn = \"s3cret\""] {
+            let error = Settings::parse(&with_http(line), "c").expect_err(line).to_string();
+            assert!(!error.contains("s3cret") && error.contains("[redacted]"), "{error}");
+        }
+        // TC5: other lines are quoted whole.
+        let error = Settings::parse(&SHIPPED.replace("history = 500", "history = = 500"), "c").unwrap_err();
+        assert!(error.to_string().contains("history = = 500"), "{error}");
     }
 }

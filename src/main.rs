@@ -36,7 +36,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(CONFIG_ERROR);
         }
     };
-    let result = async { Application::build(settings).await?.run_until_stopped(shutdown_signal()).await }.await;
+    let run = async {
+        let application = Application::build(settings, cli.config.clone()).await?;
+        application.run_until_stopped(shutdown_signal()).await
+    };
+    let result = run.await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.is::<UnlistedSymbols>() => {

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::future::Future;
 use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -26,9 +27,13 @@ use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
 use candled_actors::store::CandleStore;
 use candled_actors::tls;
+use tokio::sync::mpsc;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::reload::{
+    ConfigWatch, LiveConfig, ReloadHandle, ReloadRequest, Reloader, reload_on_sighup, watch_config_file,
+};
 
 /// Streams in the connect URL and in each SUBSCRIBE message.
 const STREAMS_PER_MESSAGE: usize = 100;
@@ -63,23 +68,35 @@ impl fmt::Display for UnlistedSymbols {
     }
 }
 
-/// What start-up still waits for before the engine runs, shown by `/health`. Cheap to clone: every clone shares
-/// one state. The default has nothing to wait for.
+/// What start-up still waits for before the engine runs, shown by `/health`, and the engine once it runs. Cheap to
+/// clone: every clone shares one state. The default has nothing to wait for and no engine.
 #[derive(Clone, Default)]
-pub struct StartupState(Arc<Mutex<Option<String>>>);
+pub struct StartupState(Arc<StartupInner>);
+
+#[derive(Default)]
+struct StartupInner {
+    waiting: Mutex<Option<String>>,
+    engine: OnceLock<Addr<SupervisorActor>>,
+}
 
 impl StartupState {
     fn waiting_for(detail: String) -> Self {
-        Self(Arc::new(Mutex::new(Some(detail))))
+        Self(Arc::new(StartupInner { waiting: Mutex::new(Some(detail)), engine: OnceLock::new() }))
     }
 
     /// What start-up is waiting for; `None` once the engine runs.
     pub fn waiting(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.waiting.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn finished(&self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// The engine's supervisor, once it runs.
+    pub fn engine(&self) -> Option<Addr<SupervisorActor>> {
+        self.0.engine.get().cloned()
+    }
+
+    fn finished(&self, supervisor: Addr<SupervisorActor>) {
+        let _ = self.0.engine.set(supervisor);
+        *self.0.waiting.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -91,6 +108,9 @@ struct PendingEngine {
     health: Addr<HealthActor>,
     metrics: Metrics,
     symbols: Vec<String>,
+    /// The reload owner, started with the engine, and its queue (filled from `build` on).
+    reloader: Reloader,
+    reload_requests: mpsc::Receiver<ReloadRequest>,
 }
 
 pub struct Application {
@@ -100,14 +120,17 @@ pub struct Application {
     server: ServerHandle,
     engine: PendingEngine,
     startup: StartupState,
+    /// Watches the config file for as long as the application runs; `None` when the watch could not be set up.
+    _config_watch: Option<ConfigWatch>,
     /// Held until the application is dropped: no second candled writes the same database.
     _lock: DatabaseLock,
 }
 
 impl Application {
-    /// Opens storage and starts serving HTTP, with `/health` answering 503 `starting` until the engine runs. Must
-    /// run inside an actix system.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// Opens storage and starts serving HTTP, with `/health` answering 503 `starting` until the engine runs, and
+    /// takes reload requests for `config_path` (the file `settings` come from) from the file watcher and `SIGHUP`.
+    /// Must run inside an actix system.
+    pub async fn build(settings: Settings, config_path: PathBuf) -> anyhow::Result<Self> {
         if let Some(parent) = settings.storage_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create the storage folder {}", parent.display()))?;
@@ -133,14 +156,20 @@ impl Application {
         let names = IndicatorSet::new(&settings.indicators).names().into();
         let provisional = ProvisionalBoard::new(names);
         let registry = StreamRegistry::new(&settings.streams);
-        let db_path = settings.storage_path.clone();
+        let live = LiveConfig::new(config_path, settings.clone());
+        let reloader =
+            Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
+        let (reload, reload_requests) = ReloadHandle::channel();
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
-            db_path,
+            db_path: settings.storage_path.clone(),
             provisional: provisional.clone(),
             streams: registry.clone(),
             startup: startup.clone(),
+            config: live.clone(),
+            reload: reload.clone(),
+            admin_token: settings.admin_token.clone(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
@@ -151,6 +180,7 @@ impl Application {
         // An actix server serves only while its future is polled.
         let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
+        let config_watch = start_reload_triggers(live.path(), reload);
         let engine = PendingEngine {
             settings: engine_settings(&settings, tls, provisional, registry),
             store,
@@ -158,8 +188,10 @@ impl Application {
             health,
             metrics,
             symbols,
+            reloader,
+            reload_requests,
         };
-        Ok(Self { port, serving, server, engine, startup, _lock: lock })
+        Ok(Self { port, serving, server, engine, startup, _config_watch: config_watch, _lock: lock })
     }
 
     pub fn port(&self) -> u16 {
@@ -184,13 +216,15 @@ impl Application {
             stop_http(server, serving).await?;
             return Err(unlisted.into());
         }
-        let PendingEngine { settings, store, rest, health, metrics, .. } = engine;
+        let PendingEngine { settings, store, rest, health, metrics, reloader, reload_requests, .. } = engine;
         let supervisor = SupervisorActor::new(settings, store, rest, health, metrics).start();
-        startup.finished();
+        let reloading = reloader.run(supervisor.clone(), reload_requests);
+        startup.finished(supervisor.clone());
         tokio::select! {
             result = &mut serving => served(result)?,
             () = &mut shutdown => log::info!("Shutting down"),
         }
+        reloading.abort();
         stop_http(server, serving).await?;
         supervisor.send(Shutdown).await??;
         log::info!("Stopped cleanly");
@@ -210,9 +244,20 @@ fn served(result: Result<std::io::Result<()>, JoinError>) -> anyhow::Result<()> 
     result.context("the HTTP server's task failed")?.context("the HTTP server failed")
 }
 
+/// Starts the reload triggers: `SIGHUP` (which no longer ends the process) and a watcher on the config file. Either
+/// failing is logged, not fatal: the others still reload.
+fn start_reload_triggers(config_path: &std::path::Path, reload: ReloadHandle) -> Option<ConfigWatch> {
+    if let Err(error) = reload_on_sighup(reload.clone()) {
+        log::error!("cannot listen for SIGHUP, so it cannot reload the config: {error}");
+    }
+    watch_config_file(config_path, reload)
+        .inspect_err(|error| log::warn!("cannot watch {} for changes: {error}", config_path.display()))
+        .ok()
+}
+
 /// Fails on symbols the exchange does not list. An exchange that cannot be asked, or does not answer within
 /// [`SYMBOL_CHECK_DEADLINE`], is no reason not to start.
-async fn check_symbols(rest: &RestClient, symbols: &[String]) -> Result<(), UnlistedSymbols> {
+pub(crate) async fn check_symbols(rest: &RestClient, symbols: &[String]) -> Result<(), UnlistedSymbols> {
     let deadline = SYMBOL_CHECK_DEADLINE.as_secs();
     match tokio::time::timeout(SYMBOL_CHECK_DEADLINE, rest.unlisted_symbols(symbols)).await {
         Ok(Ok(unlisted)) if unlisted.is_empty() => {
@@ -234,7 +279,7 @@ async fn check_symbols(rest: &RestClient, symbols: &[String]) -> Result<(), Unli
     }
 }
 
-fn engine_settings(
+pub(crate) fn engine_settings(
     settings: &Settings,
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,

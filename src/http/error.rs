@@ -1,13 +1,17 @@
 //! The one error every endpoint answers with: a status code and a JSON body
-//! `{"error": "<what went wrong>", "parameter": "<the query parameter at fault>" | null}`.
+//! `{"error": "<what went wrong>", "parameter": "<the query parameter at fault>" | null}`. The admin endpoints'
+//! 401 also carries `WWW-Authenticate: Bearer`.
 
 use actix_web::error::{BlockingError, QueryPayloadError};
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
+use candled_actors::actors::supervisor::ReconfigureError;
 use candled_actors::store::StoreError;
 
-/// Every endpoint answers GET and HEAD, and nothing else.
-pub const ALLOWED_METHODS: &str = "GET, HEAD";
+/// The query endpoints answer GET and HEAD, and nothing else.
+pub const GET_AND_HEAD: &str = "GET, HEAD";
+/// The admin endpoints answer POST, and nothing else.
+pub const POST: &str = "POST";
 
 /// Why a request failed. The caller's mistakes are 4xx and name the parameter; the rest are ours (500).
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +24,22 @@ pub enum ApiError {
     UnknownSymbol(String),
     #[error("no endpoint at {0}")]
     NotFound(String),
-    #[error("{method} is not allowed on {path}: use GET or HEAD")]
-    MethodNotAllowed { method: Method, path: String },
+    #[error("{method} is not allowed on {path}: use {}", allowed.replace(", ", " or "))]
+    MethodNotAllowed { method: Method, path: String, allowed: &'static str },
+    #[error("this endpoint needs an `Authorization: Bearer <admin token>` header")]
+    Unauthorized,
+    #[error("the bearer token is not this instance's admin token")]
+    Forbidden,
+    #[error("the engine has not started yet: try again once /health no longer answers `starting`")]
+    NotStarted,
+    #[error("{0}; nothing changed")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    ReloadFailed(String),
+    #[error("{0}")]
+    Engine(#[from] ReconfigureError),
+    #[error("the supervisor did not answer: {0}")]
+    Supervisor(actix::MailboxError),
     #[error("cannot read the database: {0}")]
     Database(#[from] StoreError),
     #[error("the database read did not finish: {0}")]
@@ -70,6 +88,13 @@ impl ResponseError for ApiError {
             Self::BadParameter { .. } | Self::BadQuery(_) => StatusCode::BAD_REQUEST,
             Self::UnknownSymbol(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::InvalidConfig(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Engine(ReconfigureError::UnknownTask(_)) => StatusCode::NOT_FOUND,
+            Self::NotStarted | Self::ReloadFailed(_) | Self::Engine(_) | Self::Supervisor(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::Blocking(_) | Self::Health(_) | Self::Metrics(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -78,9 +103,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
-        if let Self::MethodNotAllowed { .. } = self {
-            response.insert_header((header::ALLOW, ALLOWED_METHODS));
-        }
+        match self {
+            Self::MethodNotAllowed { allowed, .. } => response.insert_header((header::ALLOW, *allowed)),
+            Self::Unauthorized => response.insert_header((header::WWW_AUTHENTICATE, "Bearer")),
+            _ => &mut response,
+        };
         response.json(serde_json::json!({ "error": self.to_string(), "parameter": self.parameter() }))
     }
 }

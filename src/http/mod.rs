@@ -1,9 +1,11 @@
-//! The HTTP layer: one file per route group, all asking the actors or a read-only database connection. Every
-//! endpoint answers GET and HEAD; any other method is a 405 with `Allow`, an unknown path a 404, and every error a
-//! JSON body (see [`error`]).
+//! The HTTP layer: one file per route group, all asking the actors or a read-only database connection. Every query
+//! endpoint answers GET and HEAD, every admin endpoint POST (see [`admin`]); any other method is a 405 with
+//! `Allow`, an unknown path a 404, and every error a JSON body (see [`error`]).
 
+mod admin;
 mod candles;
 pub mod client_errors;
+mod config;
 mod error;
 mod fault_injection;
 mod health;
@@ -22,6 +24,8 @@ use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 
+use crate::admin_token::AdminToken;
+use crate::reload::{LiveConfig, ReloadHandle};
 pub use error::ApiError;
 
 /// What every handler can reach.
@@ -36,6 +40,12 @@ pub struct AppState {
     pub streams: StreamRegistry,
     /// What start-up still waits for: `/health` answers 503 `starting` until the engine runs.
     pub startup: crate::startup::StartupState,
+    /// The config in force and the last reload's result.
+    pub config: LiveConfig,
+    /// Asks the reload owner for a reload.
+    pub reload: ReloadHandle,
+    /// Turns the admin endpoints on; it never changes while running.
+    pub admin_token: Option<AdminToken>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -45,7 +55,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/streams", streams::streams))
         .service(get_and_head("/api/v1/candles", candles::candles))
         .service(get_and_head("/api/v1/indicators", indicators::indicators))
+        .service(get_and_head("/api/v1/config", config::config))
         .service(get_and_head("/metrics", metrics::metrics));
+    admin::routes(cfg);
     if candled_actors::fault_injection::ENABLED {
         fault_injection::routes(cfg);
     }
@@ -66,7 +78,11 @@ where
 }
 
 async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
-    ApiError::MethodNotAllowed { method: request.method().clone(), path: request.path().to_owned() }.error_response()
+    method_not_allowed_error(&request, error::GET_AND_HEAD).error_response()
+}
+
+fn method_not_allowed_error(request: &HttpRequest, allowed: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed { method: request.method().clone(), path: request.path().to_owned(), allowed }
 }
 
 async fn not_found(request: HttpRequest) -> HttpResponse {

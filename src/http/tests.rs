@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::{AppState, routes};
+use crate::config::Settings;
+use crate::reload::{LiveConfig, ReloadHandle};
+
+const SHIPPED: &str = include_str!("../../config.toml");
 
 fn candle(minute: i64, close: f64, is_closed: bool) -> Candle {
     let open_time = 1_700_000_040_000 + minute * 60_000;
@@ -79,6 +83,9 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         // BTCUSDT is only stored, ETHUSDT only configured: both are known symbols.
         streams: StreamRegistry::new(&[StreamKey::new("ETHUSDT", Timeframe::M1)]),
         startup: Default::default(),
+        config: LiveConfig::new("config.toml".into(), Settings::parse(SHIPPED, "config.toml").expect("valid")),
+        reload: ReloadHandle::channel().0,
+        admin_token: None,
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;

@@ -25,6 +25,7 @@ pub struct AppOptions {
     pub history: u32,
     pub exchange_extra: &'static str,
     pub storage_extra: &'static str,
+    pub http_extra: &'static str,
     pub extra: &'static str,
     /// Leave out the fake's CA even when it serves TLS.
     pub without_ca: bool,
@@ -50,7 +51,7 @@ pub fn write_config(dir: &Path, fake: &FakeExchange, options: &AppOptions) -> Pa
     let config = format!(
         "[exchange]\nws_url = {:?}\nrest_url = {:?}\n{ca}{}\n\n\
          [market_data]\nsymbols = [{}]\ntimeframes = [{}]\nhistory = {}\n\n\
-         [storage]\npath = \"data/candles.db\"\n{}\n\n[http]\nbind = \"127.0.0.1:0\"\n\n{}",
+         [storage]\npath = \"data/candles.db\"\n{}\n\n[http]\nbind = \"127.0.0.1:0\"\n{}\n\n{}",
         fake.ws_url(),
         fake.rest_url(),
         options.exchange_extra,
@@ -58,6 +59,7 @@ pub fn write_config(dir: &Path, fake: &FakeExchange, options: &AppOptions) -> Pa
         quoted(&options.timeframes),
         options.history,
         options.storage_extra,
+        options.http_extra,
         options.extra,
     );
     let path = dir.join("config.toml");
@@ -74,6 +76,11 @@ pub fn spawn_app(fake: &FakeExchange, options: AppOptions) -> TestApp {
 
 /// Starts `candled` in `dir`, which already holds a `config.toml` (a restart on the same database).
 pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
+    spawn_in_with_env(dir, &[])
+}
+
+/// [`spawn_in`] with environment variables set for the process.
+pub fn spawn_in_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestApp {
     // reqwest is built without a default TLS provider; the tests' client only speaks plain HTTP to the app.
     // Built before the child starts, so that nothing can panic between starting it and owning it.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -82,6 +89,8 @@ pub fn spawn_in(dir: tempfile::TempDir) -> TestApp {
         .args(["--config", "config.toml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info")
+        .env_remove("CANDLED_ADMIN_TOKEN")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,7 +119,16 @@ impl TestApp {
 
     /// Rewrites the app's `config.toml` for `options`, as a user editing it while candled runs would.
     pub fn edit_config(&self, fake: &FakeExchange, options: &AppOptions) {
-        write_config(self.dir.as_ref().expect("the app's folder").path(), fake, options);
+        write_config(self.folder(), fake, options);
+    }
+
+    /// The app's `config.toml`: rewrite it to edit the config in force.
+    pub fn config_path(&self) -> PathBuf {
+        self.folder().join("config.toml")
+    }
+
+    fn folder(&self) -> &Path {
+        self.dir.as_ref().expect("the folder is held while the app runs").path()
     }
 
     pub fn log_lines(&self) -> Vec<String> {

@@ -8,6 +8,7 @@ mod fake_exchange;
 mod helpers;
 mod http_conventions;
 mod indicators;
+mod live_config;
 mod live_streams;
 mod reliability;
 mod scale;

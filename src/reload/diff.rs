@@ -1,0 +1,168 @@
+//! What an edited config changes compared with the one in force: the keys that need a restart (every `exchange.*`,
+//! `storage.*` and `http.*` key), whether anything that reloads live changed, and the symbols to check.
+
+use crate::config::Settings;
+
+/// The keys, by their `config.toml` names, that differ between `in_force` and `edited` but cannot change while
+/// candled runs, in file order.
+pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'static str> {
+    let (a, b) = (&in_force.exchange, &edited.exchange);
+    [
+        ("exchange.ws_url", a.ws_url != b.ws_url),
+        ("exchange.rest_url", a.rest_url != b.rest_url),
+        ("exchange.ca_file", a.ca_file != b.ca_file),
+        ("exchange.max_streams_per_connection", a.max_streams_per_connection != b.max_streams_per_connection),
+        ("exchange.stall_timeout_secs", a.stall_timeout != b.stall_timeout),
+        ("exchange.connect_timeout_secs", a.connect_timeout != b.connect_timeout),
+        ("exchange.max_message_bytes", a.max_message_bytes != b.max_message_bytes),
+        ("exchange.backfill_concurrency", a.backfill_concurrency != b.backfill_concurrency),
+        ("exchange.close_grace_ms", a.close_grace != b.close_grace),
+        ("exchange.stream_stale_secs", a.stream_stale_after != b.stream_stale_after),
+        ("exchange.silent_replace_secs", a.silent_replace_after != b.silent_replace_after),
+        ("exchange.rotate_after_secs", a.rotate_after != b.rotate_after),
+        ("exchange.rotate_stagger_secs", a.rotate_stagger != b.rotate_stagger),
+        ("storage.path", in_force.storage_path != edited.storage_path),
+        ("storage.batch_size", in_force.batch_size != edited.batch_size),
+        ("storage.flush_interval_ms", in_force.flush_interval != edited.flush_interval),
+        ("http.bind", in_force.http_bind != edited.http_bind),
+        ("http.admin_token", in_force.admin_token != edited.admin_token),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+/// `edited` with every restart-only key put back to its value in force.
+pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
+    Settings {
+        exchange: in_force.exchange.clone(),
+        storage_path: in_force.storage_path.clone(),
+        batch_size: in_force.batch_size,
+        flush_interval: in_force.flush_interval,
+        http_bind: in_force.http_bind,
+        admin_token: in_force.admin_token.clone(),
+        ..edited
+    }
+}
+
+/// Whether anything that reloads live differs: the streams, the history, `[indicators]`, `[supervisor]`, `[audit]`.
+pub fn live_changes(in_force: &Settings, edited: &Settings) -> bool {
+    let (a, b) = (&in_force.supervision, &edited.supervision);
+    let supervision_changed = a.tasks != b.tasks
+        || a.budget != b.budget
+        || a.backoff != b.backoff
+        || a.run_once_timeout != b.run_once_timeout;
+    in_force.streams != edited.streams
+        || in_force.history != edited.history
+        || in_force.indicators != edited.indicators
+        || in_force.audit != edited.audit
+        || supervision_changed
+}
+
+/// The symbols of `edited` that `in_force` does not have, in config order: the ones to check against the exchange.
+pub fn new_symbols(in_force: &Settings, edited: &Settings) -> Vec<String> {
+    let mut symbols: Vec<String> = edited
+        .streams
+        .iter()
+        .filter(|key| !in_force.streams.iter().any(|known| known.symbol == key.symbol))
+        .map(|key| key.symbol.clone())
+        .collect();
+    symbols.dedup();
+    symbols
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[exchange]
+ws_url = "ws://127.0.0.1:9"
+rest_url = "http://127.0.0.1:9"
+
+[market_data]
+symbols = ["BTCUSDT", "ETHUSDT"]
+timeframes = ["1m", "5m"]
+history = 10
+
+[storage]
+path = "data/db.sqlite"
+
+[http]
+bind = "127.0.0.1:0"
+admin_token = "t0ken"
+
+[audit]
+interval_secs = 300
+"#;
+
+    fn settings(text: &str) -> Settings {
+        Settings::parse(text, "c").expect("a valid config")
+    }
+
+    fn edited(from: &str, to: &str) -> Settings {
+        assert!(BASE.contains(from), "{from}");
+        settings(&BASE.replace(from, to))
+    }
+
+    #[test]
+    fn restart_only_keys_are_named_and_live_changes_seen() {
+        let base = settings(BASE);
+        let cases: [(&str, &str, &[&str], bool); 9] = [
+            // TC0: the same text: nothing.
+            ("history = 10", "history = 10", &[], false),
+            // TC1: a comment only.
+            ("history = 10", "history = 10 # more later", &[], false),
+            // TC2: storage.path: restart only.
+            ("data/db.sqlite", "data/other.sqlite", &["storage.path"], false),
+            // TC3: two exchange keys and http.bind, in file order.
+            (
+                "ws_url = \"ws://127.0.0.1:9\"\nrest_url = \"http://127.0.0.1:9\"",
+                "ws_url = \"ws://127.0.0.1:10\"\nrest_url = \"http://127.0.0.1:10\"\nstall_timeout_secs = 5",
+                &["exchange.ws_url", "exchange.rest_url", "exchange.stall_timeout_secs"],
+                false,
+            ),
+            // TC4: the token, named but never shown.
+            ("admin_token = \"t0ken\"", "admin_token = \"other\"", &["http.admin_token"], false),
+            // TC5: a symbol added: live.
+            ("\"ETHUSDT\"]", "\"ETHUSDT\", \"BNBUSDT\"]", &[], true),
+            // TC6: the history: live.
+            ("history = 10", "history = 20", &[], true),
+            // TC7: the audit interval: live.
+            ("interval_secs = 300", "interval_secs = 60", &[], true),
+            // TC8: both kinds at once.
+            (
+                "[storage]\npath = \"data/db.sqlite\"",
+                "[supervisor]\nrestart_budget = 9\n\n[storage]\npath = \"x.db\"",
+                &["storage.path"],
+                true,
+            ),
+        ];
+        for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
+            let edit = edited(from, to);
+            assert_eq!(restart_only_changes(&base, &edit), refused, "TC{index}");
+            assert_eq!(live_changes(&base, &edit), live, "TC{index}");
+            // Once the refused keys are put back, only the live changes are left.
+            let kept = keep_restart_only(edit, &base);
+            assert!(restart_only_changes(&base, &kept).is_empty(), "TC{index}");
+            assert_eq!(live_changes(&base, &kept), live, "TC{index}");
+        }
+    }
+
+    #[test]
+    fn new_symbols_are_the_ones_not_in_force() {
+        let base = settings(BASE);
+        let cases: [(&str, &[&str]); 3] = [
+            // TC0: none.
+            ("[\"BTCUSDT\", \"ETHUSDT\"]", &[]),
+            // TC1: one removed, one added: only the added one, once for its two timeframes.
+            ("[\"BTCUSDT\", \"SOLUSDT\"]", &["SOLUSDT"]),
+            // TC2: two added, in config order.
+            ("[\"XRPUSDT\", \"BTCUSDT\", \"ADAUSDT\"]", &["XRPUSDT", "ADAUSDT"]),
+        ];
+        for (index, (symbols, want)) in cases.into_iter().enumerate() {
+            let edit = edited("[\"BTCUSDT\", \"ETHUSDT\"]", symbols);
+            assert_eq!(new_symbols(&base, &edit), want, "TC{index}");
+        }
+    }
+}
