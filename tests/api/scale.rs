@@ -107,17 +107,16 @@ fn streams_are_pooled_1024_per_connection_and_subscribed_within_the_message_rate
 
 #[test]
 fn two_thousand_streams_added_by_an_edit_fill_the_open_connection_then_one_more_within_the_message_rate() {
-    const ALL_TIMEFRAMES: [&str; 16] =
-        ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"];
-    let symbols = symbols(125);
-    let streams = symbols.len() * ALL_TIMEFRAMES.len();
+    const TIMEFRAMES: [&str; 10] = ["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h"];
+    let symbols = symbols(200);
+    let streams = symbols.len() * TIMEFRAMES.len();
     assert_eq!(streams, 2000);
     let fake = fake_for(&symbols, 600.0, Duration::from_secs(1), None);
     let one = AppOptions { symbols: symbols[..1].to_vec(), timeframes: vec!["1m"], ..AppOptions::default() };
     let app = spawn_app(&fake, one);
     wait_subscribed(&fake, &app, 1, Duration::from_secs(20));
 
-    let all = AppOptions { symbols: symbols.clone(), timeframes: ALL_TIMEFRAMES.to_vec(), ..AppOptions::default() };
+    let all = AppOptions { symbols: symbols.clone(), timeframes: TIMEFRAMES.to_vec(), ..AppOptions::default() };
     let edited = Instant::now();
     app.edit_config(&fake, &all);
     let stats = wait_subscribed(&fake, &app, streams, Duration::from_secs(30));
@@ -133,7 +132,11 @@ fn two_thousand_streams_added_by_an_edit_fill_the_open_connection_then_one_more_
     let subscriptions =
         tasks["tasks"].as_array().map_or(0, |t| t.iter().filter(|t| t["kind"] == "subscription").count());
     assert_eq!(subscriptions, streams);
-    println!("{streams} streams added by an edit: all subscribed {subscribed_in:?} after it, {stats:?}");
+    println!(
+        "{streams} streams added by an edit: all subscribed {subscribed_in:?} after it, {:?} per connection, {} \
+         SUBSCRIBEs, no 1008",
+        stats.ws_streams_per_connection, stats.ws_subscribe_messages_received
+    );
 }
 
 /// `/proc/<pid>/stat` utime + stime, in seconds.
