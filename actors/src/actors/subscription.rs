@@ -3,7 +3,6 @@
 //! (re)connect, gap, missed close deadline and silent spell. A range the exchange answers empty is looked at again
 //! before it is recorded as an exchange gap.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +10,13 @@ use actix::prelude::*;
 
 use crate::actors::backfill::{BackfillActor, FetchKlines};
 use crate::actors::indicator::{IndicatorActor, IndicatorCandle, Rebuild};
-use crate::actors::messages::{BackfillPurpose, Backfilled, Drain, FetchRange, HistoryLanded, Retire, StreamSilent};
+use crate::actors::messages::{BackfillPurpose, Backfilled, Drain, HistoryLanded, Retire, StreamSilent};
 use crate::actors::storage::{RecordExchangeGaps, StorageActor, StoreCandle, StoreCandles};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
-use crate::domain::{Candle, CandleRules, ExchangeClock, Gap, SilenceStep, SilenceWatch, StreamId, StreamKey, Verdict};
+use crate::domain::{
+    Candle, DeferredUpdate, ExchangeClock, FailedFetch, Fetch, FetchAnswer, FetchFailure, Gap, PendingUpdate,
+    SilenceStep, SilenceWatch, StreamId, StreamKey, StreamRepair, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::rest::FetchError;
 use crate::streams::{StreamHealth, describe_gaps};
@@ -59,8 +61,6 @@ pub struct SubscriptionSettings {
     pub history: u32,
 }
 
-/// How long to wait before retrying a failed fetch.
-const REPAIR_RETRY: Duration = Duration::from_secs(5);
 /// How often the silence and close-deadline checks run.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -80,29 +80,17 @@ pub struct SubscriptionLinks {
     pub metrics: Metrics,
 }
 
+/// A thin shell: [`StreamRepair`] decides, the actor sends what it says and keeps the books (health, stats, logs).
 pub struct SubscriptionActor {
     stream: StreamId,
     key: StreamKey,
-    rules: CandleRules,
     settings: SubscriptionSettings,
     links: SubscriptionLinks,
+    /// Where the stream's silence steps go, once it is live on a connection.
     connection: Option<Recipient<StreamSilent>>,
-    /// The newest closed candle stored when the process started: where the history load starts.
-    stored_at_start: Option<i64>,
-    /// The history has landed (or there is none to load): repairs may run.
-    history_done: bool,
-    /// A repair should run as soon as possible.
-    repair_wanted: bool,
-    repair_in_flight: bool,
-    silence: SilenceWatch,
-    /// The newest in-progress candle storage had no room for; a later update or the close replaces it.
-    deferred: Option<StoreCandle>,
-    /// The earliest late closed candle applied since the last `Rebuild` was sent to the indicator actor.
-    late_from: Option<i64>,
-    /// Ranges the exchange answered empty, waiting for their re-check.
-    rechecks: BTreeSet<(i64, i64)>,
-    /// The exchange refused this stream's requests for good: nothing more is asked for it.
-    refused: bool,
+    repair: StreamRepair,
+    /// The newest in-progress update storage had no room for.
+    deferred: DeferredUpdate,
 }
 
 impl SubscriptionActor {
@@ -113,36 +101,18 @@ impl SubscriptionActor {
         links: SubscriptionLinks,
     ) -> Self {
         let key = links.health.key.clone();
-        let loads_history = links.load_history;
-        let rules = match last_stored_closed {
-            None if loads_history => CandleRules::awaiting_history(key.timeframe),
-            stored => CandleRules::new(key.timeframe, stored),
-        };
-        if !loads_history {
+        let history = links.load_history.then_some(settings.history);
+        if !links.load_history {
             links.health.set_history_landed();
         }
-        Self {
-            stream,
-            rules,
-            key,
-            connection: None,
-            stored_at_start: last_stored_closed,
-            history_done: !loads_history,
-            repair_wanted: false,
-            repair_in_flight: false,
-            silence: SilenceWatch::new(settings.stale_after, settings.replace_after, Instant::now()),
-            deferred: None,
-            late_from: None,
-            rechecks: BTreeSet::new(),
-            refused: false,
-            settings,
-            links,
-        }
+        let silence = SilenceWatch::new(settings.stale_after, settings.replace_after, Instant::now());
+        let repair = StreamRepair::new(key.timeframe, last_stored_closed, history, settings.close_grace, silence);
+        Self { stream, key, settings, links, connection: None, repair, deferred: DeferredUpdate::default() }
     }
 
-    /// Applies the rules to one candle; returns it if it must be stored.
+    /// Applies the rules to one candle and feeds the indicators; returns it if it must be stored.
     fn apply(&mut self, candle: Candle) -> Option<Candle> {
-        match self.rules.apply(&candle) {
+        match self.repair.apply(&candle) {
             Verdict::InProgress => {
                 // Provisional values only: when the indicator falls behind, this update is coalesced away.
                 let _ = self.links.indicator.try_send(IndicatorCandle(candle));
@@ -150,17 +120,9 @@ impl SubscriptionActor {
             }
             Verdict::Closed => {
                 self.links.indicator.do_send(IndicatorCandle(candle));
-                if self.rules.first_gap().is_some() {
-                    self.repair_wanted = true;
-                }
                 Some(candle)
             }
-            Verdict::LateClosed { changes } => {
-                if changes {
-                    self.late_from = Some(self.late_from.map_or(candle.open_time, |t| t.min(candle.open_time)));
-                }
-                Some(candle)
-            }
+            Verdict::LateClosed { .. } => Some(candle),
             Verdict::StaleInProgress => {
                 self.links.metrics.stale_updates_ignored.inc();
                 None
@@ -168,40 +130,42 @@ impl SubscriptionActor {
         }
     }
 
-    /// Sends a candle to storage. Closed candles are never dropped; an in-progress one waits in `deferred` (only
-    /// the newest) while storage's mailbox is full.
+    /// Sends a candle to storage. Closed candles are never dropped; an in-progress one is deferred (only the
+    /// newest) while storage's mailbox is full.
     fn store(&mut self, candle: Candle, event_time: Option<i64>) {
         let msg = StoreCandle { stream: self.stream, candle, event_time };
         if candle.is_closed {
-            if self.deferred.is_some_and(|d| d.candle.open_time == candle.open_time) {
-                self.deferred = None;
-            }
+            self.deferred.closed(candle.open_time);
             self.links.storage.do_send(msg);
-        } else if let Err(SendError::Full(msg) | SendError::Closed(msg)) = self.links.storage.try_send(msg)
-            && self.deferred.replace(msg).is_some()
+        } else if self.links.storage.try_send(msg).is_err() && self.deferred.defer(PendingUpdate { candle, event_time })
         {
             self.links.metrics.in_progress_coalesced.inc();
         }
     }
 
+    /// Writes the deferred update whatever storage's mailbox holds (the actor is about to stop).
+    fn write_deferred(&mut self) {
+        if let Some(PendingUpdate { candle, event_time }) = self.deferred.take() {
+            self.links.storage.do_send(StoreCandle { stream: self.stream, candle, event_time });
+        }
+    }
+
     fn retry_deferred(&mut self) {
-        if let Some(msg) = self.deferred.take() {
-            self.store(msg.candle, msg.event_time);
+        if let Some(update) = self.deferred.take() {
+            self.store(update.candle, update.event_time);
         }
     }
 
     /// Late closed candles were applied and sent to storage: the indicators rebuild from the earliest one (one
     /// `Rebuild` per message handled). It is sent after the candles, so the rebuild's load from storage sees them.
     fn rebuild_indicators(&mut self) {
-        if let Some(from) = self.late_from.take() {
+        if let Some(from) = self.repair.take_rebuild() {
             self.links.indicator.do_send(Rebuild { from });
         }
     }
 
-    fn fetch(&self, range: FetchRange, purpose: BackfillPurpose, ctx: &mut Context<Self>) {
-        if self.refused {
-            return;
-        }
+    fn fetch(&self, fetch: Option<Fetch>, ctx: &mut Context<Self>) {
+        let Some(Fetch { range, purpose }) = fetch else { return };
         self.links.backfill.do_send(FetchKlines {
             stream: self.stream,
             key: self.key.clone(),
@@ -211,32 +175,14 @@ impl SubscriptionActor {
         });
     }
 
-    fn maybe_repair(&mut self, ctx: &mut Context<Self>) {
-        if !(self.history_done && self.repair_wanted) || self.repair_in_flight || self.refused {
-            return;
-        }
-        self.repair_wanted = false;
-        let Some(from) = self.rules.repair_from() else { return };
-        self.repair_in_flight = true;
-        self.fetch(FetchRange::From(from), BackfillPurpose::Repair, ctx);
-    }
-
-    /// Loads the history: everything after what was stored at start, or the last `history` closed candles when
-    /// nothing was. Live closes that arrive meanwhile come back as replays.
-    fn fetch_history(&mut self, ctx: &mut Context<Self>) {
-        let range = FetchRange::History { count: self.settings.history, after: self.stored_at_start };
-        self.fetch(range, BackfillPurpose::History, ctx);
-    }
-
     /// The periodic checks: a silent stream climbs its escalation ladder, an overdue close is fetched, a deferred
     /// update retried.
     fn watch(&mut self, ctx: &mut Context<Self>) {
         self.retry_deferred();
-        if self.refused {
-            return;
-        }
+        let exchange_now = self.links.clock.at(unix_ms());
+        let outcome = self.repair.watch(Instant::now(), exchange_now, self.connection.is_some());
         if let Some(connection) = &self.connection
-            && let Some(step) = self.silence.check(Instant::now())
+            && let Some(step) = outcome.silence
         {
             if self.links.health.set_stale(true) {
                 log::warn!("{}: no update for {:?}, resubscribing", self.key, self.settings.stale_after);
@@ -246,91 +192,68 @@ impl SubscriptionActor {
             }
             connection.do_send(StreamSilent { key: self.key.clone(), step });
         }
-        let grace = self.settings.close_grace.as_millis() as i64;
-        if let Some(open) = self.links.clock.at(unix_ms()).and_then(|now| self.rules.overdue_close(now, grace))
-            && !self.repair_in_flight
-            && !self.repair_wanted
-            && self.history_done
-        {
+        if let Some(open) = outcome.overdue_close {
             log::info!(
                 "{}: the close of the candle opened at {} is overdue, fetching it",
                 self.key,
                 crate::streams::utc(open)
             );
             self.links.health.record_missed_close();
-            self.repair_wanted = true;
         }
-        self.maybe_repair(ctx);
+        self.fetch(outcome.fetch, ctx);
     }
 
-    /// Ranges a fetch found empty. A first empty answer is only a suspicion (the exchange may have answered from a
-    /// lagging replica): the range is asked again after `recheck_empty`. A second empty answer is recorded.
-    fn on_empty_ranges(&mut self, purpose: BackfillPurpose, gaps: &[Gap], ctx: &mut Context<Self>) {
-        if purpose == BackfillPurpose::Recheck {
+    /// Ranges fetches found empty: confirmed ones are recorded as exchange gaps, suspected ones looked at again
+    /// after `recheck_empty`.
+    fn on_empty_ranges(&mut self, confirmed: &[Gap], suspected: &[Gap], ctx: &mut Context<Self>) {
+        if !confirmed.is_empty() {
             log::warn!(
                 "{}: the exchange has no candles for {}; confirmed by a re-check, recorded as an exchange gap",
                 self.key,
-                describe_gaps(self.key.timeframe, gaps)
+                describe_gaps(self.key.timeframe, confirmed)
             );
-            self.links.health.record_exchange_gaps(gaps);
-            self.links.storage.do_send(RecordExchangeGaps { stream: self.stream, gaps: gaps.to_vec() });
-            return;
+            self.links.health.record_exchange_gaps(confirmed);
+            self.links.storage.do_send(RecordExchangeGaps { stream: self.stream, gaps: confirmed.to_vec() });
         }
-        let fresh: Vec<Gap> = gaps.iter().copied().filter(|g| self.rechecks.insert((g.from_open, g.to_open))).collect();
-        if fresh.is_empty() {
+        if suspected.is_empty() {
             return;
         }
         log::info!(
             "{}: the exchange answered no candles for {}; looking again in {}s",
             self.key,
-            describe_gaps(self.key.timeframe, &fresh),
+            describe_gaps(self.key.timeframe, suspected),
             self.settings.recheck_empty.as_secs()
         );
-        for gap in fresh {
+        for &gap in suspected {
             self.links.health.set_suspected_gap(gap, true);
-            ctx.run_later(self.settings.recheck_empty, move |act, ctx| act.recheck(gap, ctx));
+            ctx.run_later(self.settings.recheck_empty, move |act, ctx| act.fetch(act.repair.recheck(gap), ctx));
         }
     }
 
-    fn recheck(&mut self, gap: Gap, ctx: &mut Context<Self>) {
-        let range = FetchRange::Between { from: gap.from_open, to: self.key.timeframe.previous_open(gap.to_open) };
-        self.fetch(range, BackfillPurpose::Recheck, ctx);
-    }
-
-    /// The exchange refused this stream's requests for good: the task fails, and nothing more is asked for it.
-    fn refuse(&mut self, error: &FetchError) {
-        if std::mem::replace(&mut self.refused, true) {
-            return;
-        }
-        log::error!("{}: {error}; no more requests are made for this stream", self.key);
-        self.links.health.set_refused();
-        self.links.stats.fail(error.to_string());
-    }
-
-    fn on_fetch_failed(&mut self, msg: &Backfilled, error: &FetchError, ctx: &mut Context<Self>) {
-        if !error.is_transient() {
-            self.refuse(error);
-            return;
-        }
-        self.links.stats.record_error(error.to_string());
-        let retry = REPAIR_RETRY;
-        log::warn!("{}: {} failed, retrying in {}s: {error}", self.key, msg.purpose.describe(), retry.as_secs());
-        match msg.purpose {
-            BackfillPurpose::History => {
-                ctx.run_later(retry, |act, ctx| act.fetch_history(ctx));
+    fn on_fetch_failed(
+        &mut self,
+        purpose: BackfillPurpose,
+        error: &FetchError,
+        failed: FailedFetch,
+        ctx: &mut Context<Self>,
+    ) {
+        match failed {
+            FailedFetch::Refused { first: false } => {}
+            FailedFetch::Refused { first: true } => {
+                log::error!("{}: {error}; no more requests are made for this stream", self.key);
+                self.links.health.set_refused();
+                self.links.stats.fail(error.to_string());
             }
-            BackfillPurpose::Repair => {
-                ctx.run_later(retry, |act, ctx| {
-                    act.repair_wanted = true;
-                    act.maybe_repair(ctx);
-                });
+            FailedFetch::Retry { after, fetch } => {
+                self.links.stats.record_error(error.to_string());
+                log::warn!("{}: {} failed, retrying in {}s: {error}", self.key, purpose.describe(), after.as_secs());
+                if let Some(failed) = fetch {
+                    ctx.run_later(after, move |act, ctx| {
+                        let retry = act.repair.retry(failed);
+                        act.fetch(retry, ctx);
+                    });
+                }
             }
-            BackfillPurpose::Recheck => {
-                let range = msg.range;
-                ctx.run_later(retry, move |act, ctx| act.fetch(range, BackfillPurpose::Recheck, ctx));
-            }
-            // The next audit pass looks again.
-            BackfillPurpose::Audit => {}
         }
     }
 
@@ -339,7 +262,7 @@ impl SubscriptionActor {
             history.do_send(HistoryLanded {
                 stream: self.stream,
                 outcome: result,
-                caught_up: self.stored_at_start.is_some(),
+                caught_up: self.repair.catching_up(),
             });
         }
     }
@@ -351,9 +274,7 @@ impl Actor for SubscriptionActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.links.stats.set_state(TaskState::Running);
-        if !self.history_done {
-            self.fetch_history(ctx);
-        }
+        self.fetch(self.repair.start(), ctx);
         ctx.run_interval(WATCH_INTERVAL, |act, ctx| act.watch(ctx));
     }
 }
@@ -363,12 +284,11 @@ impl Handler<KlineUpdate> for SubscriptionActor {
 
     fn handle(&mut self, msg: KlineUpdate, ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
-        let now = Instant::now();
-        self.silence.on_update(now);
+        self.repair.on_update(Instant::now());
         self.links.clock.observe(msg.event_time, unix_ms());
         if self.links.health.set_stale(false) {
             log::info!("{}: updates flow again", self.key);
-            if !self.refused {
+            if !self.repair.refused() {
                 self.links.stats.set_state(TaskState::Running);
             }
         }
@@ -376,7 +296,8 @@ impl Handler<KlineUpdate> for SubscriptionActor {
             self.store(candle, Some(msg.event_time));
         }
         self.rebuild_indicators();
-        self.maybe_repair(ctx);
+        let repair = self.repair.next_repair();
+        self.fetch(repair, ctx);
     }
 }
 
@@ -387,9 +308,8 @@ impl Handler<StreamLive> for SubscriptionActor {
         self.links.stats.record_handled();
         log::info!("Subscribed to {} {} candles", self.key.symbol, self.key.timeframe);
         self.connection = Some(msg.connection);
-        self.silence.on_live(Instant::now());
-        self.repair_wanted = true;
-        self.maybe_repair(ctx);
+        let repair = self.repair.on_live(Instant::now());
+        self.fetch(repair, ctx);
     }
 }
 
@@ -410,44 +330,33 @@ impl Handler<Backfilled> for SubscriptionActor {
             self.links.storage.do_send(StoreCandles { stream: self.stream, candles });
         }
         self.rebuild_indicators();
-        if msg.purpose == BackfillPurpose::Recheck
-            && msg.error.is_none()
-            && let FetchRange::Between { from, to } = msg.range
-        {
-            let gap = Gap { from_open: from, to_open: self.key.timeframe.next_open(to) };
-            self.rechecks.remove(&(gap.from_open, gap.to_open));
+        let failure = msg.error.as_ref().map(|error| match error.is_transient() {
+            true => FetchFailure::Transient,
+            false => FetchFailure::Permanent,
+        });
+        let landing = self.repair.on_fetched(FetchAnswer {
+            fetch: Fetch { range: msg.range, purpose: msg.purpose },
+            through_open: msg.through_open,
+            exchange_gaps: &msg.exchange_gaps,
+            failure,
+        });
+        if let Some(gap) = landing.no_longer_suspected {
             self.links.health.set_suspected_gap(gap, false);
         }
-        if !msg.exchange_gaps.is_empty() {
-            self.on_empty_ranges(msg.purpose, &msg.exchange_gaps, ctx);
+        self.on_empty_ranges(&landing.confirmed_gaps, &landing.suspected_gaps, ctx);
+        if landing.history_landed {
+            self.links.health.set_history_landed();
+            self.history_landed(Ok(fetched));
         }
-        // A fetch from where the series is contiguous (or a history load) shows what exists up to its end. One of
-        // a hole further on says nothing of the ranges before it, which the forward path may still be repairing.
-        let from_contiguous = match msg.range {
-            FetchRange::Between { from, .. } => self.rules.repair_from().is_some_and(|next| from <= next),
-            FetchRange::From(_) | FetchRange::History { .. } => true,
-        };
-        if let Some(through) = msg.through_open.filter(|_| from_contiguous) {
-            self.rules.backfilled_through(through);
-        }
-        if msg.purpose == BackfillPurpose::Repair {
-            self.repair_in_flight = false;
-        }
-        match &msg.error {
-            None if msg.purpose == BackfillPurpose::History => {
-                self.history_done = true;
-                self.links.health.set_history_landed();
-                self.history_landed(Ok(fetched));
+        if let Some(error) = &msg.error {
+            if msg.purpose == BackfillPurpose::History {
+                self.history_landed(Err(error.clone()));
             }
-            None => {}
-            Some(error) => {
-                if msg.purpose == BackfillPurpose::History {
-                    self.history_landed(Err(error.clone()));
-                }
-                self.on_fetch_failed(&msg, error, ctx);
+            if let Some(failed) = landing.failed {
+                self.on_fetch_failed(msg.purpose, error, failed, ctx);
             }
         }
-        self.maybe_repair(ctx);
+        self.fetch(landing.next, ctx);
     }
 }
 
@@ -456,12 +365,8 @@ impl Handler<BackfillRestarted> for SubscriptionActor {
 
     fn handle(&mut self, _: BackfillRestarted, ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
-        if !self.history_done {
-            self.fetch_history(ctx);
-        } else if std::mem::take(&mut self.repair_in_flight) {
-            self.repair_wanted = true;
-            self.maybe_repair(ctx);
-        }
+        let again = self.repair.on_backfill_restarted();
+        self.fetch(again, ctx);
     }
 }
 
@@ -471,9 +376,7 @@ impl Handler<Drain> for SubscriptionActor {
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
         // Shutting down: what storage had no room for is written now.
-        if let Some(msg) = self.deferred.take() {
-            self.links.storage.do_send(msg);
-        }
+        self.write_deferred();
     }
 }
 
@@ -483,9 +386,7 @@ impl Handler<Retire> for SubscriptionActor {
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
         // What storage had no room for is written before the actor goes.
-        if let Some(msg) = self.deferred.take() {
-            self.links.storage.do_send(msg);
-        }
+        self.write_deferred();
         ctx.stop();
     }
 }
