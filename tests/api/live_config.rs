@@ -174,8 +174,12 @@ fn an_invalid_edit_changes_nothing_and_is_logged_with_the_key() {
         assert!(answer.body["error"].as_str().is_some_and(|e| e.contains(needle)), "{name}: {}", answer.body);
         assert_eq!(config_view(&app)["config"], in_force, "{name}: the config in force changed");
         assert_eq!(reloads(&app, "invalid"), 2.0 * (index + 1) as f64, "{name}");
-        let warnings: Vec<String> =
-            app.log_lines().into_iter().filter(|line| line.contains(needle) && line.contains("WARN")).collect();
+        let warned = |line: &String| line.contains(needle) && line.contains("WARN");
+        // The log is read from the process's stderr: the endpoint's line may still be on its way.
+        wait_until(Duration::from_secs(5), || {
+            (app.log_lines().iter().filter(|l| warned(l)).count() >= 2).then_some(())
+        });
+        let warnings: Vec<String> = app.log_lines().into_iter().filter(warned).collect();
         assert_eq!(warnings.len(), 2, "{name}: one line per reload: {warnings:#?}");
         assert!(warnings.iter().all(|line| line.contains("nothing changed")), "{name}: {warnings:#?}");
     }
@@ -214,6 +218,8 @@ fn a_refused_key_does_not_hold_back_the_rest_of_the_edit() {
     let config = &config_view(&app)["config"];
     assert_eq!(config["market_data"]["streams"], json!(["BTCUSDT:1m", "BTCUSDT:5m"]), "{config}");
     assert_eq!(config["storage"]["path"], "data/candles.db", "{config}");
+    // The log is read from the process's stderr: wait for the line, then make sure it is there once.
+    app.wait_for_log_count("streams added: 1 (BTCUSDT:5m)", 1, Duration::from_secs(5));
     assert_eq!(count_lines(&app, "streams added: 1 (BTCUSDT:5m)"), 1, "log:\n{}", app.log_text());
 }
 
