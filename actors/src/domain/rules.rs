@@ -192,24 +192,10 @@ impl CandleRules {
 mod tests {
     use super::*;
 
-    const MIN: i64 = 60_000;
+    use crate::domain::fixtures::{MIN, minute_candle};
 
     fn candle(open_minute: i64, is_closed: bool) -> Candle {
-        let open_time = open_minute * MIN;
-        Candle {
-            open_time,
-            close_time: open_time + MIN - 1,
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close: 1.0,
-            volume: 0.0,
-            quote_volume: 0.0,
-            trades: 0,
-            taker_buy_base: 0.0,
-            taker_buy_quote: 0.0,
-            is_closed,
-        }
+        minute_candle(open_minute, 1.0, is_closed)
     }
 
     #[test]
