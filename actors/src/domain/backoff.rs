@@ -84,6 +84,13 @@ mod tests {
         let ceilings: Vec<u128> =
             (0..6).map(|_| (backoff.ceiling(), backoff.next_delay_with(1.0)).0.as_millis()).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff.failures(), 6, "each delay counts one failure");
+    }
+
+    #[test]
+    fn a_policy_reads_its_durations_in_milliseconds() {
+        let read: BackoffPolicy = serde_json::from_str(r#"{"initial": 250, "max": 30000}"#).expect("valid");
+        assert_eq!(read, BackoffPolicy::default());
     }
 
     #[test]

@@ -60,3 +60,16 @@ impl fmt::Display for StreamKey {
         write!(f, "{} {}", self.symbol, self.timeframe)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_named_as_binance_names_it_and_shown_as_symbol_and_timeframe() {
+        let key = StreamKey::new("BTCUSDT", Timeframe::M1);
+        assert_eq!(key.stream_name(), "btcusdt@kline_1m");
+        assert_eq!(key.to_string(), "BTCUSDT 1m");
+        assert_eq!(StreamKey::new("ETHBTC", Timeframe::Mo1).stream_name(), "ethbtc@kline_1M");
+    }
+}
