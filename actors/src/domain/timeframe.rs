@@ -238,4 +238,53 @@ mod tests {
         assert_eq!(Timeframe::M15.open_time_containing(new_year + 16 * MINUTE), new_year + 15 * MINUTE);
         assert_eq!(Timeframe::D1.open_time_containing(new_year - 1), new_year - DAY);
     }
+
+    #[test]
+    fn every_timeframe_has_its_binance_length() {
+        use Timeframe::*;
+        let seconds = [
+            (S1, 1),
+            (M1, 60),
+            (M3, 180),
+            (M5, 300),
+            (M15, 900),
+            (M30, 1_800),
+            (H1, 3_600),
+            (H2, 7_200),
+            (H4, 14_400),
+            (H6, 21_600),
+            (H8, 28_800),
+            (H12, 43_200),
+            (D1, 86_400),
+            (D3, 259_200),
+            (W1, 604_800),
+        ];
+        for (timeframe, secs) in seconds {
+            assert_eq!(timeframe.fixed_ms(), Some(secs * 1000), "{timeframe}");
+            assert_eq!(timeframe.max_ms(), secs * 1000, "{timeframe}");
+            assert_eq!(timeframe.next_open(0), secs * 1000, "{timeframe}");
+        }
+        // TC0: a month has no fixed length; its longest is 31 days.
+        assert_eq!((Mo1.fixed_ms(), Mo1.max_ms()), (None, 31 * DAY));
+        // TC1: a reversed range of several candles still counts nothing.
+        assert_eq!(M1.count_opens(3 * MINUTE, 0), 0);
+    }
+
+    #[test]
+    fn weeks_open_on_monday() {
+        // Monday 2025-12-29 00:00 UTC.
+        let monday = 1_766_966_400_000;
+        for (time, expected) in [
+            // TC0: the Monday itself.
+            (monday, monday),
+            // TC1: the last millisecond of that week (Sunday).
+            (monday + 7 * DAY - 1, monday),
+            // TC2: the next Monday opens the next week.
+            (monday + 7 * DAY, monday + 7 * DAY),
+            // TC3: before the epoch's first Monday (1970-01-05), weeks still open on Mondays.
+            (0, -3 * DAY),
+        ] {
+            assert_eq!(Timeframe::W1.open_time_containing(time), expected, "{time}");
+        }
+    }
 }
