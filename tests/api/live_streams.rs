@@ -175,3 +175,39 @@ fn a_new_indicator_set_is_rebuilt_for_every_stream() {
     assert!(provisional.to_string().contains("ema_4"), "{provisional}");
     assert_eq!(task_row(&app, "indicator:BTCUSDT:1m").expect("listed")["restarts"], 0, "a replacement is no restart");
 }
+
+#[test]
+fn supervisor_and_audit_edits_apply_to_the_next_restart_and_the_next_pass() {
+    let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
+    let before = "[audit]\ninterval_secs = 300\n\n[supervisor]\nrestart_budget = 5\nbackoff_initial_ms = 50\n";
+    let after = "[audit]\ninterval_secs = 1\n\n[supervisor]\nrestart_budget = 1\nbackoff_initial_ms = 50\n";
+    let app = start(&fake, options(&["BTCUSDT"], &["1m"], before));
+    let task = "subscription:BTCUSDT:1m";
+    let passes = |app: &TestApp| crate::helpers::stream_row(app, "BTCUSDT", "1m")["audit_passes"].as_u64().unwrap_or(0);
+    // The first pass runs once the history has landed; the next one is 300 s away.
+    wait_until(Duration::from_secs(10), || (passes(&app) >= 1).then_some(())).expect("a first audit pass");
+    assert_eq!(task_row(&app, task).expect("listed")["restart_policy"], "budget(5 in 60s)");
+
+    app.edit_config(&fake, &options(&["BTCUSDT"], &["1m"], after));
+    let policy =
+        wait_until(APPLIED_WITHIN, || task_row(&app, task).filter(|row| row["restart_policy"] == "budget(1 in 60s)"));
+    assert!(policy.is_some(), "the new policy is not shown: {:?}", task_row(&app, task));
+    // The audit now passes every second.
+    let counted = passes(&app);
+    let more = wait_until(APPLIED_WITHIN, || (passes(&app) >= counted + 3).then_some(()));
+    assert!(more.is_some(), "no pass a second after the edit: {} then {}", counted, passes(&app));
+
+    // The next restarts follow the new budget: one restart, then the task stays down, marked failed.
+    let stop = |app: &TestApp| {
+        let url = format!("http://127.0.0.1:{}/api/v1/test/tasks/{task}/stop", app.port);
+        reqwest::blocking::Client::new().post(url).send().expect("the fault-injection route").status().as_u16()
+    };
+    assert_eq!(stop(&app), 204);
+    wait_until(Duration::from_secs(10), || {
+        task_row(&app, task).filter(|row| row["restarts"] == 1 && row["state"] == "running")
+    })
+    .expect("restarted once");
+    assert_eq!(stop(&app), 204);
+    let failed = wait_until(Duration::from_secs(10), || task_row(&app, task).filter(|row| row["state"] == "failed"));
+    assert!(failed.is_some(), "a second stop within the new budget of 1 did not fail it: {:?}", task_row(&app, task));
+}
