@@ -374,6 +374,11 @@ mod tests {
             (&EVENT.replace(r#""c":"46673.53000000""#, r#""c":"46600.00000000""#), RejectReason::OutsideRange),
             (&EVENT.replace(r#""T":1631636999999"#, r#""T":1631636999000"#), RejectReason::BadTimes),
             (&EVENT.replace(r#""i":"5m""#, r#""i":"7m""#), RejectReason::UnknownInterval),
+            (&EVENT.replace(r#""o":"46686.15000000""#, r#""o":"inf""#), RejectReason::NonFinite),
+            (&EVENT.replace(r#""o":"46686.15000000""#, r#""o":"-Infinity""#), RejectReason::NonFinite),
+            (&EVENT.replace(r#""o":"46686.15000000""#, r#""o":"""#), RejectReason::NonNumeric),
+            // A price of zero is no price; a volume of zero is a quiet candle.
+            (&EVENT.replace(r#""l":"46668.45000000""#, r#""l":"0""#), RejectReason::Negative),
         ];
         for (text, reason) in cases {
             assert_eq!(parse_frame(text), Err(reason), "{text}");
@@ -388,7 +393,30 @@ mod tests {
         assert_eq!(candles.len(), 2);
         assert_eq!(candles[0], Candle { is_closed: true, ..expected_candle() });
         assert!(!candles[1].is_closed, "the row whose close time is still ahead is in progress");
+        // A candle is closed only once the server's clock is past its close time.
+        let at_close = parse_rest_klines(body, Timeframe::M5, 1_631_636_999_999).unwrap();
+        assert!(!at_close[0].is_closed, "at its close time the candle is still in progress");
         assert_eq!(parse_rest_klines(b"[]", Timeframe::M5, 0), Ok(vec![]));
         assert_eq!(parse_rest_klines(b"{\"code\":-1121}", Timeframe::M5, 0), Err(RejectReason::WrongType));
+    }
+
+    #[test]
+    fn every_reason_has_its_own_label() {
+        let labels: Vec<&str> = RejectReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "invalid_json",
+                "wrong_type",
+                "non_numeric",
+                "non_finite",
+                "negative",
+                "high_below_low",
+                "outside_range",
+                "bad_times",
+                "unknown_interval",
+                "binary"
+            ]
+        );
     }
 }
