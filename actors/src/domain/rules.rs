@@ -332,4 +332,26 @@ mod tests {
         assert_eq!(rules.apply(&candle(6, true)), Verdict::Closed);
         assert_eq!(rules.contiguous(), Some(6 * MIN));
     }
+
+    #[test]
+    fn a_gap_is_half_open() {
+        let gap = Gap { from_open: 10, to_open: 20 };
+        // TC0: its first open time is in it, its end is not.
+        assert!(gap.contains(10) && gap.contains(19));
+        assert!(!gap.contains(9) && !gap.contains(20));
+        let cases = [
+            // TC1: gaps that share at least one open time overlap, from either side.
+            (Gap { from_open: 19, to_open: 30 }, true),
+            (Gap { from_open: 0, to_open: 11 }, true),
+            (Gap { from_open: 12, to_open: 15 }, true),
+            (Gap { from_open: 0, to_open: 40 }, true),
+            // TC2: gaps that only touch do not.
+            (Gap { from_open: 20, to_open: 30 }, false),
+            (Gap { from_open: 0, to_open: 10 }, false),
+        ];
+        for (other, overlaps) in cases {
+            assert_eq!(gap.overlaps(&other), overlaps, "{other:?}");
+            assert_eq!(other.overlaps(&gap), overlaps, "{other:?}, the other way round");
+        }
+    }
 }
