@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use candled_actors::actors::audit::AuditSettings;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
-use candled_actors::actors::storage::StorageSettings;
+use candled_actors::actors::storage::{CommittedCandles, StorageSettings};
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
 use candled_actors::domain::RateBudget;
@@ -160,6 +160,7 @@ impl Application {
         let reloader =
             Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
         let (reload, reload_requests) = ReloadHandle::channel();
+        let committed = CommittedCandles::default();
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
@@ -170,6 +171,7 @@ impl Application {
             config: live.clone(),
             reload: reload.clone(),
             admin_token: settings.admin_token.clone(),
+            committed: committed.clone(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
@@ -181,16 +183,11 @@ impl Application {
         let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
         let config_watch = start_reload_triggers(live.path(), reload);
-        let engine = PendingEngine {
-            settings: engine_settings(&settings, tls, provisional, registry),
-            store,
-            rest,
-            health,
-            metrics,
-            symbols,
-            reloader,
-            reload_requests,
-        };
+        let mut engine_config = engine_settings(&settings, tls, provisional, registry);
+        // The storage actor publishes to the channel HTTP follows (a reload keeps the running storage's).
+        engine_config.storage.committed = committed;
+        let engine =
+            PendingEngine { settings: engine_config, store, rest, health, metrics, symbols, reloader, reload_requests };
         Ok(Self { port, serving, server, engine, startup, _config_watch: config_watch, _lock: lock })
     }
 
@@ -306,6 +303,7 @@ pub(crate) fn engine_settings(
             path: settings.storage_path.clone(),
             batch_size: settings.batch_size,
             flush_interval: settings.flush_interval,
+            committed: CommittedCandles::default(),
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,
