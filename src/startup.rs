@@ -68,8 +68,9 @@ impl fmt::Display for UnlistedSymbols {
     }
 }
 
-/// What start-up still waits for before the engine runs, shown by `/health`, and the engine once it runs. Cheap to
-/// clone: every clone shares one state. The default has nothing to wait for and no engine.
+/// What start-up still waits for before the engine runs, shown by `/health`, the engine once it runs, and whether
+/// the application is stopping. Cheap to clone: every clone shares one state. The default has nothing to wait for
+/// and no engine.
 #[derive(Clone, Default)]
 pub struct StartupState(Arc<StartupInner>);
 
@@ -77,11 +78,23 @@ pub struct StartupState(Arc<StartupInner>);
 struct StartupInner {
     waiting: Mutex<Option<String>>,
     engine: OnceLock<Addr<SupervisorActor>>,
+    /// Turns true when the application starts stopping: long-lived responses (event streams) end then.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl StartupState {
     fn waiting_for(detail: String) -> Self {
-        Self(Arc::new(StartupInner { waiting: Mutex::new(Some(detail)), engine: OnceLock::new() }))
+        Self(Arc::new(StartupInner { waiting: Mutex::new(Some(detail)), ..StartupInner::default() }))
+    }
+
+    /// Resolves once the application starts stopping.
+    pub async fn stopping(&self) {
+        let mut stopping = self.0.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
+    fn stop(&self) {
+        self.0.stopping.send_replace(true);
     }
 
     /// What start-up is waiting for; `None` once the engine runs.
@@ -206,11 +219,11 @@ impl Application {
             result = &mut serving => return served(result),
             () = &mut shutdown => {
                 log::info!("Shutting down before the engine started");
-                return stop_http(server, serving).await;
+                return stop_http(&startup, server, serving).await;
             }
         };
         if let Err(unlisted) = checked {
-            stop_http(server, serving).await?;
+            stop_http(&startup, server, serving).await?;
             return Err(unlisted.into());
         }
         let PendingEngine { settings, store, rest, health, metrics, reloader, reload_requests, .. } = engine;
@@ -222,16 +235,21 @@ impl Application {
             () = &mut shutdown => log::info!("Shutting down"),
         }
         reloading.abort();
-        stop_http(server, serving).await?;
+        stop_http(&startup, server, serving).await?;
         supervisor.send(Shutdown).await??;
         log::info!("Stopped cleanly");
         Ok(())
     }
 }
 
-/// Stops accepting, lets the requests in flight finish (within [`HTTP_SHUTDOWN_TIMEOUT_SECS`]) and waits for the
-/// server's task.
-async fn stop_http(server: ServerHandle, serving: JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+/// Ends the event streams, stops accepting, lets the requests in flight finish (within
+/// [`HTTP_SHUTDOWN_TIMEOUT_SECS`]) and waits for the server's task.
+async fn stop_http(
+    startup: &StartupState,
+    server: ServerHandle,
+    serving: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    startup.stop();
     server.stop(true).await;
     served(serving.await)
 }

@@ -21,6 +21,7 @@ use super::AppState;
 use super::candles::CandleRow;
 use super::error::ApiError;
 use super::params::{StreamParams, known_symbol};
+use crate::startup::StartupState;
 
 /// A comment line this often keeps proxies and the browser from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -34,6 +35,7 @@ pub async fn events(state: web::Data<AppState>, params: web::Query<StreamParams>
     known_symbol(&state, &query.symbol).await?;
     let feed = EventFeed {
         commits: state.committed.subscribe(),
+        startup: state.startup.clone(),
         symbol: query.symbol,
         timeframe: query.timeframe,
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
@@ -55,16 +57,19 @@ pub async fn events(state: web::Data<AppState>, params: web::Query<StreamParams>
 /// One client's subscription to the commits, filtered to one stream.
 struct EventFeed {
     commits: broadcast::Receiver<CommitBatch>,
+    /// Ends the stream when candled stops, so that an open dashboard does not hold the HTTP server's stop up.
+    startup: StartupState,
     symbol: String,
     timeframe: Timeframe,
     keep_alive: tokio::time::Interval,
 }
 
 impl EventFeed {
-    /// The next text to send; `None` ends the stream (the engine is gone).
+    /// The next text to send; `None` ends the stream (candled is stopping).
     async fn next_chunk(&mut self) -> Option<web::Bytes> {
         loop {
             tokio::select! {
+                () = self.startup.stopping() => return None,
                 received = self.commits.recv() => match received {
                     Ok(batch) => {
                         if let Some(text) = self.candle_events(&batch) {

@@ -145,6 +145,15 @@ fn events_stream_the_asked_streams_committed_candles_and_the_page_is_self_contai
         assert_eq!(response.status().as_u16(), 200, "{asset}");
     }
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http://"), "nothing loaded from elsewhere");
+
+    // TC3: an open event stream neither delays candled's stop nor keeps it from stopping cleanly.
+    let stopping = std::time::Instant::now();
+    let (status, _dir, log) = app.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
+    // Without ending the stream, the HTTP server would wait out its 2 s shutdown timeout for it.
+    let stopped_in = stopping.elapsed();
+    assert!(stopped_in < Duration::from_secs(2), "stopping took {stopped_in:?} with an event stream open");
+    drop(events);
 }
 
 #[test]
@@ -167,19 +176,32 @@ fn the_picker_filters_and_pages_a_thousand_streams() {
         AppOptions { symbols: symbols.clone(), timeframes: vec!["1m", "5m"], history: 0, ..AppOptions::default() },
     );
     app.wait_for_log("Started 2004 tasks", Duration::from_secs(60));
+    // What the page reads every few seconds, at this size.
+    for path in ["/api/v1/streams", "/api/v1/tasks/status"] {
+        let started = std::time::Instant::now();
+        let body = reqwest::blocking::get(format!("http://127.0.0.1:{}{path}", app.port)).and_then(|r| r.bytes());
+        let size = body.expect("an answer").len();
+        eprintln!("{path}: {} KiB in {} ms", size / 1024, started.elapsed().as_millis());
+    }
+    let started = std::time::Instant::now();
     let mut browser = Browser::launch(&chromium, &format!("http://127.0.0.1:{}/", app.port));
     let read_picker = "JSON.stringify({ rows: [...document.querySelectorAll('#streams tbody tr')].map((r) => r.dataset.stream), \
          page: document.querySelector('#streams-pager span').textContent, \
          tasks: document.querySelectorAll('#tasks tbody tr').length, tasksTotal: document.body.dataset.tasksTotal, \
          stream: document.body.dataset.stream })";
 
-    // TC0: one page of 50 of the 1,000 streams, and 100 of the 2,004 tasks (no history task with `history = 0`); the first stream is picked.
+    // TC0: one page of 50 of the 1,000 streams, and 100 of the 2,004 tasks (no history task with `history = 0`); the
+    // first stream is picked.
     let first = wait_until(Duration::from_secs(30), || {
         let picker = browser.evaluate(read_picker);
         (picker["rows"].as_array()?.len() == 50 && picker["tasksTotal"] == "2004").then_some(picker)
     });
     let first =
         first.unwrap_or_else(|| panic!("the picker did not page 1,000 streams: {}", browser.evaluate(read_picker)));
+    eprintln!(
+        "the page listed 1,000 streams and 2,004 tasks {} ms after Chromium started",
+        started.elapsed().as_millis()
+    );
     assert_eq!((first["page"].as_str(), first["tasks"].as_u64()), (Some("page 1 of 20"), Some(100)), "{first}");
     assert_eq!(first["rows"][0], "DB0000USDT 1m", "{first}");
     assert_eq!(first["stream"], "DB0000USDT 1m", "{first}");

@@ -9,7 +9,7 @@ const LC = window.LightweightCharts;
 const HISTORY = 1000; // candles and indicator points loaded when a stream is picked
 const STREAMS_PAGE = 50;
 const TASKS_PAGE = 100;
-const REFRESH_MS = { tasks: 3000, streams: 5000, health: 5000, indicators: 2000 };
+const REFRESH_MS = { tasks: 5000, streams: 5000, health: 5000, indicators: 2000 };
 const COLORS = {
   up: '#26a69a', down: '#ef5350', upVolume: '#26a69a66', downVolume: '#ef535066',
   overlays: ['#f0b90b', '#2962ff', '#e040fb', '#00bcd4', '#ff9800', '#8bc34a'],
