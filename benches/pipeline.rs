@@ -112,8 +112,12 @@ impl Pipeline {
         let arbiter = Arbiter::new();
         let storage = {
             let stats = TaskStats::new(MAILBOX_CAPACITY);
-            let settings =
-                StorageSettings { path: db.to_owned(), batch_size: BATCH_SIZE, flush_interval: FLUSH_INTERVAL };
+            let settings = StorageSettings {
+                path: db.to_owned(),
+                batch_size: BATCH_SIZE,
+                flush_interval: FLUSH_INTERVAL,
+                committed: Default::default(),
+            };
             let store = CandleStore::open(db).expect("open the bench database");
             let (registry, names) = (StreamRegistry::new(streams), board.names());
             let addr = start_storage(

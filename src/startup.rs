@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use candled_actors::actors::audit::AuditSettings;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
-use candled_actors::actors::storage::StorageSettings;
+use candled_actors::actors::storage::{CommittedCandles, StorageSettings};
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
 use candled_actors::domain::RateBudget;
@@ -68,8 +68,9 @@ impl fmt::Display for UnlistedSymbols {
     }
 }
 
-/// What start-up still waits for before the engine runs, shown by `/health`, and the engine once it runs. Cheap to
-/// clone: every clone shares one state. The default has nothing to wait for and no engine.
+/// What start-up still waits for before the engine runs, shown by `/health`, the engine once it runs, and whether
+/// the application is stopping. Cheap to clone: every clone shares one state. The default has nothing to wait for
+/// and no engine.
 #[derive(Clone, Default)]
 pub struct StartupState(Arc<StartupInner>);
 
@@ -77,11 +78,23 @@ pub struct StartupState(Arc<StartupInner>);
 struct StartupInner {
     waiting: Mutex<Option<String>>,
     engine: OnceLock<Addr<SupervisorActor>>,
+    /// Turns true when the application starts stopping: long-lived responses (event streams) end then.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl StartupState {
     fn waiting_for(detail: String) -> Self {
-        Self(Arc::new(StartupInner { waiting: Mutex::new(Some(detail)), engine: OnceLock::new() }))
+        Self(Arc::new(StartupInner { waiting: Mutex::new(Some(detail)), ..StartupInner::default() }))
+    }
+
+    /// Resolves once the application starts stopping.
+    pub async fn stopping(&self) {
+        let mut stopping = self.0.stopping.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
+    fn stop(&self) {
+        self.0.stopping.send_replace(true);
     }
 
     /// What start-up is waiting for; `None` once the engine runs.
@@ -160,6 +173,7 @@ impl Application {
         let reloader =
             Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
         let (reload, reload_requests) = ReloadHandle::channel();
+        let committed = CommittedCandles::default();
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
@@ -170,6 +184,7 @@ impl Application {
             config: live.clone(),
             reload: reload.clone(),
             admin_token: settings.admin_token.clone(),
+            committed: committed.clone(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
@@ -181,16 +196,11 @@ impl Application {
         let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
         let config_watch = start_reload_triggers(live.path(), reload);
-        let engine = PendingEngine {
-            settings: engine_settings(&settings, tls, provisional, registry),
-            store,
-            rest,
-            health,
-            metrics,
-            symbols,
-            reloader,
-            reload_requests,
-        };
+        let mut engine_config = engine_settings(&settings, tls, provisional, registry);
+        // The storage actor publishes to the channel HTTP follows (a reload keeps the running storage's).
+        engine_config.storage.committed = committed;
+        let engine =
+            PendingEngine { settings: engine_config, store, rest, health, metrics, symbols, reloader, reload_requests };
         Ok(Self { port, serving, server, engine, startup, _config_watch: config_watch, _lock: lock })
     }
 
@@ -209,11 +219,11 @@ impl Application {
             result = &mut serving => return served(result),
             () = &mut shutdown => {
                 log::info!("Shutting down before the engine started");
-                return stop_http(server, serving).await;
+                return stop_http(&startup, server, serving).await;
             }
         };
         if let Err(unlisted) = checked {
-            stop_http(server, serving).await?;
+            stop_http(&startup, server, serving).await?;
             return Err(unlisted.into());
         }
         let PendingEngine { settings, store, rest, health, metrics, reloader, reload_requests, .. } = engine;
@@ -225,16 +235,21 @@ impl Application {
             () = &mut shutdown => log::info!("Shutting down"),
         }
         reloading.abort();
-        stop_http(server, serving).await?;
+        stop_http(&startup, server, serving).await?;
         supervisor.send(Shutdown).await??;
         log::info!("Stopped cleanly");
         Ok(())
     }
 }
 
-/// Stops accepting, lets the requests in flight finish (within [`HTTP_SHUTDOWN_TIMEOUT_SECS`]) and waits for the
-/// server's task.
-async fn stop_http(server: ServerHandle, serving: JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+/// Ends the event streams, stops accepting, lets the requests in flight finish (within
+/// [`HTTP_SHUTDOWN_TIMEOUT_SECS`]) and waits for the server's task.
+async fn stop_http(
+    startup: &StartupState,
+    server: ServerHandle,
+    serving: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    startup.stop();
     server.stop(true).await;
     served(serving.await)
 }
@@ -306,6 +321,7 @@ pub(crate) fn engine_settings(
             path: settings.storage_path.clone(),
             batch_size: settings.batch_size,
             flush_interval: settings.flush_interval,
+            committed: CommittedCandles::default(),
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,

@@ -32,7 +32,7 @@ pub struct CandleRow<'a> {
 }
 
 impl<'a> CandleRow<'a> {
-    fn new(symbol: &'a str, timeframe: Timeframe, c: &Candle) -> Self {
+    pub fn new(symbol: &'a str, timeframe: Timeframe, c: &Candle) -> Self {
         Self {
             symbol,
             timeframe: timeframe.as_str(),

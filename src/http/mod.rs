@@ -6,7 +6,9 @@ mod admin;
 mod candles;
 pub mod client_errors;
 mod config;
+mod dashboard;
 mod error;
+mod events;
 mod fault_injection;
 mod health;
 mod indicators;
@@ -20,6 +22,7 @@ use actix::Addr;
 use actix_web::dev::HttpServiceFactory;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, ResponseError, web};
 use candled_actors::actors::health::HealthActor;
+use candled_actors::actors::storage::CommittedCandles;
 use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
@@ -46,6 +49,8 @@ pub struct AppState {
     pub reload: ReloadHandle,
     /// Turns the admin endpoints on; it never changes while running.
     pub admin_token: Option<AdminToken>,
+    /// The candles of every commit, published by the storage actor: `/api/v1/events` follows them.
+    pub committed: CommittedCandles,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -56,7 +61,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/candles", candles::candles))
         .service(get_and_head("/api/v1/indicators", indicators::indicators))
         .service(get_and_head("/api/v1/config", config::config))
-        .service(get_and_head("/metrics", metrics::metrics));
+        .service(get_and_head("/metrics", metrics::metrics))
+        .service(get_and_head("/api/v1/events", events::events));
+    dashboard::routes(cfg);
     admin::routes(cfg);
     if candled_actors::fault_injection::ENABLED {
         fault_injection::routes(cfg);

@@ -31,6 +31,14 @@ pub struct IndicatorParams {
     limit: Option<String>,
 }
 
+/// The query of `/api/v1/events`: a stream, nothing else.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamParams {
+    symbol: Option<String>,
+    timeframe: Option<String>,
+}
+
 /// How many rows an endpoint returns: `default` when `limit` is absent, at most `max`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -61,6 +69,13 @@ impl CandleParams {
 impl IndicatorParams {
     pub fn parse(&self, limits: Limits) -> Result<StreamQuery, ApiError> {
         parse(self.symbol.as_deref(), self.timeframe.as_deref(), (None, None), self.limit.as_deref(), limits)
+    }
+}
+
+impl StreamParams {
+    /// The stream; the query's `limit` is meaningless here.
+    pub fn parse(&self) -> Result<StreamQuery, ApiError> {
+        parse(self.symbol.as_deref(), self.timeframe.as_deref(), (None, None), None, Limits { default: 1, max: 1 })
     }
 }
 

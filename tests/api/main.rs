@@ -3,6 +3,7 @@
 
 mod audit;
 mod config_errors;
+mod dashboard;
 mod end_to_end;
 mod fake_exchange;
 mod helpers;

@@ -241,8 +241,12 @@ mod tests {
         let key = StreamKey::new("BTCUSDT", Timeframe::M1);
         let streams = StreamRegistry::new([&key]);
         let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
-        let settings =
-            StorageSettings { path: path.clone(), batch_size: 64, flush_interval: Duration::from_millis(10) };
+        let settings = StorageSettings {
+            path: path.clone(),
+            batch_size: 64,
+            flush_interval: Duration::from_millis(10),
+            committed: Default::default(),
+        };
         let store = CandleStore::open(&path).expect("db");
         let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
         let stats = TaskStats::new(MAILBOX_CAPACITY);

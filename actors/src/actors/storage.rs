@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::broadcast;
 
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::messages::Retire;
-use crate::domain::{Candle, Gap, StreamId};
+use crate::domain::{Candle, Gap, StreamId, StreamKey};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
@@ -88,6 +89,53 @@ pub struct StorageSettings {
     pub batch_size: usize,
     /// Commit at least this often while rows are pending.
     pub flush_interval: Duration,
+    /// Where every commit's candles are published (the dashboard's server-sent events).
+    pub committed: CommittedCandles,
+}
+
+/// A candle as it was just committed, in progress or closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedCandle {
+    pub key: StreamKey,
+    pub candle: Candle,
+}
+
+/// The candles of one commit, in key order.
+pub type CommitBatch = Arc<[CommittedCandle]>;
+
+/// Commit batches held for a listener that has not read them yet; one more and it loses the oldest.
+const COMMITTED_BACKLOG: usize = 256;
+
+/// Publishes every commit's candles to whoever listens, after the commit. Cheap to clone: every clone shares one
+/// channel. A broadcast channel: the storage actor never waits for a listener; a listener more than
+/// [`COMMITTED_BACKLOG`] commits behind loses the oldest and is told how many it missed. Nothing is built while
+/// nobody listens.
+#[derive(Debug, Clone)]
+pub struct CommittedCandles(broadcast::Sender<CommitBatch>);
+
+impl Default for CommittedCandles {
+    fn default() -> Self {
+        Self(broadcast::Sender::new(COMMITTED_BACKLOG))
+    }
+}
+
+impl CommittedCandles {
+    /// The commits from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<CommitBatch> {
+        self.0.subscribe()
+    }
+
+    fn publish(&self, streams: &StreamRegistry, candles: &[(StreamId, Candle)]) {
+        if self.0.receiver_count() == 0 || candles.is_empty() {
+            return;
+        }
+        let batch: CommitBatch = streams.with_keys(|keys| {
+            let keyed = candles.iter().filter_map(|(id, candle)| Some((keys.get(id.0 as usize)?, candle)));
+            keyed.map(|(key, &candle)| CommittedCandle { key: key.clone(), candle }).collect()
+        });
+        // Fails only when the last listener left meanwhile.
+        let _ = self.0.send(batch);
+    }
 }
 
 /// Pending writes, coalesced per (stream, open time): a closed candle is never replaced by an in-progress one.
@@ -255,6 +303,7 @@ impl StorageActor {
                 self.metrics.candles_written.with_label_values(&["in_progress"]).inc_by(in_progress);
                 let timed = batch.candles.iter().zip(&batch.event_times);
                 self.metrics.observe_event_to_commit(timed.filter_map(|((_, c), at)| Some((c.is_closed, (*at)?))));
+                self.settings.committed.publish(&self.streams, &batch.candles);
                 self.restarts.on_healthy();
                 Ok(())
             }
@@ -526,6 +575,26 @@ mod tests {
                 IndicatorRow { stream: s, open_time: 0, output: 1, value: 1.0 },
             ]
         );
+    }
+
+    #[test]
+    fn commits_are_published_with_their_keys_to_listeners_only() {
+        let btc = StreamKey::new("BTCUSDT", crate::domain::Timeframe::M1);
+        let registry = StreamRegistry::new([&btc]);
+        let committed = CommittedCandles::default();
+        // TC0: nobody listens: nothing is built or kept.
+        committed.publish(&registry, &[(StreamId(0), candle(0, 1.0, true))]);
+        let mut listener = committed.subscribe();
+        assert!(listener.try_recv().is_err());
+        // TC1: a commit reaches the listener with its keys; an id the registry never gave is left out.
+        committed.publish(&registry, &[(StreamId(0), candle(0, 1.5, false)), (StreamId(7), candle(0, 2.0, true))]);
+        let batch = listener.try_recv().expect("a published commit");
+        assert_eq!(&*batch, [CommittedCandle { key: btc, candle: candle(0, 1.5, false) }]);
+        // TC2: a listener more than the backlog behind loses the oldest and is told how many.
+        for _ in 0..COMMITTED_BACKLOG + 3 {
+            committed.publish(&registry, &[(StreamId(0), candle(0, 1.0, true))]);
+        }
+        assert!(matches!(listener.try_recv(), Err(broadcast::error::TryRecvError::Lagged(3))));
     }
 
     #[test]
