@@ -46,6 +46,8 @@ pub struct AppState {
     pub reload: ReloadHandle,
     /// Turns the admin endpoints on; it never changes while running.
     pub admin_token: Option<AdminToken>,
+    /// The exchange's clock as the engine observes it: ages on `/metrics` are judged on it.
+    pub exchange_clock: std::sync::Arc<candled_actors::domain::ExchangeClock>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

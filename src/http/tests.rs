@@ -86,6 +86,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         config: LiveConfig::new("config.toml".into(), Settings::parse(SHIPPED, "config.toml").expect("valid")),
         reload: ReloadHandle::channel().0,
         admin_token: None,
+        exchange_clock: Default::default(),
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
