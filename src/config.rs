@@ -46,6 +46,8 @@ struct RawConfig {
     supervisor: RawSupervisor,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    metrics: RawMetrics,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -156,6 +158,18 @@ impl Default for RawAudit {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    per_stream: bool,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self { per_stream: true }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
     priority: Priority,
@@ -241,6 +255,15 @@ pub struct Settings {
     /// The indicators computed on every stream.
     pub indicators: IndicatorConfig,
     pub audit: AuditConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: what `/metrics` exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// The per-stream series (labelled `symbol` and `timeframe`), about 29 per stream: off for very large stream
+    /// sets. Read at start-up only.
+    pub per_stream: bool,
 }
 
 /// `[audit]`: the anti-entropy pass over the store.
@@ -436,6 +459,7 @@ impl Settings {
                 interval: Duration::from_secs(raw.audit.interval_secs),
                 recheck_empty: Duration::from_secs(raw.audit.recheck_empty_secs),
             },
+            metrics: MetricsConfig { per_stream: raw.metrics.per_stream },
         })
     }
 }
@@ -551,6 +575,20 @@ mod tests {
         assert!(matches!(error, ConfigError::TooLarge { .. }), "{error:?}");
         let message = error.to_string();
         assert!(message.contains(&path.display().to_string()) && message.contains("1 MiB limit"), "{message}");
+    }
+
+    #[test]
+    fn per_stream_metrics_default_on_and_can_be_turned_off() {
+        let with_metrics = |section: &str| format!("{SHIPPED}\n[metrics]\n{section}\n");
+        // TC0: no section: on.
+        assert!(Settings::parse(SHIPPED, "c").unwrap().metrics.per_stream);
+        // TC1: an empty section: on.
+        assert!(Settings::parse(&with_metrics(""), "c").unwrap().metrics.per_stream);
+        // TC2: turned off.
+        assert!(!Settings::parse(&with_metrics("per_stream = false"), "c").unwrap().metrics.per_stream);
+        // TC3: an unknown key fails at parse time, naming it.
+        let error = Settings::parse(&with_metrics("per_streams = false"), "c").expect_err("unknown key").to_string();
+        assert!(error.contains("per_streams"), "{error}");
     }
 
     #[test]

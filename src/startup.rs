@@ -152,7 +152,7 @@ impl Application {
         let store = CandleStore::open(&settings.storage_path)
             .with_context(|| format!("cannot open the database {}", settings.storage_path.display()))?;
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_per_stream(settings.metrics.per_stream);
         let rest = RestClient::new(&settings.exchange.rest_url, tls.clone(), metrics.clone())?;
 
         let listener = TcpListener::bind(settings.http_bind)
@@ -185,6 +185,7 @@ impl Application {
             reload: reload.clone(),
             admin_token: settings.admin_token.clone(),
             committed: committed.clone(),
+            exchange_clock: rest.clock().clone(),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)

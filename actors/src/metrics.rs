@@ -1,6 +1,13 @@
-//! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects, audit findings.
+//! Process-wide Prometheus metrics: frames, rejects, candles written, backfills, reconnects, audit findings, storage
+//! commits and REST rate limits, and the per-stream counters the actors push (the values read at scrape time are
+//! built by the `/metrics` handler).
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::domain::{RejectReason, StreamKey};
 
@@ -28,14 +35,48 @@ pub struct Metrics {
     pub mailbox_depth: IntGauge,
     /// Exchange event time (`E`) to SQLite commit, per committed live row, by kind (`closed`, `in_progress`).
     event_to_commit: HistogramVec,
+    /// Whether the per-stream series (labelled `symbol` and `timeframe`) exist: `[metrics] per_stream`.
+    per_stream: bool,
+    /// The streams whose per-stream series exist. A counter asked for a stream not in it (removed, or a late write
+    /// for it) is an unexposed one, so that a removed stream's series never come back.
+    registered: Arc<Mutex<HashSet<StreamKey>>>,
+    /// Per stream: closed candles committed to SQLite.
+    stream_candles_written: IntCounterVec,
+    /// Per stream: malformed frames that named the stream (see [`Metrics::stream_frames_rejected`]).
+    stream_frames_rejected: IntCounterVec,
+    /// What a per-stream counter is when `per_stream` is off: counted, never exposed.
+    unexposed: IntCounter,
+    /// Time of one storage commit (a batch of rows and their indicator values).
+    commit_seconds: Histogram,
+    /// Candle rows in one storage commit.
+    commit_rows: Histogram,
+    /// The exchange's `X-MBX-USED-WEIGHT-1M` on its last REST answer.
+    pub rest_weight_used: IntGauge,
+    /// REST answers 429 (slow down) and 418 (banned), by status.
+    rest_rate_limited: IntCounterVec,
 }
 
 /// Upper bounds of the event-to-commit histogram, in seconds.
 const EVENT_TO_COMMIT_BUCKETS: [f64; 15] =
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Upper bounds of the commit latency histogram, in seconds.
+const COMMIT_SECONDS_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds of the rows-per-commit histogram.
+const COMMIT_ROWS_BUCKETS: [f64; 13] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+/// The REST statuses that mean the request weight was overused: 429 (back off) and 418 (banned for a while).
+pub const RATE_LIMIT_STATUSES: [u16; 2] = [429, 418];
 
 impl Metrics {
+    /// The metrics with the per-stream series on.
     pub fn new() -> Self {
+        Self::with_per_stream(true)
+    }
+
+    /// The metrics, with the per-stream series (`symbol`/`timeframe` labels) on or off (`[metrics] per_stream`).
+    /// Off, the per-stream counters still count but are never registered, so `/metrics` shows none of them.
+    pub fn with_per_stream(per_stream: bool) -> Self {
         let registry = Registry::new_custom(Some("candled".into()), None).expect("a valid prefix");
         let counter = |name: &str, help: &str| {
             let metric = IntCounter::new(name, help).expect("valid metric");
@@ -98,8 +139,52 @@ impl Metrics {
                 registry.register(Box::new(metric.clone())).expect("registered once");
                 metric
             },
+            per_stream,
+            registered: Arc::default(),
+            stream_candles_written: stream_counter_vec(
+                "stream_candles_written_total",
+                "Closed candles of the stream committed to SQLite (first writes and re-writes)",
+            ),
+            stream_frames_rejected: stream_counter_vec(
+                "stream_frames_rejected_total",
+                "Malformed frames dropped whose envelope named the stream (unattributable ones count only in \
+                 candled_frames_rejected_total)",
+            ),
+            unexposed: IntCounter::new("unexposed", "A per-stream counter while per-stream series are off")
+                .expect("valid metric"),
+            commit_seconds: {
+                let opts = HistogramOpts::new("storage_commit_seconds", "Time of one SQLite commit of a batch")
+                    .buckets(COMMIT_SECONDS_BUCKETS.to_vec());
+                let metric = Histogram::with_opts(opts).expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            commit_rows: {
+                let opts = HistogramOpts::new("storage_commit_rows", "Candle rows in one SQLite commit")
+                    .buckets(COMMIT_ROWS_BUCKETS.to_vec());
+                let metric = Histogram::with_opts(opts).expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            rest_weight_used: {
+                let metric = IntGauge::new(
+                    "rest_weight_used",
+                    "Request weight used in the current minute, as the exchange's X-MBX-USED-WEIGHT-1M last said",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            rest_rate_limited: counter_vec(
+                "rest_rate_limited_total",
+                "REST answers 429 (slow down) and 418 (IP banned for a while), by status",
+                "status",
+            ),
             registry,
         };
+        for status in RATE_LIMIT_STATUSES {
+            metrics.rest_rate_limited.with_label_values(&[&status.to_string()]);
+        }
         for kind in ["closed", "in_progress"] {
             metrics.event_to_commit.with_label_values(&[kind]);
         }
@@ -124,32 +209,100 @@ impl Metrics {
         }
     }
 
-    /// Creates a stream's per-stream series, so that they show from the start (at zero).
+    /// Whether the per-stream series are exposed (`[metrics] per_stream`).
+    pub fn per_stream(&self) -> bool {
+        self.per_stream
+    }
+
+    /// The families pushed per stream (the ones read at scrape time live in the `/metrics` handler).
+    fn stream_families(&self) -> [&IntCounterVec; 5] {
+        [
+            &self.audit_passes,
+            &self.audit_holes_found,
+            &self.audit_candles_repaired,
+            &self.stream_candles_written,
+            &self.stream_frames_rejected,
+        ]
+    }
+
+    /// Creates a stream's per-stream series, so that they show from the start (at zero). Nothing when the
+    /// per-stream series are off.
     pub fn register_stream(&self, key: &StreamKey) {
-        self.audit_passes(key);
-        self.audit_holes_found(key);
-        self.audit_candles_repaired(key);
+        if !self.per_stream {
+            return;
+        }
+        self.registered_streams().insert(key.clone());
+        for family in self.stream_families() {
+            self.stream_counter(family, key);
+        }
     }
 
     /// Removes a stream's per-stream series: it is no longer configured.
     pub fn unregister_stream(&self, key: &StreamKey) {
+        let mut registered = self.registered_streams();
+        registered.remove(key);
         let labels = [key.symbol.as_str(), key.timeframe.as_str()];
-        for family in [&self.audit_passes, &self.audit_holes_found, &self.audit_candles_repaired] {
+        for family in self.stream_families() {
             // Absent only if never created: nothing to remove.
             let _ = family.remove_label_values(&labels);
         }
     }
 
+    fn registered_streams(&self) -> std::sync::MutexGuard<'_, HashSet<StreamKey>> {
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `family`'s counter of `key` while the stream is registered, else an unexposed one (per-stream series off,
+    /// or the stream removed).
+    fn stream_counter(&self, family: &IntCounterVec, key: &StreamKey) -> IntCounter {
+        // Held while the series is looked up, so that a concurrent unregister cannot be undone.
+        let registered = self.registered_streams();
+        match registered.contains(key) {
+            true => family.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()]),
+            false => self.unexposed.clone(),
+        }
+    }
+
     pub fn audit_passes(&self, key: &StreamKey) -> IntCounter {
-        self.audit_passes.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
+        self.stream_counter(&self.audit_passes, key)
     }
 
     pub fn audit_holes_found(&self, key: &StreamKey) -> IntCounter {
-        self.audit_holes_found.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
+        self.stream_counter(&self.audit_holes_found, key)
     }
 
     pub fn audit_candles_repaired(&self, key: &StreamKey) -> IntCounter {
-        self.audit_candles_repaired.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()])
+        self.stream_counter(&self.audit_candles_repaired, key)
+    }
+
+    /// Closed candles of `key` committed to SQLite.
+    pub fn stream_candles_written(&self, key: &StreamKey) -> IntCounter {
+        self.stream_counter(&self.stream_candles_written, key)
+    }
+
+    /// Malformed frames of `key`: a frame is attributed to a stream when its combined-stream envelope
+    /// (`{"stream":"btcusdt@kline_1m","data":...}`) parses and names a stream its connection carries, while its
+    /// payload fails validation. A frame that is not JSON, or names no carried stream, has no known stream: it is
+    /// counted only in `candled_frames_rejected_total{reason}`, like every rejected frame.
+    pub fn stream_frames_rejected(&self, key: &StreamKey) -> IntCounter {
+        self.stream_counter(&self.stream_frames_rejected, key)
+    }
+
+    /// Records one storage commit: its duration and the candle rows it wrote.
+    pub fn observe_commit(&self, elapsed: std::time::Duration, rows: usize) {
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+        self.commit_rows.observe(rows as f64);
+    }
+
+    /// Records a REST answer's status and the weight it reported used (`X-MBX-USED-WEIGHT-1M`), if any.
+    pub fn record_rest_answer(&self, status: u16, weight_used: Option<i64>) {
+        self.rest_requests.with_label_values(&[&status.to_string()]).inc();
+        if RATE_LIMIT_STATUSES.contains(&status) {
+            self.rest_rate_limited.with_label_values(&[&status.to_string()]).inc();
+        }
+        if let Some(weight) = weight_used {
+            self.rest_weight_used.set(weight);
+        }
     }
 
     /// Rejected frames so far, by reason label.
@@ -164,5 +317,61 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Timeframe;
+
+    /// The exposition text of `metrics`.
+    fn text(metrics: &Metrics) -> String {
+        let mut body = Vec::new();
+        prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &metrics.registry.gather(), &mut body)
+            .expect("encodes");
+        String::from_utf8(body).expect("UTF-8")
+    }
+
+    #[test]
+    fn per_stream_series_come_and_go_with_their_stream() {
+        let btc = StreamKey::new("BTCUSDT", Timeframe::M1);
+        let series = r#"candled_stream_candles_written_total{symbol="BTCUSDT",timeframe="1m"}"#;
+        let metrics = Metrics::new();
+        // TC0: registered: every per-stream family shows the stream, at zero.
+        metrics.register_stream(&btc);
+        assert!(text(&metrics).contains(&format!("{series} 0")));
+        assert_eq!(text(&metrics).matches(r#"symbol="BTCUSDT""#).count(), 5);
+        // TC1: counted.
+        metrics.stream_candles_written(&btc).inc_by(3);
+        assert!(text(&metrics).contains(&format!("{series} 3")));
+        // TC2: unregistered: gone, and a late count does not bring it back.
+        metrics.unregister_stream(&btc);
+        metrics.stream_candles_written(&btc).inc();
+        metrics.audit_passes(&btc).inc();
+        assert!(!text(&metrics).contains("BTCUSDT"));
+        // TC3: per-stream series off: registering shows nothing, counting neither.
+        let off = Metrics::with_per_stream(false);
+        off.register_stream(&btc);
+        off.stream_frames_rejected(&btc).inc();
+        assert!(!text(&off).contains("BTCUSDT"));
+    }
+
+    #[test]
+    fn rest_answers_count_rate_limits_and_keep_the_weight() {
+        let metrics = Metrics::new();
+        let limited = |status: &str| metrics.rest_rate_limited.with_label_values(&[status]).get();
+        // TC0: both statuses show from the start, at zero.
+        assert!(text(&metrics).contains(r#"candled_rest_rate_limited_total{status="418"} 0"#));
+        // TC1: a 200 with its weight.
+        metrics.record_rest_answer(200, Some(42));
+        assert_eq!((limited("429"), limited("418"), metrics.rest_weight_used.get()), (0, 0, 42));
+        // TC2: a 429 without the header: counted, the weight kept.
+        metrics.record_rest_answer(429, None);
+        assert_eq!((limited("429"), limited("418"), metrics.rest_weight_used.get()), (1, 0, 42));
+        // TC3: a 418.
+        metrics.record_rest_answer(418, Some(6001));
+        assert_eq!((limited("429"), limited("418"), metrics.rest_weight_used.get()), (1, 1, 6001));
+        assert_eq!(metrics.rest_requests.with_label_values(&["429"]).get(), 1);
     }
 }

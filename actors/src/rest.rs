@@ -272,7 +272,12 @@ impl RestClient {
                 Err(source) => return Err(RestError::Http { url, source }),
             };
             let status = response.status().as_u16();
-            self.metrics.rest_requests.with_label_values(&[&status.to_string()]).inc();
+            let weight_used = response
+                .headers()
+                .get("x-mbx-used-weight-1m")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            self.metrics.record_rest_answer(status, weight_used);
             let retry_after = response
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)

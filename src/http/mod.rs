@@ -51,6 +51,8 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
     /// The candles of every commit, published by the storage actor: `/api/v1/events` follows them.
     pub committed: CommittedCandles,
+    /// The exchange's clock as the engine observes it: ages on `/metrics` are judged on it.
+    pub exchange_clock: std::sync::Arc<candled_actors::domain::ExchangeClock>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

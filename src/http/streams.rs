@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use candled_actors::actors::health::GetStreams;
+use candled_actors::domain::{StreamKey, Timeframe};
 use candled_actors::store::{CandleStore, StoreError};
+use candled_actors::streams::ExchangeGap;
 use serde::Serialize;
 
 use super::AppState;
@@ -14,11 +16,37 @@ use super::params::read;
 
 /// What SQLite holds for one stream.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-struct StoredRange {
-    first_closed: Option<i64>,
-    last_closed: Option<i64>,
-    present: u64,
-    revisions: u64,
+pub(super) struct StoredRange {
+    /// Open times of the first and last stored closed candles.
+    pub first_closed: Option<i64>,
+    pub last_closed: Option<i64>,
+    pub present: u64,
+    pub revisions: u64,
+}
+
+/// What SQLite holds per (symbol, timeframe name).
+pub(super) type StoredRanges = HashMap<(String, String), StoredRange>;
+
+impl StoredRange {
+    /// What is stored for `key` (nothing if absent).
+    pub fn of(ranges: &StoredRanges, key: &StreamKey) -> Self {
+        ranges.get(&(key.symbol.clone(), key.timeframe.to_string())).copied().unwrap_or_default()
+    }
+
+    /// The closed candles there should be from the first stored to the last on the exchange's grid, and how many
+    /// of them are neither stored nor in a known exchange gap: `(expected, missing)`.
+    pub fn expected_and_missing(&self, timeframe: Timeframe, gaps: &[ExchangeGap]) -> (u64, u64) {
+        let (expected, known_gaps) = match (self.first_closed, self.last_closed) {
+            (Some(first), Some(last)) => {
+                let end = timeframe.next_open(last);
+                let known =
+                    gaps.iter().map(|g| timeframe.count_opens(g.from_open.max(first), g.to_open.min(end))).sum();
+                (timeframe.count_opens(first, end), known)
+            }
+            _ => (0, 0),
+        };
+        (expected, expected.saturating_sub(self.present).saturating_sub(known_gaps))
+    }
 }
 
 #[derive(Serialize)]
@@ -41,18 +69,8 @@ pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let reports: Vec<StreamReport> = counters
         .into_iter()
         .map(|(key, counters)| {
-            let stored = stored.get(&(key.symbol.clone(), key.timeframe.to_string())).copied().unwrap_or_default();
-            let tf = key.timeframe;
-            let (expected, known_gaps) = match (stored.first_closed, stored.last_closed) {
-                (Some(first), Some(last)) => {
-                    let end = tf.next_open(last);
-                    let gaps = counters.exchange_gaps.iter();
-                    let known = gaps.map(|g| tf.count_opens(g.from_open.max(first), g.to_open.min(end))).sum();
-                    (tf.count_opens(first, end), known)
-                }
-                _ => (0, 0),
-            };
-            let missing = expected.saturating_sub(stored.present).saturating_sub(known_gaps);
+            let stored = StoredRange::of(&stored, &key);
+            let (expected, missing) = stored.expected_and_missing(key.timeframe, &counters.exchange_gaps);
             StreamReport {
                 symbol: key.symbol,
                 timeframe: key.timeframe.to_string(),
@@ -69,7 +87,7 @@ pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     })))
 }
 
-fn stored_ranges(store: &CandleStore) -> Result<HashMap<(String, String), StoredRange>, StoreError> {
+pub(super) fn stored_ranges(store: &CandleStore) -> Result<StoredRanges, StoreError> {
     let conn = store.connection();
     let mut ranges = HashMap::new();
     let mut stmt = conn.prepare(

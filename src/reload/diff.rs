@@ -1,5 +1,5 @@
 //! What an edited config changes compared with the one in force: the keys that need a restart (every `exchange.*`,
-//! `storage.*` and `http.*` key), whether anything that reloads live changed, and the symbols to check.
+//! `storage.*`, `http.*` and `metrics.*` key), whether anything that reloads live changed, and the symbols to check.
 
 use crate::config::Settings;
 
@@ -26,6 +26,7 @@ pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'sta
         ("storage.flush_interval_ms", in_force.flush_interval != edited.flush_interval),
         ("http.bind", in_force.http_bind != edited.http_bind),
         ("http.admin_token", in_force.admin_token != edited.admin_token),
+        ("metrics.per_stream", in_force.metrics != edited.metrics),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -41,6 +42,7 @@ pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
         flush_interval: in_force.flush_interval,
         http_bind: in_force.http_bind,
         admin_token: in_force.admin_token.clone(),
+        metrics: in_force.metrics,
         ..edited
     }
 }
@@ -108,7 +110,7 @@ interval_secs = 300
     #[test]
     fn restart_only_keys_are_named_and_live_changes_seen() {
         let base = settings(BASE);
-        let cases: [(&str, &str, &[&str], bool); 9] = [
+        let cases: [(&str, &str, &[&str], bool); 10] = [
             // TC0: the same text: nothing.
             ("history = 10", "history = 10", &[], false),
             // TC1: a comment only.
@@ -137,6 +139,8 @@ interval_secs = 300
                 &["storage.path"],
                 true,
             ),
+            // TC9: the per-stream metrics: restart only.
+            ("[storage]", "[metrics]\nper_stream = false\n\n[storage]", &["metrics.per_stream"], false),
         ];
         for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
             let edit = edited(from, to);

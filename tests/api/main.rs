@@ -11,6 +11,7 @@ mod http_conventions;
 mod indicators;
 mod live_config;
 mod live_streams;
+mod metrics;
 mod reliability;
 mod scale;
 mod shutdown;

@@ -357,8 +357,18 @@ impl ConnectionActor {
             }
             Ok(Routed::Other(Frame::Error { code, msg })) => log::warn!("{}: exchange error {code}: {msg}", self.name),
             Ok(Routed::Other(Frame::Other | Frame::Kline(_))) => {}
-            Err(reason) => self.reject(reason, text),
+            Err(reason) => {
+                if let Some(key) = self.carried_stream_named_in(text) {
+                    self.metrics.stream_frames_rejected(&key).inc();
+                }
+                self.reject(reason, text);
+            }
         }
+    }
+
+    /// The carried stream a rejected frame's envelope names, if any: the frame is then counted against it too.
+    fn carried_stream_named_in(&self, text: &str) -> Option<StreamKey> {
+        stream_named_in(text).filter(|key| self.index_of(key).is_some())
     }
 
     /// Counts a malformed frame and logs it with its payload, at most once per reason per interval.
@@ -378,6 +388,19 @@ impl ConnectionActor {
             socket.close(ctx);
         }
     }
+}
+
+/// The kline stream a frame's combined-stream envelope names (`{"stream":"btcusdt@kline_1m","data":...}`), if the
+/// envelope parses, whatever its `data` holds. Parsed again only for rejected frames.
+fn stream_named_in(text: &str) -> Option<StreamKey> {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        stream: std::borrow::Cow<'a, str>,
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(text).ok()?;
+    let (symbol, interval) = envelope.stream.split_once("@kline_")?;
+    Some(StreamKey::new(symbol.to_ascii_uppercase(), interval.parse().ok()?))
 }
 
 impl Actor for ConnectionActor {
@@ -567,5 +590,31 @@ impl Handler<crate::fault_injection::Inject> for ConnectionActor {
 
     fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
         fault.apply::<Self>(&self.name, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Timeframe;
+
+    #[test]
+    fn a_rejected_frame_is_attributed_to_the_stream_its_envelope_names() {
+        let btc = Some(StreamKey::new("BTCUSDT", Timeframe::M1));
+        let cases: [(&str, Option<StreamKey>); 5] = [
+            // TC0: a valid envelope around an invalid candle (high below low): its stream.
+            (r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","k":{"h":"1","l":"2"}}}"#, btc.clone()),
+            // TC1: the stream field after the data: the same.
+            (r#"{"data":{"k":{"o":1}},"stream":"btcusdt@kline_1m"}"#, btc),
+            // TC2: truncated JSON: no stream.
+            (r#"{"stream":"btcusdt@kline_1m","data":{"e":"kl"#, None),
+            // TC3: no envelope (a raw event): no stream.
+            (r#"{"e":"kline","s":"BTCUSDT","k":{"i":"1m"}}"#, None),
+            // TC4: an unknown interval or a non-kline stream: no stream.
+            (r#"{"stream":"btcusdt@kline_7m","data":{}}"#, None),
+        ];
+        for (index, (text, want)) in cases.into_iter().enumerate() {
+            assert_eq!(stream_named_in(text), want, "TC{index}");
+        }
     }
 }

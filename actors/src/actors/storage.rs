@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::broadcast;
@@ -292,11 +292,14 @@ impl StorageActor {
         }
         let batch = self.pending.take();
         let (streams, names) = (self.streams.clone(), self.indicator_names.clone());
+        let started = Instant::now();
         let result = self.store().and_then(|store| {
             streams.with_keys(|keys| store.write_batch(keys, &names, &batch.candles, &batch.indicators))
         });
         match result {
             Ok(_) => {
+                self.metrics.observe_commit(started.elapsed(), batch.candles.len());
+                self.count_closed_per_stream(&batch.candles);
                 let closed = batch.candles.iter().filter(|(_, c)| c.is_closed).count() as u64;
                 let in_progress = batch.candles.len() as u64 - closed;
                 self.metrics.candles_written.with_label_values(&["closed"]).inc_by(closed);
@@ -311,6 +314,22 @@ impl StorageActor {
                 self.store = None;
                 self.pending.restore(batch);
                 Err(error)
+            }
+        }
+    }
+
+    /// Adds a committed batch's closed candles to their streams' `candled_stream_candles_written_total`.
+    fn count_closed_per_stream(&self, candles: &[(StreamId, Candle)]) {
+        if !self.metrics.per_stream() {
+            return;
+        }
+        let mut closed: HashMap<StreamId, u64> = HashMap::new();
+        for (stream, _) in candles.iter().filter(|(_, c)| c.is_closed) {
+            *closed.entry(*stream).or_default() += 1;
+        }
+        for (stream, count) in closed {
+            if let Some(key) = self.streams.key(stream) {
+                self.metrics.stream_candles_written(&key).inc_by(count);
             }
         }
     }
