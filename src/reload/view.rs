@@ -71,6 +71,7 @@ pub fn settings_view(settings: &Settings) -> Value {
             "bind": settings.http_bind.to_string(),
             "admin_token_set": settings.admin_token.is_some(),
         },
+        "metrics": { "per_stream": settings.metrics.per_stream },
     })
 }
 
@@ -100,6 +101,7 @@ mod tests {
         assert_eq!(view["indicators"]["sma"], json!([20]));
         // TC2: the token only as whether one is set.
         assert_eq!(view["http"]["admin_token_set"], true);
+        assert_eq!(view["metrics"]["per_stream"], true);
         assert!(!view.to_string().contains("hunter2"), "{view}");
     }
 }
