@@ -1,6 +1,7 @@
 //! `candled check-config`: validates a config file as start-up does and prints it normalised (the view
 //! `GET /api/v1/config` shows), or the error; with `--online`, also checks the symbols against the exchange.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,8 +37,13 @@ pub async fn run(config: &Path, args: CheckConfigArgs) -> ExitCode {
     {
         return code;
     }
-    match serde_json::to_string_pretty(&settings_view(&settings)) {
-        Ok(text) => println!("{text}"),
+    let printed = serde_json::to_string_pretty(&settings_view(&settings))
+        .map_err(std::io::Error::from)
+        .and_then(|text| writeln!(std::io::stdout(), "{text}"));
+    match printed {
+        Ok(()) => {}
+        // A reader that stopped early (`| head`) is no error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: cannot print the config: {error}");
             return ExitCode::FAILURE;
