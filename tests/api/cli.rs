@@ -329,7 +329,7 @@ fn the_shared_binance_vision_files_import_in_place() {
     // The first and last rows of the file, µs times now in ms.
     assert_eq!((rows[0].timestamp, rows[0].close_time), (1_767_225_600_000, 1_767_239_999_999));
     assert_eq!((rows[0].open, rows[0].close, rows[0].trades), (87648.21, 87846.02, 215223));
-    assert_eq!((rows[5].timestamp, rows[5].taker_buy_quote), (1_767_297_600_000, 62883427.98738220));
+    assert_eq!((rows[5].timestamp, rows[5].taker_buy_quote), (1_767_297_600_000, 62_883_427.987_382_2));
     assert!(rows.iter().all(|r| r.is_closed));
     let (_, stdout, _) = candled(dir.path(), &["import", file.to_str().unwrap()]);
     assert!(stdout.contains("6 rows: 0 new, 6 unchanged, 0 revised"), "{stdout}");
