@@ -104,6 +104,7 @@ def main():
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "candled"))
     args = parser.parse_args()
+    args.binary = os.path.abspath(args.binary)
     with open(os.path.join(ROOT, "config.toml")) as f:
         repo_indicators = re.search(r"^\[indicators\].*", f.read(), re.S | re.M).group(0)
 
