@@ -1,24 +1,9 @@
-//! The `candled` binary: reads the config, runs the application until SIGTERM or SIGINT.
+//! The `candled` binary: installs the logger, parses the command line and runs the chosen subcommand.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use candled::config::Settings;
-use candled::startup::{Application, UnlistedSymbols, shutdown_signal};
-use candled_actors::lock::LockError;
+use candled::cli::Cli;
 use clap::Parser;
-
-/// Collects Binance kline streams into SQLite, supervised, with a health endpoint.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    /// The configuration file.
-    #[arg(long, default_value = "config.toml")]
-    config: PathBuf,
-}
-
-/// The exit code for an invalid configuration, or a database another candled holds.
-const CONFIG_ERROR: u8 = 2;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
@@ -28,32 +13,5 @@ async fn main() -> ExitCode {
     if let Err(error) = candled::http::client_errors::install(logger, max_level) {
         eprintln!("warning: cannot install the logger: {error}");
     }
-    let cli = Cli::parse();
-    let settings = match Settings::load(&cli.config) {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(CONFIG_ERROR);
-        }
-    };
-    let run = async {
-        let application = Application::build(settings, cli.config.clone()).await?;
-        application.run_until_stopped(shutdown_signal()).await
-    };
-    let result = run.await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) if error.is::<UnlistedSymbols>() => {
-            eprintln!("error: config file {}: {error}", cli.config.display());
-            ExitCode::from(CONFIG_ERROR)
-        }
-        Err(error) if matches!(error.downcast_ref(), Some(LockError::InUse { .. })) => {
-            eprintln!("error: {error}");
-            ExitCode::from(CONFIG_ERROR)
-        }
-        Err(error) => {
-            log::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    Cli::parse().dispatch().await
 }

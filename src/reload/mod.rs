@@ -30,6 +30,7 @@ use crate::config::Settings;
 use crate::startup::{check_symbols, engine_settings};
 use diff::{keep_restart_only, live_changes, new_symbols, restart_only_changes};
 pub use triggers::{ConfigWatch, reload_on_sighup, watch_config_file};
+pub use view::settings_view;
 
 /// Reload requests queued at most: one more changes nothing, since a queued reload reads the file when it runs.
 const QUEUED_REQUESTS: usize = 8;

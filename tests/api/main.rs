@@ -2,6 +2,7 @@
 //! what reaches SQLite and HTTP.
 
 mod audit;
+mod cli;
 mod config_errors;
 mod dashboard;
 mod end_to_end;

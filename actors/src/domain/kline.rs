@@ -200,15 +200,15 @@ fn kline_candle(k: WireKline<'_>) -> Result<(Cow<'_, str>, Timeframe, Candle), R
     let candle = Candle {
         open_time: k.t,
         close_time: k.close_time,
-        open: decimal(&k.o)?,
-        high: decimal(&k.h)?,
-        low: decimal(&k.l)?,
-        close: decimal(&k.c)?,
-        volume: decimal(&k.v)?,
-        quote_volume: decimal(&k.q)?,
+        open: parse_decimal(&k.o)?,
+        high: parse_decimal(&k.h)?,
+        low: parse_decimal(&k.l)?,
+        close: parse_decimal(&k.c)?,
+        volume: parse_decimal(&k.v)?,
+        quote_volume: parse_decimal(&k.q)?,
         trades: k.n,
-        taker_buy_base: decimal(&k.taker_base)?,
-        taker_buy_quote: decimal(&k.taker_quote)?,
+        taker_buy_base: parse_decimal(&k.taker_base)?,
+        taker_buy_quote: parse_decimal(&k.taker_quote)?,
         is_closed: k.x,
     };
     validate(timeframe, &candle)?;
@@ -243,15 +243,15 @@ pub fn parse_rest_klines(body: &[u8], timeframe: Timeframe, server_time: i64) ->
             let candle = Candle {
                 open_time: row.0,
                 close_time: row.6,
-                open: decimal(&row.1)?,
-                high: decimal(&row.2)?,
-                low: decimal(&row.3)?,
-                close: decimal(&row.4)?,
-                volume: decimal(&row.5)?,
-                quote_volume: decimal(&row.7)?,
+                open: parse_decimal(&row.1)?,
+                high: parse_decimal(&row.2)?,
+                low: parse_decimal(&row.3)?,
+                close: parse_decimal(&row.4)?,
+                volume: parse_decimal(&row.5)?,
+                quote_volume: parse_decimal(&row.7)?,
                 trades: row.8,
-                taker_buy_base: decimal(&row.9)?,
-                taker_buy_quote: decimal(&row.10)?,
+                taker_buy_base: parse_decimal(&row.9)?,
+                taker_buy_quote: parse_decimal(&row.10)?,
                 is_closed: row.6 < server_time,
             };
             validate(timeframe, &candle)?;
@@ -269,7 +269,7 @@ fn json_reason(error: serde_json::Error) -> RejectReason {
 
 /// Parses a decimal string with Rust's correctly rounded parser. Only plain decimals are accepted: `NaN`, `inf`
 /// and exponents are not Binance numbers.
-fn decimal(text: &str) -> Result<f64, RejectReason> {
+pub fn parse_decimal(text: &str) -> Result<f64, RejectReason> {
     let plain = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
     if !plain {
         return Err(if text.eq_ignore_ascii_case("nan") || text.to_ascii_lowercase().contains("inf") {

@@ -27,7 +27,7 @@ pub use control::{Control, ControlQueue};
 pub use deferred::{DeferredUpdate, PendingUpdate};
 pub use fetch::{BackfillPurpose, FetchRange};
 pub use handover::{Handover, HandoverFailed, HandoverKind};
-pub use kline::{Frame, KlineEvent, RejectReason, parse_frame, parse_rest_klines, validate};
+pub use kline::{Frame, KlineEvent, RejectReason, parse_decimal, parse_frame, parse_rest_klines, validate};
 pub use rate::{Permit, RateBudget, RequestGate};
 pub use repair::{FailedFetch, Fetch, FetchAnswer, FetchFailure, Landing, StreamRepair, WatchOutcome};
 pub use routing::{Routed, Router, route_frame};
