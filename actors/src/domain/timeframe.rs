@@ -268,6 +268,12 @@ mod tests {
         assert_eq!((Mo1.fixed_ms(), Mo1.max_ms()), (None, 31 * DAY));
         // TC1: a reversed range of several candles still counts nothing.
         assert_eq!(M1.count_opens(3 * MINUTE, 0), 0);
+        // TC2: a month past the calendar's end (none is ever stored) steps by the longest month rather than failing.
+        let last = chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis();
+        assert_eq!(Mo1.next_open(last), last + 31 * DAY);
+        assert_eq!(Mo1.next_open(last + DAY), last + 32 * DAY);
+        // TC3: a timeframe shows as its Binance name.
+        assert_eq!((M1.to_string(), Mo1.to_string()), ("1m".to_owned(), "1M".to_owned()));
     }
 
     #[test]
