@@ -2,6 +2,7 @@
 //! This crate is the application (config, CLI, HTTP, start-up); the engine lives in `candled-actors`.
 
 pub mod admin_token;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod reload;

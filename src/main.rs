@@ -1,8 +1,9 @@
-//! The `candled` binary: reads the config, runs the application until SIGTERM or SIGINT.
+//! The `candled` binary: reads the config, runs the application until SIGTERM or SIGINT, or runs a subcommand.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use candled::cli::{Command, backfill, export};
 use candled::config::Settings;
 use candled::startup::{Application, UnlistedSymbols, shutdown_signal};
 use candled_actors::lock::LockError;
@@ -13,8 +14,11 @@ use clap::Parser;
 #[command(version, about)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, default_value = "config.toml")]
+    #[arg(long, default_value = "config.toml", global = true)]
     config: PathBuf,
+    /// Without one, candled runs the supervisor.
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
 /// The exit code for an invalid configuration, or a database another candled holds.
@@ -29,6 +33,22 @@ async fn main() -> ExitCode {
         eprintln!("warning: cannot install the logger: {error}");
     }
     let cli = Cli::parse();
+    let failed = |message: String, code: u8| {
+        eprintln!("error: {message}");
+        ExitCode::from(code)
+    };
+    match &cli.command {
+        None => {}
+        Some(Command::Export(args)) => {
+            return export::run(args, &cli.config)
+                .map_or_else(|e| failed(e.to_string(), e.exit_code()), |()| ExitCode::SUCCESS);
+        }
+        Some(Command::Backfill(args)) => {
+            return backfill::run(args, &cli.config)
+                .await
+                .map_or_else(|e| failed(e.to_string(), e.exit_code()), |()| ExitCode::SUCCESS);
+        }
+    }
     let settings = match Settings::load(&cli.config) {
         Ok(settings) => settings,
         Err(error) => {

@@ -2,6 +2,7 @@
 //! what reaches SQLite and HTTP.
 
 mod audit;
+mod cli_export_backfill;
 mod config_errors;
 mod end_to_end;
 mod fake_exchange;
