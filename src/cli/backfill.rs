@@ -13,7 +13,7 @@ use candled_actors::store::{CandleStore, StoreError};
 use candled_actors::tls::{self, TlsError};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::range::{RangeError, StreamArgs, TimeRange, parse_time};
+use super::range::{RangeError, StreamArgs, TimeRange, format_time, parse_time};
 use crate::config::{ConfigError, Settings};
 
 /// Candles fetched (with one server-time request) and committed at a time: what an interruption can lose.
@@ -132,8 +132,8 @@ pub async fn run(args: &BackfillArgs, config_path: &Path) -> Result<(), Backfill
          ({} candles) recorded; {} REST requests in {:.1} s",
         key.symbol,
         key.timeframe,
-        args.from,
-        args.to,
+        format_time(args.from),
+        format_time(args.to),
         done.missing,
         done.fetched,
         done.written,

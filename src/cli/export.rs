@@ -143,31 +143,61 @@ pub fn export(args: &ExportArgs, database: &Path) -> Result<Exported, ExportErro
     let names = if args.indicators { indicator_names(&store, &key, range).map_err(store_error)? } else { vec![] };
     let partial = partial_path(&args.output);
     let file = File::create(&partial).map_err(|source| ExportError::Write { path: partial.clone(), source })?;
-    let mut sink: Box<dyn Sink> = match format {
-        Format::Csv => Box::new(CsvSink::new(file, &names, &partial)?),
-        Format::Parquet => Box::new(ParquetSink::new(file, &names, &partial)?),
-    };
-    let mut candles_written = 0;
-    let mut start = range.from;
-    loop {
-        let batch = store
-            .candles_window(&key.symbol, key.timeframe, start, range.to, BATCH, Window::Oldest)
-            .map_err(store_error)?;
-        let Some(last) = batch.last() else { break };
-        start = last.open_time + 1;
-        let full = batch.len() == BATCH;
-        let closed: Vec<Candle> = batch.into_iter().filter(|candle| candle.is_closed).collect();
-        let columns = indicator_columns(&store, &key, &names, &closed).map_err(store_error)?;
-        sink.write(&closed, &columns)?;
-        candles_written += closed.len() as u64;
-        if !full {
-            break;
+    let source = Source { store: &store, database, key: &key, range, names: &names };
+    let written = source.write(format, file, &partial);
+    let renamed = written.and_then(|candles| {
+        std::fs::rename(&partial, &args.output)
+            .map_err(|source| ExportError::Write { path: args.output.clone(), source })?;
+        Ok(candles)
+    });
+    match renamed {
+        Ok(candles) => Ok(Exported { candles, indicator_columns: names.len() }),
+        Err(error) => {
+            // An incomplete file is no export: nothing is left behind.
+            let _ = std::fs::remove_file(&partial);
+            Err(error)
         }
     }
-    sink.finish()?;
-    std::fs::rename(&partial, &args.output)
-        .map_err(|source| ExportError::Write { path: args.output.clone(), source })?;
-    Ok(Exported { candles: candles_written, indicator_columns: names.len() })
+}
+
+/// What an export reads: a stream's closed candles in a range, with the `names` indicator columns.
+struct Source<'a> {
+    store: &'a CandleStore,
+    database: &'a Path,
+    key: &'a StreamKey,
+    range: TimeRange,
+    names: &'a [String],
+}
+
+impl Source<'_> {
+    /// Writes the candles to `file` (at `path`) as `format`; returns the number written.
+    fn write(&self, format: Format, file: File, path: &Path) -> Result<u64, ExportError> {
+        let Self { store, key, names, .. } = *self;
+        let store_error = |source| ExportError::Store { path: self.database.to_owned(), source };
+        let mut sink: Box<dyn Sink> = match format {
+            Format::Csv => Box::new(CsvSink::new(file, names, path)?),
+            Format::Parquet => Box::new(ParquetSink::new(file, names, path)?),
+        };
+        let mut candles_written = 0;
+        let mut start = self.range.from;
+        loop {
+            let batch = store
+                .candles_window(&key.symbol, key.timeframe, start, self.range.to, BATCH, Window::Oldest)
+                .map_err(store_error)?;
+            let Some(last) = batch.last() else { break };
+            start = last.open_time + 1;
+            let full = batch.len() == BATCH;
+            let closed: Vec<Candle> = batch.into_iter().filter(|candle| candle.is_closed).collect();
+            let columns = indicator_columns(store, key, names, &closed).map_err(store_error)?;
+            sink.write(&closed, &columns)?;
+            candles_written += closed.len() as u64;
+            if !full {
+                break;
+            }
+        }
+        sink.finish()?;
+        Ok(candles_written)
+    }
 }
 
 /// The format an output file's extension names.

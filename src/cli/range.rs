@@ -2,7 +2,7 @@
 //! ms UTC, a date or an RFC 3339 time.
 
 use candled_actors::domain::{StreamKey, Timeframe};
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, NaiveDate, SecondsFormat};
 
 /// `--symbol` and `--timeframe`, shared by the subcommands that work on one stream.
 #[derive(Debug, Clone, clap::Args)]
@@ -56,6 +56,11 @@ pub fn parse_time(text: &str) -> Result<i64, RangeError> {
         return Ok(date.and_hms_opt(0, 0, 0).ok_or_else(not_a_time)?.and_utc().timestamp_millis());
     }
     DateTime::parse_from_rfc3339(text).map(|time| time.timestamp_millis()).map_err(|_| not_a_time())
+}
+
+/// `ms` as an RFC 3339 UTC time (`2024-01-01T00:00:00Z`), or the number itself when out of chrono's range.
+pub fn format_time(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
 /// `[from, to)` in ms UTC: the candles whose open time lies in it.
@@ -116,6 +121,8 @@ mod tests {
             assert_eq!(parse_time(text).ok(), *want, "{text:?}");
         }
         assert!(parse_time("soon").unwrap_err().to_string().contains("2024-01-01T00:00:00Z"));
+        // TC6: a parsed time prints back as RFC 3339.
+        assert_eq!(format_time(JAN_1_2024), "2024-01-01T00:00:00Z");
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange, FakeStats};
 use crate::helpers::{
-    AppOptions, CandleRow, assert_closed_candles_exact, open_db, spawn_app, stored_candles, wait_until, write_config,
+    AppOptions, CandleRow, assert_closed_candles_exact, open_db, open_db_read_write, spawn_app, stored_candles,
+    wait_until, write_config,
 };
 
 const MINUTE: i64 = 60_000;
@@ -105,6 +106,22 @@ fn a_backfill_stores_the_range_exactly_for_a_symbol_the_config_does_not_name() {
     assert!(again.status.success(), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 candles missing, 0 fetched"), "{}", text(&again));
     assert_eq!(klines_requests(&fake), klines_before);
+
+    // A hole inside the range (100 candles from 2025-01-05) is found and filled, and nothing else is asked for.
+    let hole_from = JAN_1_2025 + 4 * 1440 * MINUTE;
+    let deleted = open_db_read_write(&dir.path().join("data/candles.db"))
+        .execute(
+            "DELETE FROM candles WHERE symbol = 'ETHUSDT' AND timestamp >= ?1 AND timestamp < ?2",
+            [hole_from, hole_from + 100 * MINUTE],
+        )
+        .expect("make a hole");
+    assert_eq!(deleted, 100);
+    let filled = run(dir.path(), &backfill_args("ETHUSDT", &from, to));
+    assert!(filled.status.success(), "{}", text(&filled));
+    let stdout = String::from_utf8_lossy(&filled.stdout);
+    assert!(stdout.contains("100 candles missing, 100 fetched, 100 written, 0 revised"), "{}", text(&filled));
+    assert_eq!(klines_requests(&fake), klines_before + 1, "one page for the hole");
+    assert_eq!(assert_closed_candles_exact(&fake, &db, "ETHUSDT", "1m").len(), 9 * 1440);
 }
 
 /// The number of closed candles stored for BTCUSDT 1m, 0 while the database does not exist yet.
