@@ -1,8 +1,11 @@
 //! The `candled` command line: the clap types and the dispatch to each subcommand. `candled` with no subcommand is
 //! `candled run`, the supervisor.
 
+pub mod backfill;
 pub mod check_config;
+pub mod export;
 pub mod import;
+pub mod range;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +46,12 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Show the health, tasks and streams of a running candled, as plain-text tables.
     Status(status::StatusArgs),
-    // `export` and `backfill` (issue 11) join here, each with its own `src/cli/<name>.rs`.
+    /// Write one stream's closed candles (and, with --indicators, its indicator values) to CSV or Parquet. Reads
+    /// only: it runs beside a running candled.
+    Export(export::ExportArgs),
+    /// Fetch an old range of any listed symbol over REST into the database, under the weight budget; run it again
+    /// to resume.
+    Backfill(backfill::BackfillArgs),
 }
 
 impl Cli {
@@ -54,6 +62,23 @@ impl Cli {
             Command::CheckConfig(args) => check_config::run(&self.config, args).await,
             Command::Import(args) => import::run(&self.config, args),
             Command::Status(args) => status::run(&self.config, args).await,
+            Command::Export(args) => {
+                exit_code(export::run(&args, &self.config).map_err(|e| (e.to_string(), e.exit_code())))
+            }
+            Command::Backfill(args) => {
+                exit_code(backfill::run(&args, &self.config).await.map_err(|e| (e.to_string(), e.exit_code())))
+            }
+        }
+    }
+}
+
+/// A subcommand's outcome as an exit code, its error printed.
+fn exit_code(result: Result<(), (String, u8)>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
         }
     }
 }

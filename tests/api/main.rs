@@ -3,6 +3,7 @@
 
 mod audit;
 mod cli;
+mod cli_export_backfill;
 mod config_errors;
 mod dashboard;
 mod end_to_end;
