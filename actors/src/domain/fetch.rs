@@ -36,3 +36,15 @@ pub enum FetchRange {
     /// the last `count` closed candles.
     History { count: u32, after: Option<i64> },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_purpose_is_named_for_the_logs() {
+        use BackfillPurpose::*;
+        let names = [History, Repair, Audit, Recheck].map(BackfillPurpose::describe);
+        assert_eq!(names, ["history load", "REST repair", "audit fetch", "re-check"]);
+    }
+}
