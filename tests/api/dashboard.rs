@@ -298,6 +298,9 @@ impl Browser {
             ])
             .arg(format!("--user-data-dir={}", dir.path().display()))
             .arg(url)
+            // Chromium keeps its singleton socket in a folder of its own under TMPDIR: inside the profile, it goes
+            // with it.
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
