@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::fake_exchange::{FakeExchange, FakeKline};
+use crate::fake_exchange::{FakeExchange, FakeKline, RestRecord};
 
 /// How long start-up may take before a test gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -148,16 +148,16 @@ impl TestApp {
         })
     }
 
+    /// How many log lines so far contain `needle`.
+    pub fn count_log_lines(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|line| line.contains(needle)).count()
+    }
+
     /// Waits until `count` log lines contain `needle`.
     pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) {
-        let seen = || self.log_lines().iter().filter(|line| line.contains(needle)).count();
-        if wait_until(timeout, || (seen() >= count).then_some(())).is_none() {
-            panic!(
-                "{} log line(s) with {needle:?} within {timeout:?}, not {count}; log:
-{}",
-                seen(),
-                self.log_text()
-            );
+        if wait_until(timeout, || (self.count_log_lines(needle) >= count).then_some(())).is_none() {
+            let seen = self.count_log_lines(needle);
+            panic!("{seen} log line(s) with {needle:?} within {timeout:?}, not {count}; log:\n{}", self.log_text());
         }
     }
 
@@ -342,10 +342,9 @@ pub fn assert_closed_candles_exact(fake: &FakeExchange, db: &Connection, symbol:
 /// Open times of the closed kline rows the fake served over REST for one stream.
 pub fn served_closed(fake: &FakeExchange, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
     let (symbol, interval) = (format!("symbol={symbol}"), format!("interval={timeframe}"));
-    fake.rest_log()
+    klines_requests(fake, &[&symbol, &interval])
         .into_iter()
-        .filter(|r| r.path == "/api/v3/klines" && r.status == 200)
-        .filter(|r| r.query.split('&').any(|p| p == symbol) && r.query.split('&').any(|p| p == interval))
+        .filter(|r| r.status == 200)
         .flat_map(|r| {
             let in_progress = r.in_progress_open_time;
             r.kline_open_times.into_iter().filter(move |&t| Some(t) != in_progress)
@@ -416,10 +415,11 @@ pub fn task_row(app: &TestApp, name: &str) -> Option<Value> {
     body["tasks"].as_array().and_then(|tasks| tasks.iter().find(|t| t["name"] == name).cloned())
 }
 
-/// The `GET /api/v3/klines` requests the fake received for `symbol`, whatever their answer.
-pub fn klines_requests_for(fake: &FakeExchange, symbol: &str) -> usize {
-    let symbol = format!("symbol={symbol}");
-    fake.rest_log().iter().filter(|r| r.path == "/api/v3/klines" && r.query.split('&').any(|p| p == symbol)).count()
+/// The `GET /api/v3/klines` requests the fake received whose query holds every one of `params` (such as
+/// `symbol=BTCUSDT`), whatever their answer.
+pub fn klines_requests(fake: &FakeExchange, params: &[&str]) -> Vec<RestRecord> {
+    let matches = |r: &RestRecord| params.iter().all(|param| r.query.split('&').any(|p| p == *param));
+    fake.rest_log().into_iter().filter(|r| r.path == "/api/v3/klines" && matches(r)).collect()
 }
 
 /// Waits (up to `timeout`) until every listed stream holds every closed candle of the exchange from its first stored

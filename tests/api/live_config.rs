@@ -85,10 +85,6 @@ fn reloads(app: &TestApp, result: &str) -> f64 {
     app.metric(&format!("candled_config_reloads_total{{result=\"{result}\"}}"))
 }
 
-fn count_lines(app: &TestApp, needle: &str) -> usize {
-    app.log_lines().iter().filter(|line| line.contains(needle)).count()
-}
-
 /// No part of a token shows in the log, `/api/v1/config` or `/metrics`.
 fn assert_tokens_hidden(app: &TestApp, tokens: &[&str]) {
     let shown = [app.log_text(), config_view(app).to_string(), app.get("/metrics").1.to_string()];
@@ -203,7 +199,7 @@ fn an_edit_of_storage_path_is_refused_with_the_restart_message() {
     assert_eq!(view["config"]["storage"]["path"], "data/candles.db", "{view}");
     assert_eq!(view["last_reload"]["result"], "restart_needed", "{view}");
     let refusal = "storage.path: cannot change while candled runs, restart candled to apply";
-    assert!(count_lines(&app, refusal) >= 1, "log:\n{}", app.log_text());
+    assert!(app.count_log_lines(refusal) >= 1, "log:\n{}", app.log_text());
     assert!(reloads(&app, "restart_needed") >= 1.0);
 }
 
@@ -220,7 +216,7 @@ fn a_refused_key_does_not_hold_back_the_rest_of_the_edit() {
     assert_eq!(config["storage"]["path"], "data/candles.db", "{config}");
     // The log is read from the process's stderr: wait for the line, then make sure it is there once.
     app.wait_for_log_count("streams added: 1 (BTCUSDT:5m)", 1, Duration::from_secs(5));
-    assert_eq!(count_lines(&app, "streams added: 1 (BTCUSDT:5m)"), 1, "log:\n{}", app.log_text());
+    assert_eq!(app.count_log_lines("streams added: 1 (BTCUSDT:5m)"), 1, "log:\n{}", app.log_text());
 }
 
 #[test]
@@ -263,7 +259,7 @@ fn sighup_reloads_and_the_process_lives_on() {
     assert!(sent.success());
     let last = wait_for_last_reload(&app, "on SIGHUP", |last| last["trigger"] == "signal");
     assert_eq!(last["result"], "restart_needed", "{last}");
-    assert_eq!(count_lines(&app, "SIGHUP received: reloading the config"), 1);
+    assert_eq!(app.count_log_lines("SIGHUP received: reloading the config"), 1);
     assert_eq!(app.get("/health").0, 200, "alive and healthy after SIGHUP");
     let (status, _dir, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));

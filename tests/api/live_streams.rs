@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange};
 use crate::helpers::{
-    AppOptions, TestApp, assert_streams_complete_through, open_db, spawn_app, stored_closed, task_row, wait_until,
+    AppOptions, TestApp, assert_streams_complete_through, klines_requests, open_db, spawn_app, stored_closed, task_row,
+    wait_until,
 };
 
 /// 60 exchange ms per real ms: a 1m candle closes every second, a 5m one every 5 s.
@@ -29,26 +30,13 @@ fn start(fake: &FakeExchange, options: AppOptions) -> TestApp {
     app
 }
 
-/// The `GET /api/v3/klines` requests the fake received for one stream.
-fn klines_requests(fake: &FakeExchange, symbol: &str, timeframe: &str) -> usize {
-    let (symbol, interval) = (format!("symbol={symbol}"), format!("interval={timeframe}"));
-    (fake.rest_log().iter())
-        .filter(|r| r.path == "/api/v3/klines")
-        .filter(|r| r.query.split('&').any(|p| p == symbol) && r.query.split('&').any(|p| p == interval))
-        .count()
-}
-
-fn count_lines(app: &TestApp, needle: &str) -> usize {
-    app.log_lines().iter().filter(|line| line.contains(needle)).count()
-}
-
 #[test]
 fn an_added_symbol_and_timeframe_reach_sqlite_within_5s_on_the_same_connection() {
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
     let app = start(&fake, options(&["BTCUSDT"], &["1m"], ""));
     wait_until(Duration::from_secs(10), || (!stored_closed(&app.db(), "BTCUSDT", "1m").is_empty()).then_some(()))
         .expect("BTCUSDT 1m stored");
-    let requests_before = klines_requests(&fake, "BTCUSDT", "1m");
+    let requests_before = klines_requests(&fake, &["symbol=BTCUSDT", "interval=1m"]).len();
 
     let edited = Instant::now();
     app.edit_config(&fake, &options(&["BTCUSDT", "ETHUSDT"], &["1m", "5m"], ""));
@@ -68,7 +56,7 @@ fn an_added_symbol_and_timeframe_reach_sqlite_within_5s_on_the_same_connection()
     let stats = fake.stats();
     assert_eq!(stats.ws_connections_accepted, 1, "{stats:?}");
     assert_eq!(stats.ws_streams_per_connection, [4], "{stats:?}");
-    assert_eq!(count_lines(&app, "Subscribed to BTCUSDT 1m candles"), 1, "the untouched stream was re-announced");
+    assert_eq!(app.count_log_lines("Subscribed to BTCUSDT 1m candles"), 1, "the untouched stream was re-announced");
     assert!(task_row(&app, "subscription:ETHUSDT:5m").is_some() && task_row(&app, "indicator:BTCUSDT:5m").is_some());
 
     // Every stream equals the exchange through a later close; the untouched one has no gap and no repeated history.
@@ -76,7 +64,11 @@ fn an_added_symbol_and_timeframe_reach_sqlite_within_5s_on_the_same_connection()
     let mut streams = vec![("BTCUSDT", "1m")];
     streams.extend(added);
     assert_streams_complete_through(&fake, &app, &streams, horizon, Duration::from_secs(20));
-    assert_eq!(klines_requests(&fake, "BTCUSDT", "1m"), requests_before, "the untouched stream fetched again");
+    assert_eq!(
+        klines_requests(&fake, &["symbol=BTCUSDT", "interval=1m"]).len(),
+        requests_before,
+        "the untouched stream fetched again"
+    );
     println!("the added streams reached SQLite {} ms after the edit", applied_in.as_millis());
 }
 

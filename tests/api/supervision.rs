@@ -44,10 +44,6 @@ fn wait_for_task(app: &TestApp, task: &str, restarts: u64, state: &str) -> serde
     })
 }
 
-fn count_lines(app: &TestApp, needle: &str) -> usize {
-    app.log_lines().iter().filter(|line| line.contains(needle)).count()
-}
-
 #[test]
 fn a_panicked_or_stopped_task_is_restarted_counted_and_nothing_is_lost() {
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
@@ -63,7 +59,7 @@ fn a_panicked_or_stopped_task_is_restarted_counted_and_nothing_is_lost() {
         ("backfill", "stop"),
     ];
     for (task, fault) in faults {
-        let subscribed_before = count_lines(&app, "Subscribed to BTCUSDT 1m candles");
+        let subscribed_before = app.count_log_lines("Subscribed to BTCUSDT 1m candles");
         assert_eq!(task_row(&app, task).expect("listed")["restarts"], 0, "{task}");
         assert_eq!(inject(&app, task, fault), 204, "{task}");
         app.wait_for_log(&format!("{task}: the task's actor panicked or stopped"), Duration::from_secs(10));
@@ -72,7 +68,7 @@ fn a_panicked_or_stopped_task_is_restarted_counted_and_nothing_is_lost() {
         if task.starts_with("subscription") || task.starts_with("connection") {
             // The new subscription (or every stream of the new connection) is told it is live, and repairs.
             let announced = wait_until(Duration::from_secs(15), || {
-                (count_lines(&app, "Subscribed to BTCUSDT 1m candles") > subscribed_before).then_some(())
+                (app.count_log_lines("Subscribed to BTCUSDT 1m candles") > subscribed_before).then_some(())
             });
             assert!(announced.is_some(), "{task}: the stream was not live again; log:\n{}", app.log_text());
         }
@@ -107,7 +103,7 @@ fn a_task_whose_restart_budget_is_spent_stays_down_marked_failed() {
         &format!("{task}: the task's actor panicked or stopped, and its restart policy"),
         Duration::from_secs(5),
     );
-    assert_eq!(count_lines(&app, &format!("{task}: restarted")), 1, "log:\n{}", app.log_text());
+    assert_eq!(app.count_log_lines(&format!("{task}: restarted")), 1, "log:\n{}", app.log_text());
     assert_eq!(task_row(&app, task).expect("listed")["state"], "failed");
     assert_eq!(task_row(&app, "indicator:BTCUSDT:1m").expect("listed")["restarts"], 0);
     let (status, _dir, log) = app.terminate();
