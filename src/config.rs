@@ -48,6 +48,8 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    api: RawApi,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -170,6 +172,22 @@ impl Default for RawMetrics {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    enabled: bool,
+    read_through: bool,
+    cache_mb: u64,
+    max_ws_clients: usize,
+    weight_per_minute: u32,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self { enabled: true, read_through: true, cache_mb: 64, max_ws_clients: 1024, weight_per_minute: 6000 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
     priority: Priority,
@@ -256,6 +274,22 @@ pub struct Settings {
     pub indicators: IndicatorConfig,
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: candled as a local Binance (`/api/v3/*`, `/ws`, `/stream`) on the HTTP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Serve the Binance-compatible REST and WebSocket API.
+    pub enabled: bool,
+    /// Fetch from the exchange what the store does not hold; `false` answers from the store alone.
+    pub read_through: bool,
+    /// The bound on candles kept in memory for streams candled does not collect, in bytes.
+    pub cache_bytes: u64,
+    /// The most local WebSocket clients connected at once.
+    pub max_ws_clients: usize,
+    /// The request weight one client (IP address) may use per minute, as Binance counts it.
+    pub weight_per_minute: u32,
 }
 
 /// `[metrics]`: what `/metrics` exposes.
@@ -407,6 +441,20 @@ impl Settings {
             }
         }
 
+        let api = raw.api;
+        for (key, value) in [
+            ("api.cache_mb", api.cache_mb),
+            ("api.max_ws_clients", api.max_ws_clients as u64),
+            ("api.weight_per_minute", u64::from(api.weight_per_minute)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if api.cache_mb > 1 << 20 {
+            return Err(invalid("api.cache_mb", format!("{} is out of range: must be at most 1048576", api.cache_mb)));
+        }
+
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
@@ -460,6 +508,13 @@ impl Settings {
                 recheck_empty: Duration::from_secs(raw.audit.recheck_empty_secs),
             },
             metrics: MetricsConfig { per_stream: raw.metrics.per_stream },
+            api: ApiConfig {
+                enabled: api.enabled,
+                read_through: api.read_through,
+                cache_bytes: api.cache_mb << 20,
+                max_ws_clients: api.max_ws_clients,
+                weight_per_minute: api.weight_per_minute,
+            },
         })
     }
 }
@@ -589,6 +644,26 @@ mod tests {
         // TC3: an unknown key fails at parse time, naming it.
         let error = Settings::parse(&with_metrics("per_streams = false"), "c").expect_err("unknown key").to_string();
         assert!(error.contains("per_streams"), "{error}");
+    }
+
+    #[test]
+    fn the_api_section_defaults_and_names_a_bad_key() {
+        let with_api = |section: &str| format!("{SHIPPED}\n[api]\n{section}\n");
+        // TC0: no section: on, reading through, 64 MiB of cache.
+        let api = Settings::parse(SHIPPED, "c").unwrap().api;
+        assert!(api.enabled && api.read_through);
+        assert_eq!((api.cache_bytes, api.max_ws_clients, api.weight_per_minute), (64 << 20, 1024, 6000));
+        // TC1: set.
+        let api = Settings::parse(&with_api("enabled = false\nread_through = false\ncache_mb = 1"), "c").unwrap().api;
+        assert!(!api.enabled && !api.read_through && api.cache_bytes == 1 << 20);
+        // TC2, TC3: zero is refused, naming the key.
+        for key in ["weight_per_minute", "max_ws_clients"] {
+            let error = Settings::parse(&with_api(&format!("{key} = 0")), "c").expect_err(key).to_string();
+            assert!(error.contains(&format!("`api.{key}`: must be at least 1")), "{error}");
+        }
+        // TC4: an unknown key fails at parse time, naming it.
+        let error = Settings::parse(&with_api("cache = 1"), "c").expect_err("unknown key").to_string();
+        assert!(error.contains("cache"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What an edited config changes compared with the one in force: the keys that need a restart (every `exchange.*`,
-//! `storage.*`, `http.*` and `metrics.*` key), whether anything that reloads live changed, and the symbols to check.
+//! `storage.*`, `http.*`, `metrics.*` and `api.*` key), whether anything that reloads live changed, and the symbols to check.
 
 use crate::config::Settings;
 
@@ -27,6 +27,11 @@ pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'sta
         ("http.bind", in_force.http_bind != edited.http_bind),
         ("http.admin_token", in_force.admin_token != edited.admin_token),
         ("metrics.per_stream", in_force.metrics != edited.metrics),
+        ("api.enabled", in_force.api.enabled != edited.api.enabled),
+        ("api.read_through", in_force.api.read_through != edited.api.read_through),
+        ("api.cache_mb", in_force.api.cache_bytes != edited.api.cache_bytes),
+        ("api.max_ws_clients", in_force.api.max_ws_clients != edited.api.max_ws_clients),
+        ("api.weight_per_minute", in_force.api.weight_per_minute != edited.api.weight_per_minute),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -43,6 +48,7 @@ pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
         http_bind: in_force.http_bind,
         admin_token: in_force.admin_token.clone(),
         metrics: in_force.metrics,
+        api: in_force.api,
         ..edited
     }
 }
@@ -110,7 +116,7 @@ interval_secs = 300
     #[test]
     fn restart_only_keys_are_named_and_live_changes_seen() {
         let base = settings(BASE);
-        let cases: [(&str, &str, &[&str], bool); 10] = [
+        let cases: [(&str, &str, &[&str], bool); 11] = [
             // TC0: the same text: nothing.
             ("history = 10", "history = 10", &[], false),
             // TC1: a comment only.
@@ -141,6 +147,8 @@ interval_secs = 300
             ),
             // TC9: the per-stream metrics: restart only.
             ("[storage]", "[metrics]\nper_stream = false\n\n[storage]", &["metrics.per_stream"], false),
+            // TC10: the local Binance API: restart only.
+            ("[storage]", "[api]\nweight_per_minute = 10\n\n[storage]", &["api.weight_per_minute"], false),
         ];
         for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
             let edit = edited(from, to);
