@@ -476,3 +476,25 @@ pub fn assert_streams_complete_through(
         })
         .sum()
 }
+
+#[allow(dead_code)] // used by the local Binance API tests
+/// The Python that has the real Binance clients (`python-binance`, `ccxt`): `$CANDLED_CLIENTS_PYTHON`, else the venv
+/// `.ci/run` makes in `target/py-clients`. Where neither exists the caller skips, with a note; under `CI=true` a
+/// missing client is a failure, never a skip.
+pub fn clients_python() -> Option<PathBuf> {
+    let python = std::env::var_os("CANDLED_CLIENTS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-clients/bin/python"));
+    let usable =
+        Command::new(&python).args(["-c", "import binance, ccxt"]).output().is_ok_and(|output| output.status.success());
+    if usable {
+        return Some(python);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} cannot import binance and ccxt: .ci/run installs them",
+        python.display()
+    );
+    println!("note: python-binance and ccxt are not installed (.ci/run installs them in target/py-clients): skipped");
+    None
+}
