@@ -20,6 +20,7 @@ use candled_actors::actors::storage::{CommittedCandles, StorageSettings};
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
 use candled_actors::domain::RateBudget;
+use candled_actors::hub::{self, Hub};
 use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
@@ -30,6 +31,7 @@ use candled_actors::tls;
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
+use crate::http::binance_ws::LocalStreams;
 use crate::http::{self, AppState};
 use crate::reload::{
     ConfigWatch, LiveConfig, ReloadHandle, ReloadRequest, Reloader, reload_on_sighup, watch_config_file,
@@ -133,6 +135,7 @@ pub struct Application {
     server: ServerHandle,
     engine: PendingEngine,
     startup: StartupState,
+    hub: Hub,
     /// Watches the config file for as long as the application runs; `None` when the watch could not be set up.
     _config_watch: Option<ConfigWatch>,
     /// Held until the application is dropped: no second candled writes the same database.
@@ -173,7 +176,8 @@ impl Application {
         let reloader =
             Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
         let (reload, reload_requests) = ReloadHandle::channel();
-        let committed = CommittedCandles::default();
+        let hub = Hub::new(hub::DEFAULT_BUFFER, metrics.hub.clone());
+        let committed = CommittedCandles::with_hub(hub.clone());
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
@@ -186,6 +190,7 @@ impl Application {
             admin_token: settings.admin_token.clone(),
             committed: committed.clone(),
             exchange_clock: rest.clock().clone(),
+            local_streams: LocalStreams::new(hub.clone(), settings.api.enabled, settings.api.max_ws_clients),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)
@@ -200,13 +205,20 @@ impl Application {
         let mut engine_config = engine_settings(&settings, tls, provisional, registry);
         // The storage actor publishes to the channel HTTP follows (a reload keeps the running storage's).
         engine_config.storage.committed = committed;
+        engine_config.connection.hub = hub.clone();
         let engine =
             PendingEngine { settings: engine_config, store, rest, health, metrics, symbols, reloader, reload_requests };
-        Ok(Self { port, serving, server, engine, startup, _config_watch: config_watch, _lock: lock })
+        Ok(Self { port, serving, server, engine, startup, hub, _config_watch: config_watch, _lock: lock })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The fan-out hub: subscribe to streams in process (closed candles with their indicator values, and the
+    /// exchange's events as received).
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
     }
 
     /// Checks the symbols against the exchange (within a deadline), starts the engine and serves until `shutdown`
@@ -315,6 +327,7 @@ pub(crate) fn engine_settings(
             rotate_after: exchange.rotate_after,
             rotate_stagger: exchange.rotate_stagger,
             connect_budget: Arc::new(Mutex::new(RateBudget::new(CONNECTS_PER_WINDOW, CONNECT_WINDOW))),
+            hub: Hub::default(),
         },
         max_streams_per_connection: exchange.max_streams_per_connection,
         rest_url: exchange.rest_url.clone(),

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod domain;
 pub mod fault_injection;
+pub mod hub;
 pub mod indicators;
 pub mod lock;
 pub mod metrics;

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub rest_weight_used: IntGauge,
     /// REST answers 429 (slow down) and 418 (banned), by status.
     rest_rate_limited: IntCounterVec,
+    /// The fan-out hub's series (local WebSocket clients, subscriptions, events sent, slow ones cut).
+    pub hub: crate::hub::HubMetrics,
 }
 
 /// Upper bounds of the event-to-commit histogram, in seconds.
@@ -180,6 +182,7 @@ impl Metrics {
                 "REST answers 429 (slow down) and 418 (IP banned for a while), by status",
                 "status",
             ),
+            hub: crate::hub::HubMetrics::register(&registry),
             registry,
         };
         for status in RATE_LIMIT_STATUSES {

@@ -3,6 +3,7 @@
 //! `Allow`, an unknown path a 404, and every error a JSON body (see [`error`]).
 
 mod admin;
+pub mod binance_ws;
 mod candles;
 pub mod client_errors;
 mod config;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub committed: CommittedCandles,
     /// The exchange's clock as the engine observes it: ages on `/metrics` are judged on it.
     pub exchange_clock: std::sync::Arc<candled_actors::domain::ExchangeClock>,
+    /// Binance's WebSocket streams served from the hub (`/ws`, `/stream`).
+    pub local_streams: binance_ws::LocalStreams,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -67,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/events", events::events));
     dashboard::routes(cfg);
     admin::routes(cfg);
+    binance_ws::routes(cfg);
     if candled_actors::fault_injection::ENABLED {
         fault_injection::routes(cfg);
     }

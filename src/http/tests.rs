@@ -76,6 +76,7 @@ fn fixture() -> (TempDir, PathBuf, ProvisionalBoard) {
 
 async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
     let state = AppState {
+        local_streams: crate::http::binance_ws::LocalStreams::new(Default::default(), true, 8),
         health: HealthActor::new(Metrics::new()).start(),
         metrics: Metrics::new(),
         db_path: path.to_path_buf(),

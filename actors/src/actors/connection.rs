@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::stream::SplitSink;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::actors::MAILBOX_CAPACITY;
@@ -25,6 +25,7 @@ use crate::domain::{
     SilenceStep, StreamKey, route_frame,
 };
 use crate::error_chain;
+use crate::hub::{Hub, UpstreamEvent};
 use crate::metrics::Metrics;
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -41,7 +42,9 @@ pub struct Reannounce {
     pub key: StreamKey,
 }
 
-/// Carry these streams too: they are SUBSCRIBEd (paced) on the open socket, or named when it next connects.
+/// Carry these streams too: they are SUBSCRIBEd (paced) on the open socket, or named when it next connects. A stream
+/// already carried is only routed anew (no SUBSCRIBE): to its subscription when a configured stream takes over one
+/// that only local subscribers watched, or to the hub alone when it is the other way round.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AddStreams(pub Vec<RoutedStream>);
@@ -75,6 +78,8 @@ pub struct ConnectionSettings {
     pub rotate_stagger: Duration,
     /// Connection attempts, shared by every connection: Binance allows 300 per 5 minutes per IP.
     pub connect_budget: Arc<Mutex<RateBudget>>,
+    /// Where every kline event goes too, as received, for local subscribers.
+    pub hub: Hub,
 }
 
 /// One open WebSocket: its reader, its writer, and its own control messages (the 5-per-second limit is per
@@ -103,10 +108,11 @@ enum Role {
     Successor,
 }
 
-/// A stream carried by a connection, and where its events go.
+/// A stream carried by a connection, and where its events go: its subscription (a configured stream), and the hub.
 pub struct RoutedStream {
     pub key: StreamKey,
-    pub subscription: Mailbox<SubscriptionActor>,
+    /// `None` for a stream carried for local subscribers only: its events go to the hub alone.
+    pub subscription: Option<Mailbox<SubscriptionActor>>,
 }
 
 /// How long the same kind of malformed frame is not logged again.
@@ -274,8 +280,8 @@ impl ConnectionActor {
         }
         if self.handover.completed() == Some(HandoverKind::Replacement) {
             log::info!("{}: replaced the silent connection; its streams repair what they missed", self.name);
-            for stream in &self.streams {
-                stream.subscription.do_send(StreamLive { connection: ctx.address().recipient() });
+            for subscription in self.streams.iter().filter_map(|s| s.subscription.as_ref()) {
+                subscription.do_send(StreamLive { connection: ctx.address().recipient() });
             }
         } else {
             log::info!("{}: rotated to the new connection", self.name);
@@ -294,8 +300,8 @@ impl ConnectionActor {
 
     /// Tells `key`'s subscription that it is live here (if the stream is still carried).
     fn announce_live(&self, key: &StreamKey, ctx: &mut Context<Self>) {
-        if let Some(index) = self.index_of(key) {
-            self.streams[index].subscription.do_send(StreamLive { connection: ctx.address().recipient() });
+        if let Some(subscription) = self.index_of(key).and_then(|index| self.streams[index].subscription.as_ref()) {
+            subscription.do_send(StreamLive { connection: ctx.address().recipient() });
         }
     }
 
@@ -321,12 +327,17 @@ impl ConnectionActor {
         self.next_request_id = next_id;
     }
 
-    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+    fn on_text(&mut self, frame: &Utf8Bytes, received: Instant, ctx: &mut Context<Self>) {
         self.metrics.frames_received.inc();
+        let text = frame.as_str();
         match route_frame(&self.routes, text) {
             Ok(Routed::Kline { index, event_time, candle }) => {
+                let stream = &self.streams[index];
+                self.settings.hub.publish_event(&stream.key, || {
+                    UpstreamEvent::from_frame(stream.key.clone(), frame.clone().into(), event_time, candle, received)
+                });
                 let update = KlineUpdate { candle, event_time };
-                let subscription = &self.streams[index].subscription;
+                let Some(subscription) = &stream.subscription else { return };
                 if candle.is_closed {
                     subscription.do_send(update);
                 } else if let Err(SendError::Full(_)) = subscription.try_send(update) {
@@ -447,7 +458,7 @@ impl StreamHandler<Result<Message, tungstenite::Error>> for ConnectionActor {
         match item {
             Ok(Message::Text(text)) => {
                 self.restarts.on_healthy();
-                self.on_text(text.as_str(), ctx);
+                self.on_text(&text, self.last_frame, ctx);
             }
             Ok(Message::Binary(bytes)) => self.reject(RejectReason::Binary, &format!("<{} binary bytes>", bytes.len())),
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
@@ -532,9 +543,24 @@ impl Handler<Reannounce> for ConnectionActor {
 impl Handler<AddStreams> for ConnectionActor {
     type Result = ();
 
-    fn handle(&mut self, AddStreams(streams): AddStreams, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, AddStreams(streams): AddStreams, ctx: &mut Context<Self>) {
         self.stats.record_handled();
-        let streams: Vec<RoutedStream> = streams.into_iter().filter(|s| self.index_of(&s.key).is_none()).collect();
+        let (carried, streams): (Vec<RoutedStream>, Vec<RoutedStream>) =
+            streams.into_iter().partition(|s| self.index_of(&s.key).is_some());
+        for stream in carried {
+            let Some(index) = self.index_of(&stream.key) else { continue };
+            let upgraded = stream.subscription.is_some();
+            self.streams[index].subscription = stream.subscription;
+            // Already subscribed upstream: its new subscription learns it is live (once its SUBSCRIBE is acked, if
+            // that is still awaited).
+            let awaiting = self.current.as_ref().is_none_or(|socket| socket.controls.subscribing(&stream.key));
+            if upgraded && !awaiting {
+                self.announce_live(&stream.key, ctx);
+            }
+        }
+        if streams.is_empty() {
+            return;
+        }
         let keys: Vec<StreamKey> = streams.iter().map(|s| s.key.clone()).collect();
         self.streams.extend(streams);
         self.reroute();

@@ -68,7 +68,7 @@ impl IndicatorActor {
 
     fn store(&self, values: Vec<(i64, IndicatorValue)>) {
         if !values.is_empty() {
-            self.storage.do_send(StoreIndicators { stream: self.stream, values });
+            self.storage.do_send(StoreIndicators { stream: self.stream, values, closed: None });
         }
     }
 
@@ -102,7 +102,7 @@ impl IndicatorActor {
             chunk.extend(values.iter().map(|v| (open_time, *v)));
             if chunk.len() >= REBUILD_CHUNK {
                 stored += chunk.len();
-                storage.do_send(StoreIndicators { stream, values: std::mem::take(&mut chunk) });
+                storage.do_send(StoreIndicators { stream, values: std::mem::take(&mut chunk), closed: None });
             }
         });
         stored += chunk.len();
@@ -140,8 +140,9 @@ impl Handler<IndicatorCandle> for IndicatorActor {
         }
         self.board.closed(self.stream, candle.open_time);
         if let Some(values) = self.state.closed(&candle) {
+            // Sent even without values (warming up): storage publishes the candle to the hub after the commit.
             let values = values.iter().map(|v| (candle.open_time, *v)).collect();
-            self.store(values);
+            self.storage.do_send(StoreIndicators { stream: self.stream, values, closed: Some(candle) });
         }
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::messages::Retire;
 use crate::domain::{Candle, Gap, StreamId, StreamKey};
+use crate::hub::{ClosedCandle, Hub};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
@@ -44,6 +45,9 @@ pub struct StoreCandles {
 pub struct StoreIndicators {
     pub stream: StreamId,
     pub values: Vec<(i64, IndicatorValue)>,
+    /// The live closed candle these values were computed on (they all open at its time): once they are committed,
+    /// it goes to the hub's subscribers with them. `None` for a rebuild's values.
+    pub closed: Option<Candle>,
 }
 
 /// Every closed candle stored for a stream, oldest first, after committing everything sent before this message.
@@ -109,20 +113,33 @@ const COMMITTED_BACKLOG: usize = 256;
 /// Publishes every commit's candles to whoever listens, after the commit. Cheap to clone: every clone shares one
 /// channel. A broadcast channel: the storage actor never waits for a listener; a listener more than
 /// [`COMMITTED_BACKLOG`] commits behind loses the oldest and is told how many it missed. Nothing is built while
-/// nobody listens.
+/// nobody listens. Live closed candles also go to the [`Hub`], with their indicator values, once both are committed.
 #[derive(Debug, Clone)]
-pub struct CommittedCandles(broadcast::Sender<CommitBatch>);
+pub struct CommittedCandles(broadcast::Sender<CommitBatch>, Hub);
 
 impl Default for CommittedCandles {
     fn default() -> Self {
-        Self(broadcast::Sender::new(COMMITTED_BACKLOG))
+        Self::with_hub(Hub::default())
     }
 }
 
 impl CommittedCandles {
+    /// Publishing to `hub` too.
+    pub fn with_hub(hub: Hub) -> Self {
+        Self(broadcast::Sender::new(COMMITTED_BACKLOG), hub)
+    }
+
     /// The commits from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<CommitBatch> {
         self.0.subscribe()
+    }
+
+    /// Hands committed closed candles and their values to the hub's subscribers of their streams.
+    fn publish_closed(&self, streams: &StreamRegistry, names: &Arc<[String]>, closed: Vec<ClosedWithValues>) {
+        for (stream, candle, values) in closed {
+            let Some(key) = streams.key(stream) else { continue };
+            self.1.publish_closed(ClosedCandle { key, candle, names: names.clone(), values });
+        }
     }
 
     fn publish(&self, streams: &StreamRegistry, candles: &[(StreamId, Candle)]) {
@@ -145,7 +162,12 @@ pub struct PendingWrites {
     /// Each candle with the event time of the update it holds, if known.
     rows: HashMap<(StreamId, i64), (Candle, Option<i64>)>,
     indicators: HashMap<(StreamId, i64, u16), f64>,
+    /// Live closed candles whose values are pending: published to the hub once committed.
+    closed: Vec<ClosedWithValues>,
 }
+
+/// A live closed candle of a stream and the indicator values computed on it.
+pub type ClosedWithValues = (StreamId, Candle, Vec<IndicatorValue>);
 
 /// One batch taken from [`PendingWrites`], ordered by key so a batch walks the primary keys in order.
 #[derive(Debug, Default, PartialEq)]
@@ -154,6 +176,8 @@ pub struct Batch {
     /// The event time of each of `candles`, in the same order.
     pub event_times: Vec<Option<i64>>,
     pub indicators: Vec<IndicatorRow>,
+    /// Published to the hub once this batch is committed.
+    pub closed: Vec<ClosedWithValues>,
 }
 
 impl PendingWrites {
@@ -174,18 +198,24 @@ impl PendingWrites {
         self.indicators.insert((stream, open_time, value.output), value.value);
     }
 
+    /// Queues a live closed candle, to be published with its values once they are committed.
+    pub fn push_closed(&mut self, stream: StreamId, candle: Candle, values: Vec<IndicatorValue>) {
+        self.closed.push((stream, candle, values));
+    }
+
     /// Drops the pending indicator values (their output numbers are about to mean other names).
     pub fn forget_indicators(&mut self) {
         self.indicators.clear();
+        self.closed.clear();
     }
 
-    /// Pending rows, candles and indicator values together.
+    /// Pending rows, candles and indicator values together (and closed candles awaiting publication).
     pub fn len(&self) -> usize {
-        self.rows.len() + self.indicators.len()
+        self.rows.len() + self.indicators.len() + self.closed.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.indicators.is_empty()
+        self.rows.is_empty() && self.indicators.is_empty() && self.closed.is_empty()
     }
 
     /// Takes every pending row.
@@ -199,7 +229,7 @@ impl PendingWrites {
             .map(|((stream, open_time, output), value)| IndicatorRow { stream, open_time, output, value })
             .collect();
         indicators.sort_unstable_by_key(|row| (row.stream, row.open_time, row.output));
-        Batch { candles, event_times, indicators }
+        Batch { candles, event_times, indicators, closed: std::mem::take(&mut self.closed) }
     }
 
     /// Puts back rows whose commit failed, without overwriting anything newer that arrived meanwhile.
@@ -215,6 +245,8 @@ impl PendingWrites {
         for row in batch.indicators {
             self.indicators.entry((row.stream, row.open_time, row.output)).or_insert(row.value);
         }
+        let newer = std::mem::replace(&mut self.closed, batch.closed);
+        self.closed.extend(newer);
     }
 }
 
@@ -307,6 +339,7 @@ impl StorageActor {
                 let timed = batch.candles.iter().zip(&batch.event_times);
                 self.metrics.observe_event_to_commit(timed.filter_map(|((_, c), at)| Some((c.is_closed, (*at)?))));
                 self.settings.committed.publish(&self.streams, &batch.candles);
+                self.settings.committed.publish_closed(&self.streams, &self.indicator_names, batch.closed);
                 self.restarts.on_healthy();
                 Ok(())
             }
@@ -418,10 +451,14 @@ impl Handler<StoreIndicators> for StorageActor {
 
     fn handle(&mut self, msg: StoreIndicators, ctx: &mut Context<Self>) {
         self.stats.record_handled();
+        if let Some(candle) = msg.closed {
+            self.pending.push_closed(msg.stream, candle, msg.values.iter().map(|(_, value)| *value).collect());
+        }
         for (open_time, value) in msg.values {
             self.pending.push_indicator(msg.stream, open_time, value);
             self.flush_if_full(ctx);
         }
+        self.flush_if_full(ctx);
     }
 }
 
@@ -583,6 +620,7 @@ mod tests {
                 IndicatorRow { stream: s, open_time: 0, output: 0, value: 1.0 },
                 IndicatorRow { stream: s, open_time: 0, output: 1, value: 1.0 },
             ],
+            closed: vec![],
         };
         pending.restore(failed);
         let batch = pending.take();

@@ -3,7 +3,7 @@
 //! task's actor twice a second: one that panicked (actix drops it silently) or stopped for good is counted and, under
 //! its policy, replaced by a fresh actor behind the same [`Mailbox`] (so every holder reaches it), or marked failed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSett
 use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{BackoffPolicy, Gap, StreamChanges, StreamId, StreamKey, Timeframe, place};
+use crate::hub::UpstreamDemand;
 use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
@@ -217,6 +218,10 @@ struct RunningTasks {
     /// By id: the order streams were first configured in.
     streams: BTreeMap<StreamId, StreamTasks>,
     connections: BTreeMap<u32, ConnectionTask>,
+    /// Streams that local subscribers (the hub) watch now.
+    demanded: HashSet<StreamKey>,
+    /// Streams no configured pair covers, carried for local subscribers only: the connection carrying each.
+    on_demand: HashMap<StreamKey, u32>,
     storage_arbiter: ArbiterHandle,
     audit_arbiter: ArbiterHandle,
     watched: Vec<Watched>,
@@ -241,11 +246,17 @@ impl RunningTasks {
         audited_streams(&self.streams)
     }
 
-    /// The streams a connection carries, with where their events go.
+    /// The streams a connection carries, with where their events go (the on-demand ones to the hub alone).
     fn routed(&self, connection: u32) -> Vec<RoutedStream> {
-        (self.streams.values().filter(|s| s.connection == connection))
-            .map(|s| RoutedStream { key: s.key.clone(), subscription: s.subscription.clone() })
-            .collect()
+        let configured = (self.streams.values().filter(|s| s.connection == connection))
+            .map(|s| RoutedStream { key: s.key.clone(), subscription: Some(s.subscription.clone()) });
+        let on_demand = (self.on_demand.iter().filter(|(_, n)| **n == connection))
+            .map(|(key, _)| RoutedStream { key: key.clone(), subscription: None });
+        configured.chain(on_demand).collect()
+    }
+
+    fn is_configured(&self, key: &StreamKey) -> bool {
+        self.streams.values().any(|s| &s.key == key)
     }
 
     fn carried(&self) -> Vec<StreamKey> {
@@ -453,8 +464,15 @@ impl SupervisorActor {
             metrics: self.metrics.clone(),
         };
         let history_recipient = history.as_ref().map(Mailbox::recipient::<HistoryLanded>);
-        let (started, new_connections) =
-            self.start_streams(&keys, &stored, &wiring, history_recipient, &mut connections, &mut watched);
+        let (started, new_connections) = self.start_streams(
+            &keys,
+            &HashMap::new(),
+            &stored,
+            &wiring,
+            history_recipient,
+            &mut connections,
+            &mut watched,
+        );
         streams.extend(started);
         for (number, routed) in new_connections {
             self.add_connection(number, routed, &mut connections, &mut watched);
@@ -479,6 +497,8 @@ impl SupervisorActor {
             history,
             streams,
             connections,
+            demanded: HashSet::new(),
+            on_demand: HashMap::new(),
             storage_arbiter: storage_arbiter.handle(),
             audit_arbiter: audit_arbiter.handle(),
             watched,
@@ -488,13 +508,15 @@ impl SupervisorActor {
         Ok(())
     }
 
-    /// Starts the indicator and subscription tasks of each of `keys`, and places each on a connection: the existing
-    /// ones with room first (they are told to subscribe), then new ones, returned with their streams for the caller
-    /// to start.
-    #[allow(clippy::type_complexity)]
+    /// Starts the indicator and subscription tasks of each of `keys`, and places each on a connection: a key in
+    /// `carried_for_hub` stays on the connection that already carries it for local subscribers (it is only routed
+    /// anew), the others go to the existing connections with room first (they are told to subscribe), then to new
+    /// ones, returned with their streams for the caller to start.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn start_streams(
         &self,
         keys: &[StreamKey],
+        carried_for_hub: &HashMap<StreamKey, u32>,
         stored: &StoredState,
         wiring: &StreamWiring,
         history: Option<Recipient<HistoryLanded>>,
@@ -502,11 +524,22 @@ impl SupervisorActor {
         watched: &mut Vec<Watched>,
     ) -> (Vec<(StreamId, StreamTasks)>, Vec<(u32, Vec<RoutedStream>)>) {
         let carried: BTreeMap<u32, usize> = connections.iter().map(|(&n, c)| (n, c.streams)).collect();
-        let placement = place(&carried, keys.len(), self.per_connection());
-        let numbers = placement.iter().flat_map(|&(number, count)| std::iter::repeat_n(number, count));
+        let fresh = keys.iter().filter(|key| !carried_for_hub.contains_key(key)).count();
+        let placement = place(&carried, fresh, self.per_connection());
+        let mut numbers = placement.iter().flat_map(|&(number, count)| std::iter::repeat_n(number, count));
         let mut started = Vec::with_capacity(keys.len());
         let mut routed: BTreeMap<u32, Vec<RoutedStream>> = BTreeMap::new();
-        for (key, connection) in keys.iter().zip(numbers) {
+        // Per connection: the streams new to it (the ones it carried for the hub already count).
+        let mut added: BTreeMap<u32, usize> = BTreeMap::new();
+        for key in keys {
+            let connection = match carried_for_hub.get(key) {
+                Some(&number) => number,
+                None => {
+                    let Some(number) = numbers.next() else { break };
+                    *added.entry(number).or_default() += 1;
+                    number
+                }
+            };
             let id = self.settings.registry.activate(key);
             self.settings.provisional.add(id, key.clone());
             let stored_key = (key.symbol.clone(), key.timeframe);
@@ -540,14 +573,14 @@ impl SupervisorActor {
             routed
                 .entry(connection)
                 .or_default()
-                .push(RoutedStream { key: key.clone(), subscription: subscription.clone() });
+                .push(RoutedStream { key: key.clone(), subscription: Some(subscription.clone()) });
             started.push((id, StreamTasks { key: key.clone(), subscription, indicator, health, connection }));
         }
         let mut new_connections = Vec::new();
         for (number, streams) in routed {
             match connections.get_mut(&number) {
                 Some(connection) => {
-                    connection.streams += streams.len();
+                    connection.streams += added.get(&number).copied().unwrap_or_default();
                     self.health.do_send(RegisterTask {
                         spec: self.connection_spec(number, connection.streams),
                         stats: connection.mailbox.stats().clone(),
@@ -581,9 +614,19 @@ impl SupervisorActor {
         if keys.is_empty() {
             return;
         }
+        // A stream carried for local subscribers already becomes a configured one where it is: no second SUBSCRIBE.
+        let carried_for_hub: HashMap<StreamKey, u32> =
+            keys.iter().filter_map(|key| Some((key.clone(), running.on_demand.remove(key)?))).collect();
         let stored = StoredState::read_fresh(&self.settings.storage.path);
-        let (started, new_connections) =
-            self.start_streams(keys, &stored, &running.wiring, None, &mut running.connections, &mut running.watched);
+        let (started, new_connections) = self.start_streams(
+            keys,
+            &carried_for_hub,
+            &stored,
+            &running.wiring,
+            None,
+            &mut running.connections,
+            &mut running.watched,
+        );
         running.streams.extend(started);
         for (number, routed) in new_connections {
             self.add_connection(number, routed, &mut running.connections, &mut running.watched);
@@ -608,8 +651,94 @@ impl SupervisorActor {
             task_names.push(stream_task_name("indicator", key));
             gone.push(TaskRef::Subscription(id));
             gone.push(TaskRef::Indicator(id));
+            if running.demanded.contains(key) {
+                // Local subscribers still watch it: it stays subscribed upstream, for the hub alone.
+                log::info!("{key}: left the config but local subscribers watch it; kept upstream for them");
+                running.on_demand.insert(key.clone(), tasks.connection);
+                if let Some(connection) = running.connections.get(&tasks.connection) {
+                    connection.mailbox.do_send(AddStreams(vec![RoutedStream { key: key.clone(), subscription: None }]));
+                }
+                continue;
+            }
             unsubscribed.entry(tasks.connection).or_default().push(key.clone());
         }
+        self.release_from_connections(running, unsubscribed, &mut task_names, &mut gone);
+        running.watched.retain(|w| !gone.contains(&w.task));
+        if let Some(history) = running.history.as_ref().filter(|history| history.connected()) {
+            let removed = gone.iter().filter_map(|task| match task {
+                TaskRef::Subscription(id) => Some(*id),
+                _ => None,
+            });
+            history.do_send(StreamsRemoved(removed.collect()));
+        }
+        self.health.do_send(UnregisterStreams(keys.to_vec()));
+        self.health.do_send(UnregisterTasks(task_names));
+    }
+
+    /// Applies what local subscribers want upstream: a stream wanted that no configured pair covers (and that is not
+    /// carried for them already) is placed on a connection with room, routed to the hub alone; a released one
+    /// carried for them only is unsubscribed. Configured streams are untouched either way.
+    fn apply_demand(&mut self, UpstreamDemand { wanted, released }: UpstreamDemand) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(mut running) = self.running.take() else { return };
+        let mut unsubscribed: BTreeMap<u32, Vec<StreamKey>> = BTreeMap::new();
+        for key in released {
+            running.demanded.remove(&key);
+            if let Some(number) = running.on_demand.remove(&key) {
+                log::info!("{key}: no local subscriber left; unsubscribed upstream");
+                unsubscribed.entry(number).or_default().push(key);
+            }
+        }
+        let (mut task_names, mut gone) = (Vec::new(), Vec::new());
+        self.release_from_connections(&mut running, unsubscribed, &mut task_names, &mut gone);
+        running.watched.retain(|w| !gone.contains(&w.task));
+        self.health.do_send(UnregisterTasks(task_names));
+
+        let mut fresh = Vec::new();
+        for key in wanted {
+            let new = running.demanded.insert(key.clone());
+            if new && !running.is_configured(&key) && !running.on_demand.contains_key(&key) && !fresh.contains(&key) {
+                fresh.push(key);
+            }
+        }
+        if !fresh.is_empty() {
+            let carried: BTreeMap<u32, usize> = running.connections.iter().map(|(&n, c)| (n, c.streams)).collect();
+            let placement = place(&carried, fresh.len(), self.per_connection());
+            let mut keys = fresh.into_iter();
+            for (number, count) in placement {
+                let routed: Vec<RoutedStream> =
+                    (keys.by_ref().take(count)).map(|key| RoutedStream { key, subscription: None }).collect();
+                for stream in &routed {
+                    log::info!("{}: wanted by local subscribers; subscribed upstream on demand", stream.key);
+                    running.on_demand.insert(stream.key.clone(), number);
+                }
+                match running.connections.get_mut(&number) {
+                    Some(connection) => {
+                        connection.streams += routed.len();
+                        self.health.do_send(RegisterTask {
+                            spec: self.connection_spec(number, connection.streams),
+                            stats: connection.mailbox.stats().clone(),
+                        });
+                        connection.mailbox.do_send(AddStreams(routed));
+                    }
+                    None => self.add_connection(number, routed, &mut running.connections, &mut running.watched),
+                }
+            }
+        }
+        self.running = Some(running);
+    }
+
+    /// Unsubscribes `unsubscribed` from their connections; a connection left with no stream closes (its task is
+    /// added to `task_names` and `gone`).
+    fn release_from_connections(
+        &self,
+        running: &mut RunningTasks,
+        unsubscribed: BTreeMap<u32, Vec<StreamKey>>,
+        task_names: &mut Vec<String>,
+        gone: &mut Vec<TaskRef>,
+    ) {
         for (number, keys) in unsubscribed {
             let Some(connection) = running.connections.get_mut(&number) else { continue };
             connection.streams = connection.streams.saturating_sub(keys.len());
@@ -627,16 +756,6 @@ impl SupervisorActor {
                 connection.mailbox.do_send(RemoveStreams(keys));
             }
         }
-        running.watched.retain(|w| !gone.contains(&w.task));
-        if let Some(history) = running.history.as_ref().filter(|history| history.connected()) {
-            let removed = gone.iter().filter_map(|task| match task {
-                TaskRef::Subscription(id) => Some(*id),
-                _ => None,
-            });
-            history.do_send(StreamsRemoved(removed.collect()));
-        }
-        self.health.do_send(UnregisterStreams(keys.to_vec()));
-        self.health.do_send(UnregisterTasks(task_names));
     }
 
     /// A new indicator set: every indicator actor is replaced by one computing the new set, which rebuilds from the
@@ -852,8 +971,19 @@ impl Actor for SupervisorActor {
             return;
         }
         ctx.run_interval(PROBE_INTERVAL, |act, ctx| act.probe(ctx));
+        // Streams local subscribers wanted before the engine ran are subscribed now; later changes arrive as messages.
+        let wanted = self.settings.connection.hub.attach_upstream(ctx.address().recipient());
+        self.apply_demand(UpstreamDemand { wanted, released: Vec::new() });
         #[cfg(feature = "fault-injection")]
         crate::fault_injection::register(ctx.address().recipient());
+    }
+}
+
+impl Handler<UpstreamDemand> for SupervisorActor {
+    type Result = ();
+
+    fn handle(&mut self, demand: UpstreamDemand, _ctx: &mut Context<Self>) {
+        self.apply_demand(demand);
     }
 }
 
