@@ -54,6 +54,8 @@ pub struct FakeConfig {
     pub enforce_message_rate: bool,
     pub max_messages_per_second: usize,
     pub max_streams_per_connection: usize,
+    /// Keep the text of every kline event sent, per stream (see [`FakeExchange::sent_events`]).
+    pub record_events: bool,
 }
 
 impl Default for FakeConfig {
@@ -71,6 +73,7 @@ impl Default for FakeConfig {
             enforce_message_rate: true,
             max_messages_per_second: 5,
             max_streams_per_connection: 1024,
+            record_events: false,
         }
     }
 }
@@ -252,6 +255,14 @@ impl FakeExchange {
     /// across all connections, duplicates included.
     pub fn published_closed_open_times(&self, stream: &str) -> Vec<i64> {
         self.shared.closed_published(stream)
+    }
+
+    /// The text of every kline event sent for `stream` (e.g. `btcusdt@kline_1m`), the event object as it went out
+    /// inside the frame (the `data` of a combined frame), in send order across all connections (so have one client
+    /// connection carry a stream whose events are compared). Needs
+    /// [`FakeConfig::record_events`].
+    pub fn sent_events(&self, stream: &str) -> Vec<String> {
+        self.shared.sent_events(stream)
     }
 
     /// Every REST request answered so far.

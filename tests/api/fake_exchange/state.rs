@@ -275,6 +275,8 @@ pub(super) struct Shared {
     /// Open connections that send no data any more (see [`Shared::zombify_open_connections`]).
     zombie_connections: Mutex<HashSet<u64>>,
     closed_published: Mutex<HashMap<String, Vec<i64>>>,
+    /// With `record_events`: every kline event's text sent, per stream.
+    events_sent: Mutex<HashMap<String, Vec<String>>>,
     rest_log: Mutex<Vec<RestRecord>>,
     rest_weight: Mutex<(u64, u64)>,
 }
@@ -314,6 +316,7 @@ impl Shared {
             open_connections: Mutex::new(HashMap::new()),
             zombie_connections: Mutex::new(HashSet::new()),
             closed_published: Mutex::new(HashMap::new()),
+            events_sent: Mutex::new(HashMap::new()),
             rest_log: Mutex::new(Vec::new()),
             rest_weight: Mutex::new((0, 0)),
         }
@@ -426,6 +429,16 @@ impl Shared {
     pub(super) fn record_closed_event(&self, stream: &str, open_time: i64) {
         Self::count(&self.counters.ws_closed_events_sent);
         lock(&self.closed_published).entry(stream.to_string()).or_default().push(open_time);
+    }
+
+    pub(super) fn record_event(&self, stream: &str, event: &str) {
+        if self.config.record_events {
+            lock(&self.events_sent).entry(stream.to_owned()).or_default().push(event.to_owned());
+        }
+    }
+
+    pub(super) fn sent_events(&self, stream: &str) -> Vec<String> {
+        lock(&self.events_sent).get(stream).cloned().unwrap_or_default()
     }
 
     pub(super) fn closed_published(&self, stream: &str) -> Vec<i64> {

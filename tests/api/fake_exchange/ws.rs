@@ -245,6 +245,12 @@ impl Connection {
         if self.combined { format!(r#"{{"stream":"{stream}","data":{event}}}"#) } else { event }
     }
 
+    /// The frame of a kline event, recorded as sent.
+    fn kline_frame(&self, stream: &str, event: String) -> String {
+        self.shared.record_event(stream, &event);
+        self.wrap(stream, event)
+    }
+
     /// Queues one text or binary frame, applying the drop-after-frames fault.
     async fn send_data<S: Socket>(&mut self, sink: &mut Sink<S>, message: Message) -> Step {
         if let Some(rule) = self.drop_rule
@@ -363,7 +369,7 @@ impl Connection {
                     Shared::count(&shared.counters.ws_duplicate_events_sent);
                     let stale_at = open + interval_ms / 2;
                     if let Some(stale) = market.candle_at(&stream.symbol, stream.interval, open, stale_at) {
-                        let frame = self.wrap(&stream.name, stale.ws_event_json(stale_at));
+                        let frame = self.kline_frame(&stream.name, stale.ws_event_json(stale_at));
                         self.send_data(sink, Message::text(frame)).await?;
                         Shared::count(&shared.counters.ws_stale_in_progress_sent);
                     }
@@ -384,7 +390,7 @@ impl Connection {
                 continue;
             }
             if caught_up && let Some(kline) = market.candle_at(&stream.symbol, stream.interval, current_open, now_ms) {
-                let frame = self.wrap(&stream.name, kline.ws_event_json(now_ms));
+                let frame = self.kline_frame(&stream.name, kline.ws_event_json(now_ms));
                 self.send_data(sink, Message::text(frame)).await?;
                 Shared::count(&shared.counters.ws_in_progress_events_sent);
             }
@@ -396,7 +402,7 @@ impl Connection {
         let Some(kline) = self.shared.market.closed_candle(&stream.symbol, stream.interval, open) else {
             return Ok(());
         };
-        let frame = self.wrap(&stream.name, kline.ws_event_json(kline.close_time + 2));
+        let frame = self.kline_frame(&stream.name, kline.ws_event_json(kline.close_time + 2));
         self.send_data(sink, Message::text(frame)).await?;
         self.shared.record_closed_event(&stream.name, open);
         Ok(())
