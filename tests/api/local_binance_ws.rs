@@ -400,3 +400,45 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
     let start = sent.iter().position(|e| *e == received[0]).expect("the first event was sent by the fake");
     assert_eq!(received, sent[start..start + 8], "python-binance got the fake's events, in order");
 }
+
+#[test]
+fn config_edits_keep_streams_that_local_clients_watch_upstream_and_never_subscribe_one_twice() {
+    let fake = recording_fake();
+    let mut app = start(&fake, &["BTCUSDT"], "");
+    let options = |symbols: &[&'static str]| AppOptions {
+        symbols: symbols.to_vec(),
+        timeframes: vec!["1m"],
+        history: 5,
+        ..Default::default()
+    };
+    let mut client = Client::connect(app.port, "/ws/btcusdt@kline_1m/ethusdt@kline_1m");
+    let before = client.events(10);
+    let subscribes = fake.stats().ws_subscribe_messages_received;
+    assert_eq!(fake.stats().ws_streams_per_connection, [2]);
+
+    // ETHUSDT, watched on demand, becomes configured: it is stored from now on, with no second SUBSCRIBE.
+    app.edit_config(&fake, &options(&["BTCUSDT", "ETHUSDT"]));
+    let stored = wait_until(Duration::from_secs(15), || {
+        (!crate::helpers::stored_closed(&app.db(), "ETHUSDT", "1m").is_empty()).then_some(())
+    });
+    assert!(stored.is_some(), "ETHUSDT 1m was not stored after it was configured; log:\n{}", app.log_text());
+    // BTCUSDT leaves the config while the client watches it: it stays upstream for the client.
+    app.edit_config(&fake, &options(&["ETHUSDT"]));
+    app.wait_for_log("BTCUSDT 1m: left the config but local subscribers watch it", PATIENCE);
+    let after = client.events(60);
+
+    let stats = fake.stats();
+    assert_eq!(stats.ws_subscribe_messages_received, subscribes, "a stream was subscribed twice: {stats:?}");
+    assert_eq!((stats.ws_unsubscribe_messages_received, stats.ws_connections_accepted), (0, 1), "{stats:?}");
+    assert_eq!(stats.ws_streams_per_connection, [2]);
+    // The client saw every event of both streams, before, across and after both edits.
+    let mut all = before;
+    all.extend(after);
+    for (stream, events) in by_stream(&all) {
+        assert_run_of_sent(&fake, &stream, &events);
+    }
+    // The last client leaving releases BTCUSDT, now carried for local clients only.
+    drop(client);
+    let released = wait_until(PATIENCE, || (fake.stats().ws_streams_per_connection == [1]).then_some(()));
+    assert!(released.is_some(), "btcusdt@kline_1m still subscribed upstream: {:?}", fake.stats());
+}
