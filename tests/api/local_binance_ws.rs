@@ -442,3 +442,129 @@ fn config_edits_keep_streams_that_local_clients_watch_upstream_and_never_subscri
     let released = wait_until(PATIENCE, || (fake.stats().ws_streams_per_connection == [1]).then_some(()));
     assert!(released.is_some(), "btcusdt@kline_1m still subscribed upstream: {:?}", fake.stats());
 }
+
+/// What a fan-out run measured.
+struct FanOut {
+    events_checked: usize,
+    /// candled's CPU time over the run's wall time (1.0 is one core).
+    cpu_share: f64,
+    /// The p99 of the upstream-receive-to-local-send delay, as the bucket bound of candled's histogram.
+    p99_delay: f64,
+}
+
+/// `clients` local clients on `streams` configured streams (client `n` on stream `n % streams`) for `run`, plus one
+/// stalled client on every stream, with the fake sending an update of every stream each `update_every`. Every client
+/// must get every event of its stream, byte for byte, the stalled one must be cut, and the upstream connections and
+/// subscriptions must not change.
+fn fan_out(clients: usize, streams: usize, update_every: Duration, run: Duration) -> FanOut {
+    let configured = symbols(streams);
+    let fake = FakeExchange::start(FakeConfig {
+        speed: SPEED,
+        record_events: true,
+        update_every,
+        symbols: configured.iter().map(|s| s.to_string()).collect(),
+        ..FakeConfig::default()
+    });
+    let app = start(&fake, &configured, "[api]\nmax_ws_clients = 1024\n");
+    let names: Vec<String> = configured.iter().map(|s| format!("{}@kline_1m", s.to_ascii_lowercase())).collect();
+    let upstream = fake.stats();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..clients)
+        .map(|n| {
+            let (stop, port, stream) = (stop.clone(), app.port, names[n % streams].clone());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port, &format!("/ws/{stream}"));
+                let mut events = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Read::Text(text) = client.read(Duration::from_millis(200)) {
+                        events.push(text);
+                    }
+                }
+                // The fake is silent now: read what is still on the way.
+                while let Read::Text(text) = client.read(Duration::from_millis(1000)) {
+                    events.push(text);
+                }
+                (stream, events)
+            })
+        })
+        .collect();
+    let stalled = stalled_client(app.port, &format!("/stream?streams={}", names.join("/")));
+    let connected = wait_until(PATIENCE, || (app.metric("candled_ws_clients") == (clients + 1) as f64).then_some(()));
+    assert!(connected.is_some(), "not every client connected");
+
+    let cpu_before = cpu_ticks(app.pid());
+    let started = Instant::now();
+    std::thread::sleep(run);
+    let cpu_share = (cpu_ticks(app.pid()) - cpu_before) as f64 / 100.0 / started.elapsed().as_secs_f64();
+    let cut = wait_until(PATIENCE, || (app.metric("candled_hub_slow_disconnected_total") >= 1.0).then_some(()));
+    assert!(cut.is_some(), "the stalled client was not cut");
+    // Silence the exchange so that what it sent is final, then let every reader drain.
+    fake.stall_for(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut events_checked = 0;
+    for reader in readers {
+        let (stream, events) = reader.join().expect("a reader");
+        let sent = fake.sent_events(&stream);
+        events_checked += assert_run_of_sent(&fake, &stream, &events);
+        assert_eq!(events.last(), sent.last(), "{stream}: a client missed the last events");
+    }
+    assert_eq!(app.metric("candled_hub_slow_disconnected_total"), 1.0, "only the stalled client was cut");
+    drop(stalled);
+    let after = fake.stats();
+    assert_eq!(after.ws_connections_accepted, upstream.ws_connections_accepted, "{after:?}");
+    assert_eq!(after.ws_subscribe_messages_received, upstream.ws_subscribe_messages_received, "{after:?}");
+    assert_eq!(after.ws_streams_per_connection, upstream.ws_streams_per_connection, "{after:?}");
+    FanOut { events_checked, cpu_share, p99_delay: histogram_quantile(&app, "candled_hub_send_delay_seconds", 0.99) }
+}
+
+/// User and system CPU time of a process so far, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// The upper bound of the bucket holding the `quantile` of a Prometheus histogram on `/metrics`.
+fn histogram_quantile(app: &TestApp, name: &str, quantile: f64) -> f64 {
+    let (_, body) = app.get("/metrics");
+    let text = body.as_str().unwrap_or_default().to_owned();
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            Some((bound.parse().unwrap_or(f64::INFINITY), count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |&(_, count)| count);
+    assert!(total > 0.0, "no sample in {name}");
+    buckets.iter().find(|&&(_, count)| count >= quantile * total).map_or(f64::INFINITY, |&(bound, _)| bound)
+}
+
+#[test]
+fn fan_out_40_clients_on_10_streams_every_client_gets_every_event() {
+    // 100 updates a second per stream: the stalled client overflows within a second or two.
+    let figures = fan_out(40, 10, Duration::from_millis(10), Duration::from_secs(3));
+    println!(
+        "fan-out 40 clients / 10 streams: {} events checked, candled CPU {:.1} %, p99 receive-to-send <= {} ms",
+        figures.events_checked,
+        figures.cpu_share * 100.0,
+        figures.p99_delay * 1000.0
+    );
+}
+
+#[test]
+#[ignore = "a 60 s load run: cargo test --release -p candled --test api local_binance_ws::fan_out_200 -- --ignored --nocapture"]
+fn fan_out_200_clients_on_50_streams_for_60s() {
+    let figures = fan_out(200, 50, Duration::from_millis(100), Duration::from_secs(60));
+    println!(
+        "fan-out 200 clients / 50 streams / 60 s: {} events checked, candled CPU {:.1} % of one core, p99 \
+         receive-to-send <= {} ms",
+        figures.events_checked,
+        figures.cpu_share * 100.0,
+        figures.p99_delay * 1000.0
+    );
+}
