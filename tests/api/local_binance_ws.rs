@@ -568,3 +568,105 @@ fn fan_out_200_clients_on_50_streams_for_60s() {
         figures.p99_delay * 1000.0
     );
 }
+
+/// Builds `examples/strategy.rs` (in this test build's profile) and returns the executable.
+fn build_strategy_example() -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "candled", "--example", "strategy"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    // Without what cargo set for this test run, so that the build is the one `cargo build` makes (and no rebuild).
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "LD_LIBRARY_PATH" {
+            build.env_remove(&*name);
+        }
+    }
+    let status = build.status().expect("run cargo build --example strategy");
+    assert!(status.success(), "cargo build --example strategy failed");
+    let profile_dir = std::env::current_exe()
+        .expect("the test executable")
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .to_path_buf();
+    profile_dir.join("examples").join("strategy")
+}
+
+/// The simple moving average of the `period` closes ending at `at` (inclusive), from the exchange's ground truth.
+fn sma(closes: &[(i64, f64)], at: usize, period: usize) -> Option<f64> {
+    (at + 1 >= period).then(|| closes[at + 1 - period..=at].iter().map(|(_, close)| close).sum::<f64>() / period as f64)
+}
+
+#[test]
+fn the_strategy_example_signals_the_sma_crossovers_of_the_candles_served() {
+    // A 1m candle closes every 200 ms: three crossovers come within seconds.
+    let fake = FakeExchange::start(FakeConfig { speed: 300.0, ..FakeConfig::default() });
+    let example = build_strategy_example();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = AppOptions {
+        symbols: vec!["BTCUSDT"],
+        timeframes: vec!["1m"],
+        history: 30,
+        extra: "[indicators]\nsma = [3, 7]\n",
+        ..Default::default()
+    };
+    crate::helpers::write_config(dir.path(), &fake, &options);
+    let output = std::process::Command::new(&example)
+        .args(["--config", "config.toml", "--symbol", "BTCUSDT", "--interval", "1m", "--fast", "sma_3"])
+        .args(["--slow", "sma_7", "--signals", "3", "--seconds", "60"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the strategy example");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the example failed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+
+    // Ground truth: the fake's closed candles, with both SMAs computed here.
+    let candles: Vec<(i64, f64)> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("candle ")?.split(' ').next()?.parse::<i64>().ok())
+        .collect::<Vec<_>>()
+        .first()
+        .map(|&first| {
+            let from = first - 10 * 60_000;
+            let to = fake.now_ms();
+            let klines = fake.closed_candles("BTCUSDT", "1m", from, to);
+            klines.iter().map(|k| (k.open_time, k.close.parse::<f64>().expect("a decimal close"))).collect()
+        })
+        .expect("the strategy saw no closed candle");
+    let mut expected_signals = Vec::new();
+    let mut previous: Option<f64> = None;
+    let mut seen = 0;
+    for line in stdout.lines().filter(|line| line.starts_with("candle ") && !line.ends_with("warming-up")) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let open_time: i64 = fields[1].parse().expect("an open time");
+        let at = candles.iter().position(|(t, _)| *t == open_time).expect("a candle the exchange closed");
+        let (fast, slow) = (sma(&candles, at, 3).expect("warm"), sma(&candles, at, 7).expect("warm"));
+        let shown = |field: &str| fields.iter().find_map(|f| f.strip_prefix(field)?.parse::<f64>().ok());
+        let (got_fast, got_slow) = (shown("fast=").expect("fast"), shown("slow=").expect("slow"));
+        assert!((got_fast - fast).abs() <= 1e-9 * fast.abs() && (got_slow - slow).abs() <= 1e-9 * slow.abs(), "{line}");
+        let spread = fast - slow;
+        match previous {
+            Some(before) if before <= 0.0 && spread > 0.0 => expected_signals.push(format!("BUY {open_time}")),
+            Some(before) if before >= 0.0 && spread < 0.0 => expected_signals.push(format!("SELL {open_time}")),
+            _ => {}
+        }
+        previous = Some(spread);
+        seen += 1;
+    }
+    let signals: Vec<String> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("signal "))
+        .map(|rest| rest.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(signals.len(), 3, "{stdout}");
+    assert_eq!(signals, expected_signals, "the signals are the crossovers of the candles served");
+    // Every closed candle from the first one seen on reached the strategy, none skipped.
+    let opens: Vec<i64> =
+        stdout.lines().filter_map(|l| l.strip_prefix("candle ")?.split(' ').next()?.parse().ok()).collect();
+    assert!(opens.windows(2).all(|w| w[1] - w[0] == 60_000), "a closed candle was skipped: {opens:?}");
+    println!("the strategy saw {seen} closed candles and gave {} signals, as computed here", signals.len());
+}
