@@ -367,6 +367,11 @@ impl HubSubscription {
         self.receiver.recv().await
     }
 
+    /// The next message if one is buffered, without waiting.
+    pub fn try_recv(&mut self) -> Option<HubMessage> {
+        self.receiver.try_recv().ok()
+    }
+
     /// Why the hub let go of this subscriber, if it did.
     pub fn disconnected(&self) -> Option<Disconnected> {
         self.cut.reason()
