@@ -308,6 +308,33 @@ fn a_stream_no_configured_pair_covers_is_subscribed_upstream_on_demand_and_relea
     assert_run_of_sent(&fake, "btcusdt@kline_1m", &configured.events(5));
 }
 
+#[test]
+fn the_api_section_caps_the_clients_and_turns_the_streams_off() {
+    let fake = recording_fake();
+    // TC0: `max_ws_clients = 1`: a second client is refused with 429 until the first leaves.
+    let app = start(&fake, &["BTCUSDT"], "[api]\nmax_ws_clients = 1\n");
+    let mut first = Client::connect(app.port, "/ws/btcusdt@kline_1m");
+    first.text();
+    let url = format!("ws://127.0.0.1:{}/ws/btcusdt@kline_1m", app.port);
+    match tungstenite::connect(url.as_str()) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a second client was accepted: {:?}", other.map(|(_, response)| response.status())),
+    }
+    drop(first);
+    let admitted = wait_until(PATIENCE, || tungstenite::connect(url.as_str()).ok());
+    assert!(admitted.is_some(), "the freed slot was not given to the next client");
+    drop(app);
+    // TC1: `enabled = false`: the paths are not there.
+    let app = start(&fake, &["BTCUSDT"], "[api]\nenabled = false\n");
+    for path in ["/ws/btcusdt@kline_1m", "/ws", "/stream?streams=btcusdt@kline_1m"] {
+        let url = format!("ws://127.0.0.1:{}{path}", app.port);
+        match tungstenite::connect(url.as_str()) {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404, "{path}"),
+            other => panic!("{path} was served: {:?}", other.map(|(_, response)| response.status())),
+        }
+    }
+}
+
 /// Connects to `path` with a small receive buffer and never reads: the server's writes back up at once.
 fn stalled_client(port: u16, path: &str) -> WebSocket<TcpStream> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
