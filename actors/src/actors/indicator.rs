@@ -4,6 +4,7 @@
 //! [`ProvisionalBoard`] for HTTP and never stored. At start, and whenever a late or revised closed candle lands
 //! inside what was already consumed, the state is rebuilt from the stored closed candles.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,10 @@ pub struct IndicatorActor {
     /// The stream's name, for logs.
     key: StreamKey,
     state: StreamIndicators,
+    /// Live closed candles queued behind a rebuild: published to the hub with their values once it is applied.
+    awaiting: Vec<Candle>,
+    /// Their values as the rebuild passes computed them (a later pass overwrites what it recomputes).
+    awaited_values: HashMap<i64, Vec<IndicatorValue>>,
     storage: Mailbox<StorageActor>,
     board: ProvisionalBoard,
     stats: Arc<TaskStats>,
@@ -63,7 +68,16 @@ impl IndicatorActor {
         board: ProvisionalBoard,
         stats: Arc<TaskStats>,
     ) -> Self {
-        Self { stream, key, state: StreamIndicators::new(config), storage, board, stats }
+        Self {
+            stream,
+            key,
+            state: StreamIndicators::new(config),
+            awaiting: Vec::new(),
+            awaited_values: HashMap::new(),
+            storage,
+            board,
+            stats,
+        }
     }
 
     fn store(&self, values: Vec<(i64, IndicatorValue)>) {
@@ -98,7 +112,11 @@ impl IndicatorActor {
         let mut chunk = Vec::with_capacity(REBUILD_CHUNK);
         let mut stored = 0;
         let (storage, stream) = (&self.storage, self.stream);
+        let (awaiting, awaited_values) = (&self.awaiting, &mut self.awaited_values);
         let again = self.state.rebuilt(&candles, |open_time, values| {
+            if awaiting.iter().any(|candle| candle.open_time == open_time) {
+                awaited_values.insert(open_time, values.to_vec());
+            }
             chunk.extend(values.iter().map(|v| (open_time, *v)));
             if chunk.len() >= REBUILD_CHUNK {
                 stored += chunk.len();
@@ -108,6 +126,14 @@ impl IndicatorActor {
         stored += chunk.len();
         self.store(chunk);
         log::info!("{}: indicators rebuilt from {} candles, {stored} values stored", self.key, candles.len());
+        if !again {
+            let mut awaited_values = std::mem::take(&mut self.awaited_values);
+            for candle in std::mem::take(&mut self.awaiting) {
+                let values = awaited_values.remove(&candle.open_time).unwrap_or_default();
+                let values = values.into_iter().map(|value| (candle.open_time, value)).collect();
+                self.storage.do_send(StoreIndicators { stream, values, closed: Some(candle) });
+            }
+        }
         if again {
             self.load(ctx);
         } else if let Some((open_time, values)) = self.state.provisional() {
@@ -139,10 +165,14 @@ impl Handler<IndicatorCandle> for IndicatorActor {
             return;
         }
         self.board.closed(self.stream, candle.open_time);
-        if let Some(values) = self.state.closed(&candle) {
-            // Sent even without values (warming up): storage publishes the candle to the hub after the commit.
-            let values = values.iter().map(|v| (candle.open_time, *v)).collect();
-            self.storage.do_send(StoreIndicators { stream: self.stream, values, closed: Some(candle) });
+        match self.state.closed(&candle) {
+            Some(values) => {
+                // Sent even without values (warming up): storage publishes the candle to the hub after the commit.
+                let values = values.iter().map(|v| (candle.open_time, *v)).collect();
+                self.storage.do_send(StoreIndicators { stream: self.stream, values, closed: Some(candle) });
+            }
+            // Queued behind a rebuild: its values come with it.
+            None => self.awaiting.push(candle),
         }
     }
 }
@@ -193,8 +223,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::actors::storage::{Flush, StorageSettings, StoreCandles};
+    use crate::actors::storage::{CommittedCandles, Flush, StorageSettings, StoreCandles};
     use crate::domain::{StreamKey, Timeframe};
+    use crate::hub::{Feed, Hub, HubMessage};
     use crate::indicators::{IndicatorSet, recompute};
     use crate::metrics::Metrics;
     use crate::registry::StreamRegistry;
@@ -242,12 +273,15 @@ mod tests {
         let key = StreamKey::new("BTCUSDT", Timeframe::M1);
         let streams = StreamRegistry::new([&key]);
         let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
+        let hub = Hub::default();
         let settings = StorageSettings {
             path: path.clone(),
             batch_size: 64,
             flush_interval: Duration::from_millis(10),
-            committed: Default::default(),
+            committed: CommittedCandles::with_hub(hub.clone()),
         };
+        let mut closed_candles = hub.subscribe(Feed::CLOSED);
+        closed_candles.subscribe(std::slice::from_ref(&key));
         let store = CandleStore::open(&path).expect("db");
         let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
         let stats = TaskStats::new(MAILBOX_CAPACITY);
@@ -286,18 +320,37 @@ mod tests {
         indicator.do_send(IndicatorCandle(candle(50, true)));
         indicator.do_send(IndicatorCandle(candle(51, false)));
 
-        let mut equal = false;
+        let mut equal = None;
         for _ in 0..200 {
             indicator.send(Drain).await.expect("indicator alive");
             storage.send(Flush).await.expect("storage alive").expect("flushed");
             let (table, clean) = table_and_recomputation(&path);
             if !clean.is_empty() && table == clean {
-                equal = true;
+                equal = Some(clean);
                 break;
             }
             actix::clock::sleep(Duration::from_millis(10)).await;
         }
-        assert!(equal, "the indicators table never matched a clean recomputation");
+        let clean = equal.expect("the indicators table never matched a clean recomputation");
+        // TC3: every live close reached the hub once, in order, after commit, with its values: those queued behind
+        // the start-up rebuild and the late candle's rebuild too (minute 40 came from a backfill: not live).
+        let mut published = Vec::new();
+        while let Some(HubMessage::Closed(closed)) = closed_candles.try_recv() {
+            published.push(closed);
+        }
+        let minutes: Vec<i64> = published.iter().map(|c| c.candle.open_time / 60_000).collect();
+        assert_eq!(minutes, (30..40).chain(41..51).collect::<Vec<_>>());
+        for closed in &published {
+            let Some(sma) = closed.indicator("sma_20") else {
+                panic!("minute {}: no sma_20: {:?}", closed.candle.open_time / 60_000, closed.values)
+            };
+            assert_eq!(
+                Some(&sma),
+                clean.get(&(closed.candle.open_time, "sma_20".to_owned())),
+                "{}",
+                closed.candle.open_time
+            );
+        }
         let provisional = board.get("BTCUSDT", Timeframe::M1).expect("provisional values");
         assert_eq!(provisional.open_time, 51 * 60_000);
         assert!(provisional.values.iter().any(|(name, _)| name == "sma_20"));
