@@ -336,7 +336,7 @@ fn the_api_section_caps_the_clients_and_turns_the_streams_off() {
 }
 
 /// Connects to `path` with a small receive buffer and never reads: the server's writes back up at once.
-fn stalled_client(port: u16, path: &str) -> WebSocket<TcpStream> {
+fn stalled_client(port: u16, path: &str) -> WebSocket<MaybeTlsStream<TcpStream>> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
@@ -346,7 +346,7 @@ fn stalled_client(port: u16, path: &str) -> WebSocket<TcpStream> {
     let stream = stream.into_std().expect("a std stream");
     stream.set_nonblocking(false).expect("blocking");
     let url = format!("ws://127.0.0.1:{port}{path}");
-    let (socket, _) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
+    let (socket, _) = tungstenite::client::client(url.as_str(), MaybeTlsStream::Plain(stream)).expect("handshake");
     socket
 }
 
@@ -389,7 +389,21 @@ fn a_stalled_client_is_cut_and_counted_while_another_on_the_same_streams_gets_ev
     assert!(alone.is_some(), "the stalled client is still a subscriber");
     assert!(app.log_text().contains("overflowed"), "the cut is logged with its reason");
     println!("the reader got {checked} events, every one as sent, while the stalled client was cut");
-    drop(stalled);
+    // Reading at last, the stalled client finds what was buffered for it, then the end of the connection.
+    let mut stalled = Client::ready(stalled);
+    let mut buffered = 0;
+    let frame = loop {
+        match stalled.read(PATIENCE) {
+            Read::Text(_) => buffered += 1,
+            Read::Closed(frame) => break frame.expect("a close frame"),
+            Read::Nothing => panic!("the server kept the stalled client's connection open after {buffered} events"),
+        }
+    };
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1008, "Slow consumer: send buffer overflowed"),
+        "after {buffered} buffered events"
+    );
 }
 
 #[test]

@@ -26,8 +26,9 @@ const PONG_DEADLINE: Duration = Duration::from_secs(60);
 const HEARTBEAT_TICK: Duration = Duration::from_secs(1);
 /// The largest message a client may send (a SUBSCRIBE of 1,024 streams is about 25 KB).
 const MAX_INCOMING_BYTES: usize = 64 * 1024;
-/// How long a close frame may take to be queued before the connection is simply dropped.
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a close frame may wait to be queued (behind what a slow client has not read yet) before the connection
+/// is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The local WebSocket API's state: the hub it serves from, and the client limit.
 pub struct LocalStreams {
@@ -170,9 +171,12 @@ impl Client {
                 break end;
             }
         };
+        let Self { session, subscription, _slot, .. } = self;
+        // The client is gone from the hub and the client count now; the close frame may still wait.
+        drop((subscription, _slot));
         if let End::Close(code, description) = end {
             let reason = CloseReason { code, description: Some(description.to_owned()) };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.session.close(Some(reason))).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(reason))).await;
         }
     }
 
