@@ -12,4 +12,5 @@ pub mod weight;
 pub use cache::KlineCache;
 pub use request::{ApiFault, KlineRequest, TimeZone};
 pub use selection::{Answer, answer_from, expected_opens};
+pub use serve::{has_global_grid, klines_from_store, klines_store_alone};
 pub use weight::{Verdict, WeightLimiter};
