@@ -118,6 +118,8 @@ fn klines_match_the_fake_for_every_combination_of_times_and_limits() {
         format!("&endTime={}", first - MINUTE),
     ];
     queries.extend(["&limit=1000&startTime=0".to_owned(), format!("&endTime={}&startTime={}", ago(3), ago(2))]);
+    // timeZone does not move intervals below a day: served from the store on the UTC grid.
+    queries.extend(["&timeZone=0&limit=5".to_owned(), "&timeZone=-05:45&limit=5".to_owned()]);
     let mut answered = 0;
     for query in &queries {
         answered +=
@@ -158,6 +160,11 @@ fn unconfigured_streams_and_holes_are_read_through() {
     assert!(app.metric("candled_api_cache_bytes") > 0.0);
     assert_same(&fake, &app, "/api/v3/klines?symbol=ETHUSDT&interval=5m&limit=7");
     assert_same(&fake, &app, "/api/v3/klines?symbol=SOLUSDT&interval=1h&limit=3");
+    // A day in another time zone is the exchange's to select: forwarded as asked (the fake ignores timeZone, so
+    // this shows the forwarding, not the alignment).
+    let zoned = "timeZone=%2B08:00";
+    assert_same(&fake, &app, &format!("/api/v3/klines?symbol=BTCUSDT&interval=1d&{zoned}&limit=3"));
+    assert_eq!(klines_requests(&fake, &["timeZone=%2B08%3A00", "interval=1d"]).len(), 1, "candled's request");
     // A hole in a configured stream: three stored candles deleted behind candled's back.
     let current = Interval::parse("1m").unwrap().open_time_at(fake.now_ms());
     let writer = crate::helpers::open_db_read_write(&app.db_path);
