@@ -105,13 +105,14 @@ impl LocalBinance {
     }
 }
 
-/// The `/api/v3/*` routes. Each answers 404 when `[api] enabled = false`.
+/// The `/api/v3/*` routes, on GET and HEAD like every query endpoint. Each answers 404 when
+/// `[api] enabled = false`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v3/klines", web::get().to(klines))
-        .route("/api/v3/uiKlines", web::get().to(ui_klines))
-        .route("/api/v3/exchangeInfo", web::get().to(exchange_info))
-        .route("/api/v3/ping", web::get().to(ping))
-        .route("/api/v3/time", web::get().to(time));
+    cfg.service(super::get_and_head("/api/v3/klines", klines))
+        .service(super::get_and_head("/api/v3/uiKlines", ui_klines))
+        .service(super::get_and_head("/api/v3/exchangeInfo", exchange_info))
+        .service(super::get_and_head("/api/v3/ping", ping))
+        .service(super::get_and_head("/api/v3/time", time));
 }
 
 /// The exchange's clock now, or the local one before the exchange was ever heard.

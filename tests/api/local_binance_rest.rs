@@ -22,7 +22,9 @@ struct Answer {
 }
 
 fn get(base: &str, path_and_query: &str) -> Answer {
-    let response = reqwest::blocking::get(format!("{base}{path_and_query}")).expect("HTTP GET");
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(reqwest::blocking::Client::new);
+    let response = client.get(format!("{base}{path_and_query}")).send().expect("HTTP GET");
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()?.parse().ok());
     let (status, weight, retry_after) =
         (response.status().as_u16(), header("x-mbx-used-weight-1m"), header("retry-after"));
@@ -193,6 +195,8 @@ fn exchange_info_and_every_error_match_the_fake() {
         assert_eq!(info(&app_url(&app), query), info(&fake.rest_url(), query), "exchangeInfo{query}");
     }
     assert_eq!(get(&app_url(&app), "/api/v3/ping").body, serde_json::json!({}));
+    let post = reqwest::blocking::Client::new().post(format!("{}/api/v3/ping", app_url(&app))).send().unwrap();
+    assert_eq!(post.status().as_u16(), 405, "GET and HEAD only, as every query endpoint");
     let server_time = get(&app_url(&app), "/api/v3/time").body["serverTime"].as_i64().unwrap();
     assert!((server_time - fake.now_ms()).abs() < 2_000, "the exchange's clock, not the local one");
     let faults = [
