@@ -196,10 +196,19 @@ async fn exchange_info(request: HttpRequest, state: web::Data<AppState>) -> Http
         };
         let mut body = info.body.clone();
         body.insert("serverTime".into(), exchange_now(&state).into());
+        local_weight_limit(&mut body, api.weight_per_minute);
         body.insert("symbols".into(), Value::Array(symbols));
         Ok(Value::Object(body).to_string())
     })
     .await
+}
+
+/// The request weight limit a client of candled has: `[api] weight_per_minute`, in place of the exchange's.
+fn local_weight_limit(body: &mut serde_json::Map<String, Value>, weight_per_minute: u32) {
+    let limits = body.get_mut("rateLimits").and_then(Value::as_array_mut).into_iter().flatten();
+    for limit in limits.filter(|limit| limit["rateLimitType"] == "REQUEST_WEIGHT" && limit["interval"] == "MINUTE") {
+        limit["limit"] = weight_per_minute.into();
+    }
 }
 
 async fn klines(request: HttpRequest, state: web::Data<AppState>) -> HttpResponse {

@@ -253,7 +253,7 @@ fn early_in_a_minute() {
 
 #[test]
 fn weight_is_reported_and_limited_and_read_through_can_be_off() {
-    let (fake, app) = start("[api]\nweight_per_minute = 12\nread_through = false\n");
+    let (fake, app) = start("[api]\nweight_per_minute = 30\nread_through = false\n");
     early_in_a_minute();
     // Older than the store's history: with read-through off, the store's rows alone, and nothing asked upstream.
     let current = Interval::parse("1m").unwrap().open_time_at(fake.now_ms());
@@ -265,13 +265,17 @@ fn weight_is_reported_and_limited_and_read_through_can_be_off() {
     assert_eq!(opens, stored.iter().take(3).copied().collect::<Vec<_>>(), "the oldest stored rows");
     assert!(klines_requests(&fake, &[&since]).is_empty());
     let unknown = get(&app_url(&app), "/api/v3/klines?symbol=ETHUSDT&interval=5m");
-    assert_eq!((unknown.status, unknown.body), (200, serde_json::json!([])));
-    // Weights add up per minute: 2 + 2 + 1 * 8 = 12, then a 429 with Retry-After, then a 418 ban.
-    for used in 5..=12 {
+    assert_eq!((unknown.status, unknown.body, unknown.weight), (200, serde_json::json!([]), Some(4)));
+    // exchangeInfo states the local limit, not the exchange's.
+    let info = get(&app_url(&app), "/api/v3/exchangeInfo?symbol=BTCUSDT");
+    assert_eq!((info.status, info.weight), (200, Some(24)));
+    assert_eq!(info.body["rateLimits"][0]["limit"], 30);
+    // Weights add up per minute to the limit (2 + 2 + 20 + 1 * 6 = 30), then a 429 with Retry-After, then a ban.
+    for used in 25..=30 {
         assert_eq!(get(&app_url(&app), "/api/v3/ping").weight, Some(used));
     }
     let limited = get(&app_url(&app), "/api/v3/ping");
-    assert_eq!((limited.status, limited.body["code"].as_i64(), limited.weight), (429, Some(-1003), Some(12)));
+    assert_eq!((limited.status, limited.body["code"].as_i64(), limited.weight), (429, Some(-1003), Some(30)));
     assert!(limited.retry_after.is_some_and(|secs| (1..=60).contains(&secs)), "Retry-After: {:?}", limited.retry_after);
     let banned = get(&app_url(&app), "/api/v3/time");
     assert_eq!((banned.status, banned.body["code"].as_i64()), (418, Some(-1003)));
