@@ -130,8 +130,14 @@ fn klines_match_the_fake_for_every_combination_of_times_and_limits() {
     for query in &queries[..6] {
         assert_same(&fake, &app, &format!("/api/v3/uiKlines?symbol=BTCUSDT&interval=1m{query}"));
     }
-    // Read-through rows of a configured stream are stored.
+    // Read-through rows of a configured stream are stored, and the stream's indicators rebuilt over them.
     assert!(stored_closed(&app.db(), "BTCUSDT", "1m").contains(&ago(200)));
+    let indicator_at = |open: i64| -> i64 {
+        let sql = "SELECT COUNT(*) FROM indicators WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND timestamp = ?1";
+        app.db().query_row(sql, [open], |row| row.get(0)).unwrap()
+    };
+    let rebuilt = wait_until(Duration::from_secs(10), || (indicator_at(ago(1700)) > 0).then_some(()));
+    assert!(rebuilt.is_some(), "no indicator values on the read-through candles");
     assert!(app.metric("candled_api_klines_answered_total{source=\"store\"}") >= 10.0);
     assert!(app.metric("candled_api_klines_answered_total{source=\"exchange\"}") >= 5.0);
     assert_eq!(app.metric("candled_api_requests_total{endpoint=\"klines\",status=\"200\"}"), f64::from(answered));
