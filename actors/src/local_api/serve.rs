@@ -13,16 +13,17 @@ pub fn klines_from_store(store: &CandleStore, request: &KlineRequest, now: i64) 
     let (Some(&first), Some(&last)) = (expected.first(), expected.last()) else {
         return Ok(Answer::Complete(Vec::new()));
     };
-    // One row more than selected: a stored row off the grid shows as a mismatch, never as a silent extra.
-    let rows = store.candles_window(
-        &request.symbol,
-        request.timeframe,
-        first,
-        last + 1,
-        expected.len() + 1,
-        Window::Oldest,
-    )?;
-    Ok(answer_from(&expected, &rows, request.timeframe.open_time_containing(now)))
+    let current_open = request.timeframe.open_time_containing(now);
+    // One row more than selected: a stored row off the grid shows as a mismatch, never as a silent extra. When the
+    // selection ends at the candle in progress, the row after it is read too: a stored newer candle means the
+    // exchange's clock is past `now` (it was last observed a moment ago), and the exchange is asked instead.
+    let upto = if last == current_open { i64::MAX } else { last + 1 };
+    let rows =
+        store.candles_window(&request.symbol, request.timeframe, first, upto, expected.len() + 1, Window::Oldest)?;
+    if last == current_open && rows.iter().any(|row| row.open_time > last) {
+        return Ok(Answer::Incomplete);
+    }
+    Ok(answer_from(&expected, &rows, current_open))
 }
 
 /// What the store holds for `request`, selected as Binance selects (read-through off): rows with
@@ -65,6 +66,8 @@ mod tests {
         // The hole, and history older than the store's.
         assert_eq!(klines_from_store(&store, &request(None, None, 7), now).unwrap(), Answer::Incomplete);
         assert_eq!(klines_from_store(&store, &request(Some(90 * 60_000), None, 3), now).unwrap(), Answer::Incomplete);
+        // A clock behind the store's newest candle: the exchange has moved on.
+        assert_eq!(klines_from_store(&store, &request(None, None, 2), now - 60_000).unwrap(), Answer::Incomplete);
         // An empty selection needs nothing.
         assert_eq!(
             klines_from_store(&store, &request(Some(now + 60_000), None, 3), now).unwrap(),
