@@ -5,6 +5,7 @@ pub mod actors;
 pub mod domain;
 pub mod fault_injection;
 pub mod indicators;
+pub mod local_api;
 pub mod lock;
 pub mod metrics;
 pub mod registry;

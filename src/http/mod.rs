@@ -3,6 +3,7 @@
 //! `Allow`, an unknown path a 404, and every error a JSON body (see [`error`]).
 
 mod admin;
+pub mod binance_rest;
 mod candles;
 pub mod client_errors;
 mod config;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub committed: CommittedCandles,
     /// The exchange's clock as the engine observes it: ages on `/metrics` are judged on it.
     pub exchange_clock: std::sync::Arc<candled_actors::domain::ExchangeClock>,
+    /// The local Binance API (`/api/v3/*`); `None` when `[api] enabled = false`.
+    pub local_binance: Option<std::sync::Arc<binance_rest::LocalBinance>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -65,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/config", config::config))
         .service(get_and_head("/metrics", metrics::metrics))
         .service(get_and_head("/api/v1/events", events::events));
+    binance_rest::routes(cfg);
     dashboard::routes(cfg);
     admin::routes(cfg);
     if candled_actors::fault_injection::ENABLED {

@@ -477,7 +477,6 @@ pub fn assert_streams_complete_through(
         .sum()
 }
 
-#[allow(dead_code)] // used by the local Binance API tests
 /// The Python that has the real Binance clients (`python-binance`, `ccxt`): `$CANDLED_CLIENTS_PYTHON`, else the venv
 /// `.ci/run` makes in `target/py-clients`. Where neither exists the caller skips, with a note; under `CI=true` a
 /// missing client is a failure, never a skip.

@@ -8,7 +8,7 @@ mod control;
 mod deferred;
 mod fetch;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod handover;
 mod kline;
 mod kline_scan;
