@@ -191,6 +191,15 @@ impl Application {
             committed: committed.clone(),
             exchange_clock: rest.clock().clone(),
             local_streams: LocalStreams::new(hub.clone(), settings.api.enabled, settings.api.max_ws_clients),
+            local_binance: settings.api.enabled.then(|| {
+                let api = &settings.api;
+                Arc::new(http::binance_rest::LocalBinance::new(
+                    api.read_through,
+                    api.cache_bytes,
+                    api.weight_per_minute,
+                    rest.clone(),
+                ))
+            }),
         });
         let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::routes))
             .workers(2)

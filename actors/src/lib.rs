@@ -6,6 +6,7 @@ pub mod domain;
 pub mod fault_injection;
 pub mod hub;
 pub mod indicators;
+pub mod local_api;
 pub mod lock;
 pub mod metrics;
 pub mod registry;

@@ -56,6 +56,12 @@ pub struct Metrics {
     rest_rate_limited: IntCounterVec,
     /// The fan-out hub's series (local WebSocket clients, subscriptions, events sent, slow ones cut).
     pub hub: crate::hub::HubMetrics,
+    /// The local Binance API (`/api/v3/*`): requests answered, by `endpoint` and `status`.
+    pub api_requests: IntCounterVec,
+    /// The local Binance API's kline answers, by `source`: `store`, `cache`, `exchange` (read-through).
+    pub api_klines_answered: IntCounterVec,
+    /// Bytes held by the local Binance API's read-through cache.
+    pub api_cache_bytes: IntGauge,
 }
 
 /// Upper bounds of the event-to-commit histogram, in seconds.
@@ -183,8 +189,29 @@ impl Metrics {
                 "status",
             ),
             hub: crate::hub::HubMetrics::register(&registry),
+            api_requests: {
+                let opts = Opts::new("api_requests_total", "Local Binance API requests, by endpoint and HTTP status");
+                let metric = IntCounterVec::new(opts, &["endpoint", "status"]).expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
+            api_klines_answered: counter_vec(
+                "api_klines_answered_total",
+                "Local Binance API kline answers, by source: store, cache or exchange (read-through)",
+                "source",
+            ),
+            api_cache_bytes: {
+                let metric =
+                    IntGauge::new("api_cache_bytes", "Bytes held by the local Binance API's read-through cache")
+                        .expect("valid metric");
+                registry.register(Box::new(metric.clone())).expect("registered once");
+                metric
+            },
             registry,
         };
+        for source in ["store", "cache", "exchange"] {
+            metrics.api_klines_answered.with_label_values(&[source]);
+        }
         for status in RATE_LIMIT_STATUSES {
             metrics.rest_rate_limited.with_label_values(&[&status.to_string()]);
         }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    Candle, ExchangeClock, Gap, Permit, RejectReason, RequestGate, StreamKey, missing_ranges, parse_rest_klines,
+    Candle, ExchangeClock, Gap, Permit, RejectReason, RequestGate, StreamKey, Timeframe, missing_ranges,
+    parse_rest_klines,
 };
 use crate::error_chain;
 use crate::metrics::Metrics;
@@ -248,6 +249,32 @@ impl RestClient {
             missing_ranges(key.timeframe, from_open, through, candles.iter().map(|c| c.open_time))
         });
         Ok(ClosedRange { candles, through_open, exchange_gaps })
+    }
+
+    /// `GET /api/v3/klines` with `query` as given, for the local Binance API's read-through, under the shared weight
+    /// budget. A refusal keeps the exchange's status and body. A row is closed when a later row follows it (only the
+    /// newest can be in progress), or when it closed before the exchange's clock as read before the request: that
+    /// clock can only be behind the one the answer was served at, so an in-progress row is never called closed.
+    pub async fn klines_query(&self, timeframe: Timeframe, query: &[(&str, String)]) -> Result<Vec<Candle>, RestError> {
+        let before = self.clock.at(unix_ms()).unwrap_or(i64::MIN);
+        let url = format!("{}/api/v3/klines", self.base);
+        let body = self.klines_raw(query).await?;
+        let mut candles =
+            parse_rest_klines(&body, timeframe, i64::MAX).map_err(|reason| RestError::Malformed { url, reason })?;
+        if let Some(newest) = candles.last_mut() {
+            newest.is_closed = newest.close_time < before;
+        }
+        Ok(candles)
+    }
+
+    /// The exchange's `GET /api/v3/klines` body for `query`, as sent, under the shared weight budget.
+    pub async fn klines_raw(&self, query: &[(&str, String)]) -> Result<Vec<u8>, RestError> {
+        Ok(self.get("/api/v3/klines", query, KLINES_WEIGHT).await?.1)
+    }
+
+    /// The exchange's whole `GET /api/v3/exchangeInfo` body, under the shared weight budget.
+    pub async fn exchange_info(&self) -> Result<Vec<u8>, RestError> {
+        Ok(self.get("/api/v3/exchangeInfo", &[], EXCHANGE_INFO_WEIGHT).await?.1)
     }
 
     /// The exchange's clock as every fetch observed it.

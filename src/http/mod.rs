@@ -3,6 +3,7 @@
 //! `Allow`, an unknown path a 404, and every error a JSON body (see [`error`]).
 
 mod admin;
+pub mod binance_rest;
 pub mod binance_ws;
 mod candles;
 pub mod client_errors;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub exchange_clock: std::sync::Arc<candled_actors::domain::ExchangeClock>,
     /// Binance's WebSocket streams served from the hub (`/ws`, `/stream`).
     pub local_streams: binance_ws::LocalStreams,
+    /// The local Binance API (`/api/v3/*`); `None` when `[api] enabled = false`.
+    pub local_binance: Option<std::sync::Arc<binance_rest::LocalBinance>>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -68,6 +71,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_and_head("/api/v1/config", config::config))
         .service(get_and_head("/metrics", metrics::metrics))
         .service(get_and_head("/api/v1/events", events::events));
+    binance_rest::routes(cfg);
     dashboard::routes(cfg);
     admin::routes(cfg);
     binance_ws::routes(cfg);

@@ -89,6 +89,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         admin_token: None,
         committed: Default::default(),
         exchange_clock: Default::default(),
+        local_binance: None,
     };
     let app = test::init_service(App::new().app_data(web::Data::new(state)).configure(routes)).await;
     let response = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;

@@ -13,6 +13,7 @@ mod http_conventions;
 mod indicators;
 mod live_config;
 mod live_streams;
+mod local_binance_rest;
 mod local_binance_ws;
 mod metrics;
 mod reliability;

@@ -16,12 +16,12 @@ use crate::actors::connection::{
 };
 use crate::actors::health::{HealthActor, RegisterStream, RegisterTask, UnregisterStreams, UnregisterTasks};
 use crate::actors::history::{HistoryActor, StreamsRemoved};
-use crate::actors::indicator::IndicatorActor;
+use crate::actors::indicator::{IndicatorActor, Rebuild};
 use crate::actors::messages::{Drain, HistoryLanded, Retire};
-use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings};
+use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings, StoreCandles};
 use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
-use crate::domain::{BackoffPolicy, Gap, StreamChanges, StreamId, StreamKey, Timeframe, place};
+use crate::domain::{BackoffPolicy, Candle, Gap, StreamChanges, StreamId, StreamKey, Timeframe, place};
 use crate::hub::UpstreamDemand;
 use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
@@ -33,6 +33,16 @@ use crate::tasks::{
     Priority, RestartBudget, RestartDecision, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats,
 };
 use crate::wiring::{self, StreamStart, StreamWiring};
+
+/// Store closed candles the local Binance API fetched from the exchange for `key`, and rebuild the stream's
+/// indicators from the oldest of them. Answers whether they went to storage: only for a configured stream of a
+/// running engine; in-progress candles are dropped, so that a fetched row never overwrites newer live data.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct StoreFetched {
+    pub key: StreamKey,
+    pub candles: Vec<Candle>,
+}
 
 /// Stop every task in reverse start order and flush storage. Answers when everything received is committed.
 #[derive(Message)]
@@ -1060,6 +1070,22 @@ impl Handler<RestartTask> for SupervisorActor {
         }
         actor.do_send(Retire);
         Ok(())
+    }
+}
+
+impl Handler<StoreFetched> for SupervisorActor {
+    type Result = bool;
+
+    fn handle(&mut self, StoreFetched { key, candles }: StoreFetched, _ctx: &mut Context<Self>) -> bool {
+        let Some(running) = self.running.as_ref().filter(|_| !self.shutting_down) else { return false };
+        let Some((&stream, _)) = running.streams.iter().find(|(_, tasks)| tasks.key == key) else { return false };
+        let candles: Vec<Candle> = candles.into_iter().filter(|c| c.is_closed).collect();
+        let Some(from) = candles.iter().map(|c| c.open_time).min() else { return true };
+        running.wiring.storage.do_send(StoreCandles { stream, candles });
+        // Older candles than those the indicators were fed: recompute from the oldest (after the store, which the
+        // rebuild's load waits for).
+        running.streams[&stream].indicator.do_send(Rebuild { from });
+        true
     }
 }
 

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::domain::kline_scan::scan_kline_frame;
 use crate::domain::{Candle, Timeframe};
 
 /// Why a frame or row was rejected. Each reason is counted separately on the health endpoint and in metrics.
@@ -166,11 +167,20 @@ struct WireKline<'a> {
 
 /// Parses one WebSocket text frame. A frame that is rejected must be counted and dropped by the caller.
 ///
+/// Kline events in Binance's compact form take the specialised single-pass parser; every other frame, and anything
+/// unusual about a kline event, takes [`parse_frame_generic`]. Both give the same result on every input.
+pub fn parse_frame(text: &str) -> Result<Frame<'_>, RejectReason> {
+    scan_kline_frame(text).unwrap_or_else(|| parse_frame_generic(text))
+}
+
+/// The reference parser: `serde_json` into typed, borrowed structs. It reads every frame [`parse_frame`] can be given
+/// and decides what the specialised parser leaves to it.
+///
 /// A real event: `{"e":"kline","E":1631636735735,"s":"BTCUSDT","k":{"t":1631636700000,"T":1631636999999,
 /// "s":"BTCUSDT","i":"5m","f":1054217725,"L":1054218306,"o":"46686.15000000","c":"46673.53000000",
 /// "h":"46686.15000000","l":"46668.45000000","v":"12.26168000","n":582,"x":false,"q":"572337.21655380",
 /// "V":"3.29093000","Q":"153606.31592330","B":"0"}}`. The combined form wraps it as `{"stream":..,"data":{..}}`.
-pub fn parse_frame(text: &str) -> Result<Frame<'_>, RejectReason> {
+pub fn parse_frame_generic(text: &str) -> Result<Frame<'_>, RejectReason> {
     let frame: WireFrame<'_> = serde_json::from_str(text).map_err(json_reason)?;
     if let Some(error) = frame.error {
         return Ok(Frame::Error { code: error.code, msg: error.msg });

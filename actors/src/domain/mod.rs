@@ -11,6 +11,7 @@ mod fetch;
 pub(crate) mod fixtures;
 mod handover;
 mod kline;
+mod kline_scan;
 mod rate;
 mod repair;
 mod routing;
@@ -27,7 +28,9 @@ pub use control::{Control, ControlQueue};
 pub use deferred::{DeferredUpdate, PendingUpdate};
 pub use fetch::{BackfillPurpose, FetchRange};
 pub use handover::{Handover, HandoverFailed, HandoverKind};
-pub use kline::{Frame, KlineEvent, RejectReason, parse_decimal, parse_frame, parse_rest_klines, validate};
+pub use kline::{
+    Frame, KlineEvent, RejectReason, parse_decimal, parse_frame, parse_frame_generic, parse_rest_klines, validate,
+};
 pub use rate::{Permit, RateBudget, RequestGate};
 pub use repair::{FailedFetch, Fetch, FetchAnswer, FetchFailure, Landing, StreamRepair, WatchOutcome};
 pub use routing::{Routed, Router, route_frame};

@@ -197,7 +197,8 @@ fn route(shared: &Shared, head: &RequestHead, record: &mut RestRecord) -> (Reply
         "/api/v3/ping" => (Reply::ok("{}".to_string()), LIGHT_WEIGHT),
         "/api/v3/time" => (Reply::ok(json!({ "serverTime": shared.clock.now_ms() }).to_string()), LIGHT_WEIGHT),
         "/api/v3/exchangeInfo" => (exchange_info(shared, &params).unwrap_or_else(|e| e), EXCHANGE_INFO_WEIGHT),
-        "/api/v3/klines" => (klines(shared, &params, record).unwrap_or_else(|e| e), KLINES_WEIGHT),
+        // On spot, uiKlines answers the same rows as klines.
+        "/api/v3/klines" | "/api/v3/uiKlines" => (klines(shared, &params, record).unwrap_or_else(|e| e), KLINES_WEIGHT),
         _ => (Reply::error(404, -1000, "Unknown path."), 0),
     }
 }
@@ -254,7 +255,13 @@ fn is_legal_symbol(symbol: &str) -> bool {
         && symbol.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
+/// Binance refuses a parameter sent twice before anything else (`-1101`), then parameters it does not read (`-1104`).
 fn reject_unknown_params(params: &[(String, String)], known: &[&str]) -> Result<(), Reply> {
+    for (index, (name, _)) in params.iter().enumerate() {
+        if params[..index].iter().any(|(earlier, _)| earlier == name) {
+            return Err(Reply::error(400, -1101, "Duplicate values for a parameter detected."));
+        }
+    }
     let read = params.iter().filter(|(key, _)| known.contains(&key.as_str())).count();
     if read == params.len() {
         return Ok(());
