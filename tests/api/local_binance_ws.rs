@@ -610,29 +610,35 @@ fn fan_out_200_clients_on_50_streams_for_60s() {
     );
 }
 
-/// Builds `examples/strategy.rs` (in this test build's profile) and returns the executable.
+/// Builds `examples/strategy.rs` (in this test build's profile and target folder) and returns the executable.
 fn build_strategy_example() -> std::path::PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "candled", "--example", "strategy"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    // Without what cargo set for this test run, so that the build is the one `cargo build` makes (and no rebuild).
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if (name.starts_with("CARGO_") && name != "CARGO_HOME") || name == "LD_LIBRARY_PATH" {
-            build.env_remove(&*name);
-        }
-    }
-    let status = build.status().expect("run cargo build --example strategy");
-    assert!(status.success(), "cargo build --example strategy failed");
     let profile_dir = std::env::current_exe()
         .expect("the test executable")
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>")
         .to_path_buf();
+    let target_dir = profile_dir.parent().expect("the target folder");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "candled", "--example", "strategy", "--target-dir"]);
+    build.arg(target_dir).current_dir(env!("CARGO_MANIFEST_DIR"));
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    // Without the variables cargo sets for a test run (some build scripts watch them), so that the build is the one
+    // `cargo build` makes and nothing is rebuilt.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_EXE_", "CARGO_CRATE_", "CARGO_PRIMARY_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix));
+        if set_for_tests || name == "CARGO_TARGET_TMPDIR" || name == "LD_LIBRARY_PATH" {
+            build.env_remove(&*name);
+        }
+    }
+    let status = build.status().expect("run cargo build --example strategy");
+    assert!(status.success(), "cargo build --example strategy failed");
     profile_dir.join("examples").join("strategy")
 }
 
