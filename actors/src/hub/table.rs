@@ -147,7 +147,7 @@ impl SubscriberTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Candle, Timeframe};
+    use crate::domain::Timeframe;
     use crate::hub::{ClosedCandle, Disconnected};
 
     fn key(symbol: &str) -> StreamKey {
@@ -155,20 +155,7 @@ mod tests {
     }
 
     fn closed(symbol: &str) -> HubMessage {
-        let candle = Candle {
-            open_time: 0,
-            close_time: 59_999,
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close: 1.0,
-            volume: 0.0,
-            quote_volume: 0.0,
-            trades: 0,
-            taker_buy_base: 0.0,
-            taker_buy_quote: 0.0,
-            is_closed: true,
-        };
+        let candle = crate::domain::fixtures::minute_candle(0, 1.0, true);
         HubMessage::Closed(Arc::new(ClosedCandle { key: key(symbol), candle, names: Arc::new([]), values: vec![] }))
     }
 

@@ -115,20 +115,7 @@ mod tests {
     }
 
     fn candle(open_time: i64, is_closed: bool) -> Candle {
-        Candle {
-            open_time,
-            close_time: open_time + MINUTE - 1,
-            open: 1.0,
-            high: 1.0,
-            low: 1.0,
-            close: 1.0,
-            volume: 0.0,
-            quote_volume: 0.0,
-            trades: 0,
-            taker_buy_base: 0.0,
-            taker_buy_quote: 0.0,
-            is_closed,
-        }
+        crate::domain::fixtures::minute_candle(open_time / MINUTE, 1.0, is_closed)
     }
 
     #[test]
