@@ -4,7 +4,8 @@
 //!
 //! Run each with `cargo test --release -p candled --test api scale_whole_exchange::<name> -- --ignored --nocapture`.
 //! Smaller or shorter trials: `CANDLED_SCALE_SYMBOLS` (default 1,500 symbols, each with all 16 intervals),
-//! `CANDLED_SCALE_SECS` (the live window, default 300), `CANDLED_SCALE_HISTORY` (candles per stream, default 1,000).
+//! `CANDLED_SCALE_SECS` (the live window, default 300), `CANDLED_SCALE_HISTORY` (candles per stream, default 1,000),
+//! `CANDLED_MIDNIGHT_LEAD_SECS` (exchange time before the midnight at start, default 120).
 
 use std::time::{Duration, Instant};
 
@@ -285,7 +286,7 @@ fn percentile(sorted: &[i64], q: f64) -> i64 {
 fn whole_exchange_midnight_close_commits_every_candle_with_its_indicators() {
     let symbols = scale_symbols();
     let streams = symbols.len() * ALL_INTERVALS.len();
-    let lead = Duration::from_secs(env_or("CANDLED_MIDNIGHT_LEAD_SECS", 90));
+    let lead = Duration::from_secs(env_or("CANDLED_MIDNIGHT_LEAD_SECS", 120));
     // Listed since 2020, so that 40 monthly candles exist before the midnight.
     let listing_ms = chrono::NaiveDate::from_ymd_opt(2020, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
     let fake = whole_exchange_fake(
