@@ -339,12 +339,6 @@ fn whole_exchange_midnight_close_commits_every_candle_with_its_indicators() {
     let cpu_during = cpu_seconds(pid) - cpu_before;
     let burst_real = at_close.elapsed();
     let peak_rss_mb = status_kb(pid, "VmHWM") as f64 / 1024.0;
-    let missing: Vec<_> = watch.pending.iter().take(10).collect();
-    assert!(
-        watch.pending.is_empty(),
-        "{} streams never committed the midnight close, e.g. {missing:?}",
-        watch.pending.len()
-    );
 
     // Nothing closed was coalesced away: every stream holds the midnight's closed candle, equal to the exchange's.
     let mut wrong = Vec::new();
@@ -383,6 +377,10 @@ fn whole_exchange_midnight_close_commits_every_candle_with_its_indicators() {
     }
     let mut latencies = watch.landed_after_ms.clone();
     latencies.sort_unstable();
+    println!("landed                 {} of {streams} streams within 60 s", latencies.len());
+    if latencies.is_empty() {
+        latencies.push(i64::MAX);
+    }
     println!(
         "--- midnight close of {streams} streams ({} symbols × 16 intervals, all closing at once) ---",
         symbols.len()
@@ -407,6 +405,12 @@ fn whole_exchange_midnight_close_commits_every_candle_with_its_indicators() {
     );
     println!("candled peak RSS       {peak_rss_mb:.1} MB VmHWM");
     println!("closed candles wrong   {} of {streams} (missing or unequal to the exchange's)", wrong.len());
+    let missing: Vec<_> = watch.pending.iter().take(10).collect();
+    assert!(
+        watch.pending.is_empty(),
+        "{} streams did not commit the midnight close with its values within 60 s, e.g. {missing:?}",
+        watch.pending.len()
+    );
     assert!(wrong.is_empty(), "closed candles missing or unequal: {:?}", &wrong[..wrong.len().min(10)]);
     assert!(percentile(&latencies, 0.99) <= 1_000, "p99 {} ms > 1 s", percentile(&latencies, 0.99));
 }
