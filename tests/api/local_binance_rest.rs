@@ -212,7 +212,6 @@ fn exchange_info_and_every_error_match_the_fake() {
         "/api/v3/klines?symbol=NOPEUSDT&interval=1m",
         "/api/v3/klines?symbol=BTCUSDT",
         "/api/v3/klines?symbol=BTCUSDT&interval=7m",
-        "/api/v3/klines?symbol=BTCUSDT&interval=1M",
         "/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=yesterday",
         "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=0",
         "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1001",

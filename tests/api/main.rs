@@ -18,6 +18,7 @@ mod local_binance_ws;
 mod metrics;
 mod reliability;
 mod scale;
+mod scale_whole_exchange;
 mod shutdown;
 mod startup;
 mod storage_faults;

@@ -10,12 +10,12 @@ use crate::fake_exchange::{FakeConfig, FakeExchange, FakeStats};
 use crate::helpers::{AppOptions, TestApp, open_db, spawn_app, wait_until};
 
 /// Binance's limits, which the fake enforces (`max_streams_per_connection`, `max_messages_per_second`).
-const STREAMS_PER_CONNECTION: usize = 1024;
+pub(crate) const STREAMS_PER_CONNECTION: usize = 1024;
 /// `STREAMS_PER_MESSAGE` in `src/startup.rs`: streams in the connect URL and in each SUBSCRIBE.
 const STREAMS_PER_MESSAGE: usize = 100;
 
 /// `count` distinct upper-case symbols; leaked because the app options take `&'static str`.
-fn symbols(count: usize) -> Vec<&'static str> {
+pub(crate) fn symbols(count: usize) -> Vec<&'static str> {
     (0..count).map(|i| &*Box::leak(format!("SC{i:04}USDT").into_boxed_str())).collect()
 }
 
@@ -39,7 +39,7 @@ fn expected_subscribes(streams: usize) -> u64 {
 }
 
 /// Waits until the fake carries `streams` subscribed streams; returns the stats then.
-fn wait_subscribed(fake: &FakeExchange, app: &TestApp, streams: usize, timeout: Duration) -> FakeStats {
+pub(crate) fn wait_subscribed(fake: &FakeExchange, app: &TestApp, streams: usize, timeout: Duration) -> FakeStats {
     wait_until(timeout, || {
         let stats = fake.stats();
         (stats.ws_streams_per_connection.iter().sum::<usize>() == streams).then_some(stats)
@@ -47,7 +47,7 @@ fn wait_subscribed(fake: &FakeExchange, app: &TestApp, streams: usize, timeout: 
     .unwrap_or_else(|| panic!("not all {streams} streams subscribed: {:?}; log tail:\n{}", fake.stats(), tail(app)))
 }
 
-fn tail(app: &TestApp) -> String {
+pub(crate) fn tail(app: &TestApp) -> String {
     let lines = app.log_lines();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
@@ -140,7 +140,7 @@ fn two_thousand_streams_added_by_an_edit_fill_the_open_connection_then_one_more_
 }
 
 /// `/proc/<pid>/stat` utime + stime, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("candled is running");
     let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
@@ -153,14 +153,14 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 /// A `kB` field of `/proc/<pid>/status`, such as `VmHWM` (peak RSS).
-fn status_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("candled is running");
     let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad {line}"))
 }
 
 /// Cumulative bucket counts `(le, count)` of `candled_event_to_commit_seconds{kind}`, `+Inf` last.
-fn latency_buckets(app: &TestApp, kind: &str) -> Vec<(f64, f64)> {
+pub(crate) fn latency_buckets(app: &TestApp, kind: &str) -> Vec<(f64, f64)> {
     let (_, body) = app.get("/metrics");
     let prefix = format!("candled_event_to_commit_seconds_bucket{{kind=\"{kind}\",le=\"");
     body.as_str()
@@ -177,7 +177,7 @@ fn latency_buckets(app: &TestApp, kind: &str) -> Vec<(f64, f64)> {
 
 /// The `q` quantile of the samples between two snapshots, interpolated within its bucket (as Prometheus'
 /// `histogram_quantile` does). Returns the sample count too.
-fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
+pub(crate) fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
     let window: Vec<(f64, f64)> = after.iter().zip(before).map(|(&(le, a), &(_, b))| (le, a - b)).collect();
     let total = window.last().map_or(0.0, |&(_, n)| n);
     let rank = q * total;
@@ -195,7 +195,7 @@ fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
     (f64::NAN, total)
 }
 
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 

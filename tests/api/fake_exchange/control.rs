@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::market::{Interval, MONTH_INTERVAL};
+use super::market::Interval;
 
 const MAX_STRING_ID_CHARS: usize = 36;
 
@@ -21,9 +21,6 @@ pub(super) fn parse_stream(name: &str) -> Result<StreamName, String> {
         && symbol.len() <= 20
         && symbol.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     let interval_name = kind.strip_prefix("kline_").filter(|_| valid_symbol).ok_or_else(invalid)?;
-    if interval_name == MONTH_INTERVAL {
-        return Err(format!("interval {MONTH_INTERVAL} is not supported by the fake exchange (`{name}`)"));
-    }
     let interval = Interval::parse(interval_name).ok_or_else(invalid)?;
     Ok(StreamName { name: name.to_string(), symbol: symbol.to_ascii_uppercase(), interval })
 }

@@ -20,9 +20,13 @@ const FLAT_BLOCK_PROBABILITY: f64 = 0.04;
 /// Every this many candles since listing one is forced to trade, so zero-trade runs stay short to walk back.
 const FORCED_TRADE_EVERY: i64 = 1000;
 
-/// Interval names Binance accepts; `1M` is valid on Binance but not served by the fake.
+/// The calendar-month interval: candles open at 00:00 UTC on the first of each month.
 pub const MONTH_INTERVAL: &str = "1M";
-const INTERVALS: [(&str, i64); 15] = [
+/// Nominal length of `1M` where a scale is needed (noise, seeds, flat blocks); its candles use the calendar.
+const MONTH_NOMINAL_MS: i64 = 30 * 86_400_000;
+/// Every interval Binance serves, in Binance's order. `3d` sits on the Unix-epoch grid of 3 days, `1w` opens on
+/// Mondays, `1M` on the first of each calendar month (UTC).
+const INTERVALS: [(&str, i64); 16] = [
     ("1s", 1_000),
     ("1m", 60_000),
     ("3m", 180_000),
@@ -38,9 +42,10 @@ const INTERVALS: [(&str, i64); 15] = [
     ("1d", 86_400_000),
     ("3d", 259_200_000),
     ("1w", 604_800_000),
+    (MONTH_INTERVAL, MONTH_NOMINAL_MS),
 ];
 
-/// A fixed-length kline interval.
+/// A Binance kline interval: fixed-length, or the calendar month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Interval {
     name: &'static str,
@@ -48,17 +53,27 @@ pub struct Interval {
 }
 
 impl Interval {
-    /// Parses a case-sensitive Binance interval name; `None` for unknown names and for `1M`.
+    /// Parses a case-sensitive Binance interval name; `None` for unknown names.
     pub fn parse(name: &str) -> Option<Interval> {
         INTERVALS.iter().find(|(n, _)| *n == name).map(|&(name, ms)| Interval { name, ms })
+    }
+
+    /// All 16 intervals, shortest first.
+    pub fn all() -> impl Iterator<Item = Interval> {
+        INTERVALS.iter().map(|&(name, ms)| Interval { name, ms })
     }
 
     pub fn name(self) -> &'static str {
         self.name
     }
 
+    /// The fixed length; for `1M` a nominal 30 days (use [`Interval::next_open`] for the real boundaries).
     pub fn ms(self) -> i64 {
         self.ms
+    }
+
+    fn is_month(self) -> bool {
+        self.name == MONTH_INTERVAL
     }
 
     fn alignment_offset(self) -> i64 {
@@ -67,19 +82,59 @@ impl Interval {
 
     /// Open time of the candle containing `time_ms`.
     pub fn open_time_at(self, time_ms: i64) -> i64 {
+        if self.is_month() {
+            return month_start(month_index(time_ms));
+        }
         let offset = self.alignment_offset();
         (time_ms - offset).div_euclid(self.ms) * self.ms + offset
+    }
+
+    /// Open time of the candle after the one opening at (or containing) `open_time`.
+    pub fn next_open(self, open_time: i64) -> i64 {
+        if self.is_month() { month_start(month_index(open_time) + 1) } else { self.open_time_at(open_time) + self.ms }
+    }
+
+    /// Open time of the candle before the one opening at (or containing) `open_time`.
+    pub fn previous_open(self, open_time: i64) -> i64 {
+        if self.is_month() { month_start(month_index(open_time) - 1) } else { self.open_time_at(open_time) - self.ms }
+    }
+
+    /// Length of the candle opening at `open_time` (a calendar month varies from 28 to 31 days).
+    pub fn length_at(self, open_time: i64) -> i64 {
+        self.next_open(open_time) - self.open_time_at(open_time)
+    }
+
+    /// Candles from the one opening at `from_open` to the one opening at `to_open` (both aligned).
+    pub fn candles_between(self, from_open: i64, to_open: i64) -> i64 {
+        if self.is_month() { month_index(to_open) - month_index(from_open) } else { (to_open - from_open) / self.ms }
     }
 
     /// Smallest candle open time that is `>= time_ms`.
     pub fn first_open_at_or_after(self, time_ms: i64) -> i64 {
         let open = self.open_time_at(time_ms);
-        if open == time_ms { open } else { open + self.ms }
+        if open == time_ms { open } else { self.next_open(open) }
     }
 
     pub fn is_aligned(self, time_ms: i64) -> bool {
         self.open_time_at(time_ms) == time_ms
     }
+}
+
+/// Months since January 1970 of the UTC month containing `time_ms`.
+fn month_index(time_ms: i64) -> i64 {
+    use chrono::Datelike;
+    let date = chrono::DateTime::from_timestamp_millis(time_ms).expect("exchange time within chrono's range");
+    (i64::from(date.year()) - 1970) * 12 + i64::from(date.month0())
+}
+
+/// 00:00 UTC on the first day of month `index` (months since January 1970).
+fn month_start(index: i64) -> i64 {
+    let (year, month0) = (1970 + index.div_euclid(12), index.rem_euclid(12));
+    chrono::NaiveDate::from_ymd_opt(year as i32, month0 as u32 + 1, 1)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .expect("a valid first of month")
+        .and_utc()
+        .timestamp_millis()
 }
 
 /// Static description of a tradable symbol and the scale of its generated data.
@@ -283,8 +338,7 @@ impl Market {
     /// Closed candles with open time in `[from_ms, to_ms)`.
     pub fn closed_candles(&self, symbol: &str, interval: Interval, from_ms: i64, to_ms: i64) -> Vec<FakeKline> {
         let start = interval.first_open_at_or_after(from_ms.max(self.first_open_time(interval)));
-        (0..)
-            .map(|i| start + i * interval.ms())
+        std::iter::successors(Some(start), |open| Some(interval.next_open(*open)))
             .take_while(|open| *open < to_ms)
             .filter_map(|open| self.closed_candle(symbol, interval, open))
             .collect()
@@ -298,10 +352,10 @@ impl Market {
             return None;
         }
         let final_values = self.final_values(spec, interval, open_time);
-        if now_ms >= open_time + interval.ms() {
+        if now_ms >= interval.next_open(open_time) {
             return Some(self.format(spec, interval, open_time, final_values, true));
         }
-        let progress = (now_ms - open_time) as f64 / interval.ms() as f64;
+        let progress = (now_ms - open_time) as f64 / interval.length_at(open_time) as f64;
         let seed = candle_seed(spec, interval, open_time);
         let values = in_progress_values(final_values, progress, seed, spec.tick_units());
         Some(self.format(spec, interval, open_time, values, false))
@@ -321,7 +375,7 @@ impl Market {
             symbol: spec.symbol.clone(),
             interval: interval.name(),
             open_time,
-            close_time: open_time + interval.ms() - 1,
+            close_time: interval.next_open(open_time) - 1,
             first_trade_id,
             last_trade_id,
             open: format_units(v.open),
@@ -340,31 +394,31 @@ impl Market {
     /// Whether the candle had no trade. The first candle and every `FORCED_TRADE_EVERY`-th candle after it always
     /// trade, which bounds zero-trade runs.
     fn is_zero_trade(&self, spec: &SymbolSpec, interval: Interval, open_time: i64) -> bool {
-        let index = (open_time - self.first_open_time(interval)) / interval.ms();
+        let index = interval.candles_between(self.first_open_time(interval), open_time);
         if index <= 0 || index % FORCED_TRADE_EVERY == 0 {
             return false;
         }
         let seed = candle_seed(spec, interval, open_time);
-        let expected_trades = spec.trades_per_minute * interval.ms() as f64 / 60_000.0 * activity(seed);
+        let expected_trades = spec.trades_per_minute * interval.length_at(open_time) as f64 / 60_000.0 * activity(seed);
         seed.lane(12) < (-expected_trades).exp() + base_zero_trade_probability(interval)
     }
 
     fn final_values(&self, spec: &SymbolSpec, interval: Interval, open_time: i64) -> CandleValues {
         let seed = candle_seed(spec, interval, open_time);
         let open_anchor = anchor(spec, interval, open_time);
-        let close_anchor = anchor(spec, interval, open_time + interval.ms());
+        let close_anchor = anchor(spec, interval, interval.next_open(open_time));
         let tick = spec.tick_units();
         let id_floor = open_time.max(self.listing_ms);
-        let id_capacity = (open_time + interval.ms() - id_floor).max(1);
-        let minutes = interval.ms() as f64 / 60_000.0;
+        let id_capacity = (interval.next_open(open_time) - id_floor).max(1);
+        let minutes = interval.length_at(open_time) as f64 / 60_000.0;
         let activity = activity(seed);
         let expected_trades = spec.trades_per_minute * minutes * activity;
         if self.is_zero_trade(spec, interval, open_time) {
             // No trade: every price repeats the close of the last traded candle, which is the open anchor of the
             // first candle of this zero-trade run.
             let mut run_start = open_time;
-            while self.is_zero_trade(spec, interval, run_start - interval.ms()) {
-                run_start -= interval.ms();
+            while self.is_zero_trade(spec, interval, interval.previous_open(run_start)) {
+                run_start = interval.previous_open(run_start);
             }
             let price = anchor(spec, interval, run_start).ticks as i128 * tick;
             return CandleValues {

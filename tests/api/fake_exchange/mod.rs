@@ -11,6 +11,8 @@ mod market;
 mod rest;
 mod state;
 mod tls;
+#[cfg(test)]
+mod whole_exchange_checks;
 mod ws;
 
 use std::io;
@@ -33,6 +35,13 @@ pub const DEFAULT_ORIGIN_MS: i64 = 1_767_571_217_345;
 /// 2025-01-01T00:00:00Z.
 pub const DEFAULT_LISTING_MS: i64 = 1_735_689_600_000;
 
+/// Every kline interval Binance serves, shortest first; the fake serves them all.
+pub const ALL_INTERVALS: [&str; 16] =
+    ["1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"];
+/// 2027-02-01T00:00:00Z: a Monday, the first of a month and on the Unix-epoch 3-day grid, so every one of the 16
+/// intervals closes a candle at this instant (the whole exchange's midnight burst).
+pub const ALL_INTERVALS_CLOSE_MS: i64 = 1_801_440_000_000;
+
 /// Configuration of a fake exchange.
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
@@ -44,8 +53,12 @@ pub struct FakeConfig {
     pub listing_ms: i64,
     /// Listed symbols (upper case). Presets exist for common names; others get derived parameters.
     pub symbols: Vec<String>,
-    /// Real time between two in-progress updates on a connection.
+    /// Real time between two in-progress updates of a stream.
     pub update_every: Duration,
+    /// The in-progress updates of a connection's streams are spread over this many evenly spaced ticks per
+    /// `update_every` (stream `i` of a connection updates on tick `i mod update_slots`), as Binance's streams are not
+    /// in lockstep; closed events go out on every tick. 1 sends every stream's update on one tick.
+    pub update_slots: u32,
     /// Real time between two server pings.
     pub ping_interval: Duration,
     /// Real time a client has to answer a ping before the connection is dropped.
@@ -54,6 +67,9 @@ pub struct FakeConfig {
     pub enforce_message_rate: bool,
     pub max_messages_per_second: usize,
     pub max_streams_per_connection: usize,
+    /// Enforce Binance's REST request-weight limit per real-time minute: a request that would exceed it gets 429
+    /// with `Retry-After` (seconds to the next minute). `None` never refuses for weight.
+    pub rest_weight_limit_per_minute: Option<u64>,
     /// Keep the text of every kline event sent, per stream (see [`FakeExchange::sent_events`]).
     pub record_events: bool,
 }
@@ -68,11 +84,13 @@ impl Default for FakeConfig {
                 .map(String::from)
                 .to_vec(),
             update_every: Duration::from_millis(100),
+            update_slots: 1,
             ping_interval: Duration::from_secs(20),
             pong_timeout: Duration::from_secs(60),
             enforce_message_rate: true,
             max_messages_per_second: 5,
             max_streams_per_connection: 1024,
+            rest_weight_limit_per_minute: None,
             record_events: false,
         }
     }

@@ -10,7 +10,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use super::RestRecord;
-use super::market::{Interval, MONTH_INTERVAL};
+use super::market::Interval;
 use super::state::Shared;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,6 +141,7 @@ fn respond(shared: &Shared, head: &RequestHead) -> String {
         in_progress_open_time: None,
     };
     let now = Instant::now();
+    let mut pre_charged = false;
     let (reply, weight) = if shared.faults().is_down(now) {
         Shared::count(&shared.counters.rest_503s);
         (Reply::error(503, -1001, "Internal error; unable to process your request. Please try again."), 0)
@@ -154,13 +155,24 @@ fn respond(shared: &Shared, head: &RequestHead) -> String {
              for live updates to avoid polling the API."
         };
         (Reply { retry_after: Some(retry_after), ..Reply::error(status, -1003, msg) }, 0)
+    } else if let Err(retry_after) = shared.charge_within_weight_limit(request_weight(head)).inspect(|&charged| {
+        pre_charged = charged;
+    }) {
+        Shared::count(&shared.counters.rest_429s);
+        Shared::count(&shared.counters.rest_weight_limit_429s);
+        let msg = format!(
+            "Too many requests; current limit is {} request weight per 1 MINUTE. Please use WebSocket Streams for \
+             live updates to avoid polling the API.",
+            shared.config.rest_weight_limit_per_minute.unwrap_or_default()
+        );
+        (Reply { retry_after: Some(retry_after), ..Reply::error(429, -1003, &msg) }, 0)
     } else {
         route(shared, head, &mut record)
     };
     if (400..500).contains(&reply.status) && reply.retry_after.is_none() {
         Shared::count(&shared.counters.rest_client_errors);
     }
-    let used_weight = shared.use_rest_weight(weight);
+    let used_weight = shared.use_rest_weight(if pre_charged { 0 } else { weight });
     record.status = reply.status;
     shared.record_rest(record);
     serialise(&reply, used_weight, head.close)
@@ -186,6 +198,16 @@ fn serialise(reply: &Reply, used_weight: u64, close: bool) -> String {
         reply.body.len(),
         reply.body
     )
+}
+
+/// The weight Binance charges for a request, as [`route`] charges it.
+fn request_weight(head: &RequestHead) -> u64 {
+    match head.path.as_str() {
+        "/api/v3/ping" | "/api/v3/time" => LIGHT_WEIGHT,
+        "/api/v3/exchangeInfo" => EXCHANGE_INFO_WEIGHT,
+        "/api/v3/klines" | "/api/v3/uiKlines" => KLINES_WEIGHT,
+        _ => 0,
+    }
 }
 
 fn route(shared: &Shared, head: &RequestHead, record: &mut RestRecord) -> (Reply, u64) {
@@ -292,13 +314,7 @@ fn klines(shared: &Shared, params: &[(String, String)], record: &mut RestRecord)
     }
     let interval_name =
         param(params, "interval").filter(|s| !s.is_empty()).ok_or_else(|| mandatory_missing("interval"))?;
-    let interval = match Interval::parse(interval_name) {
-        Some(interval) => interval,
-        None if interval_name == MONTH_INTERVAL => {
-            return Err(Reply::error(400, -1120, "Invalid interval. (1M is not supported by the fake exchange)"));
-        }
-        None => return Err(Reply::error(400, -1120, "Invalid interval.")),
-    };
+    let interval = Interval::parse(interval_name).ok_or_else(|| Reply::error(400, -1120, "Invalid interval."))?;
     let start = optional_millis(params, "startTime")?;
     let end = optional_millis(params, "endTime")?;
     let limit = match param(params, "limit") {
@@ -344,17 +360,21 @@ fn kline_open_times(
     end: Option<i64>,
     limit: i64,
 ) -> Vec<i64> {
-    let step = interval.ms();
     let lowest = start.map_or(first_open, |start| interval.first_open_at_or_after(start).max(first_open));
     let current = interval.open_time_at(now);
     let highest = end.map_or(current, |end| interval.open_time_at(end).min(current));
     if lowest > highest {
         return Vec::new();
     }
-    let available = (highest - lowest) / step + 1;
-    let count = available.min(limit);
-    let from = if start.is_some() { lowest } else { highest - (count - 1) * step };
-    (0..count).map(|i| from + i * step).collect()
+    let count = (interval.candles_between(lowest, highest) + 1).min(limit) as usize;
+    if start.is_some() {
+        std::iter::successors(Some(lowest), |open| Some(interval.next_open(*open))).take(count).collect()
+    } else {
+        let mut newest_first: Vec<i64> =
+            std::iter::successors(Some(highest), |open| Some(interval.previous_open(*open))).take(count).collect();
+        newest_first.reverse();
+        newest_first
+    }
 }
 
 fn exchange_info(shared: &Shared, params: &[(String, String)]) -> Result<Reply, Reply> {

@@ -124,6 +124,8 @@ stats! {
     rest_klines_faked_empty,
     /// Klines requests answered `400 -1121` by the reject-symbol fault.
     rest_klines_rejected,
+    /// Requests answered 429 because they would exceed `rest_weight_limit_per_minute` (also in `rest_429s`).
+    rest_weight_limit_429s,
 }
 
 /// Reset-after-N-frames rule; `generation` tells connections that a new rule was set.
@@ -451,6 +453,26 @@ impl Shared {
 
     pub(super) fn rest_log(&self) -> Vec<RestRecord> {
         lock(&self.rest_log).clone()
+    }
+
+    /// Under [`super::FakeConfig::rest_weight_limit_per_minute`], charges `weight` to the current real-time minute
+    /// if it stays within the limit (`Ok(true)`), or refuses with the seconds to the next minute (`Err`), charging
+    /// nothing. Without a limit nothing is charged here (`Ok(false)`).
+    pub(super) fn charge_within_weight_limit(&self, weight: u64) -> Result<bool, u64> {
+        let Some(limit) = self.config.rest_weight_limit_per_minute else {
+            return Ok(false);
+        };
+        let elapsed = self.clock.started.elapsed();
+        let minute = elapsed.as_secs() / 60;
+        let mut used = lock(&self.rest_weight);
+        if used.0 != minute {
+            *used = (minute, 0);
+        }
+        if used.1 + weight > limit {
+            return Err(60 - elapsed.as_secs() % 60);
+        }
+        used.1 += weight;
+        Ok(true)
     }
 
     /// Adds `weight` to the current real-time minute and returns the minute's total.

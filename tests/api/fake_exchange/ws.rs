@@ -173,6 +173,8 @@ struct Connection {
     chaos: ChaosFault,
     /// Data frames sent on this connection.
     frames_sent: u64,
+    /// Ticks so far; with [`super::FakeConfig::update_slots`] the tick picks which streams get an in-progress update.
+    ticks: u64,
 }
 
 /// Result of one step of the connection loop.
@@ -194,12 +196,15 @@ impl Connection {
             close_after_shutdown: None,
             chaos,
             frames_sent: 0,
+            ticks: 0,
         }
     }
 
     async fn run<S: Socket>(&mut self, sink: &mut Sink<S>, source: &mut Source<S>) -> Exit {
         let mut commands = self.shared.commands.subscribe();
-        let mut ticker = tokio::time::interval(self.shared.config.update_every.max(Duration::from_millis(1)));
+        let slots = self.shared.config.update_slots.max(1);
+        let period = (self.shared.config.update_every / slots).max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             let stalled = self.shared.faults().is_stalled(Instant::now());
@@ -335,7 +340,11 @@ impl Connection {
         }
     }
 
+    /// Sends due closed events of every stream, and in-progress updates of the streams whose slot this tick is.
     async fn publish_klines<S: Socket>(&mut self, sink: &mut Sink<S>, faults: &Faults) -> Step {
+        let slots = u64::from(self.shared.config.update_slots.max(1));
+        let slot = self.ticks % slots;
+        self.ticks += 1;
         let duplicates = faults.duplicate_events;
         let shared = self.shared.clone();
         let market = &shared.market;
@@ -345,10 +354,10 @@ impl Connection {
             if market.spec(&stream.symbol).is_none() {
                 continue;
             }
-            let interval_ms = stream.interval.ms();
+            let interval = stream.interval;
             let muted = faults.muted_streams.contains_key(&stream.name);
             let mut budget = MAX_CLOSED_EVENTS_PER_TICK;
-            while self.subscriptions[index].next_closed_open + interval_ms <= now_ms && budget > 0 {
+            while interval.next_open(self.subscriptions[index].next_closed_open) <= now_ms && budget > 0 {
                 let open = self.subscriptions[index].next_closed_open;
                 if muted || faults.drop_closed_events {
                     let withheld = if muted {
@@ -359,7 +368,7 @@ impl Connection {
                     Shared::count(withheld);
                     let subscription = &mut self.subscriptions[index];
                     subscription.last_closed_open = Some(open);
-                    subscription.next_closed_open = open + interval_ms;
+                    subscription.next_closed_open = interval.next_open(open);
                     budget -= 1;
                     continue;
                 }
@@ -367,29 +376,33 @@ impl Connection {
                 if duplicates {
                     self.send_closed(sink, &stream, open).await?;
                     Shared::count(&shared.counters.ws_duplicate_events_sent);
-                    let stale_at = open + interval_ms / 2;
+                    let stale_at = open + interval.length_at(open) / 2;
                     if let Some(stale) = market.candle_at(&stream.symbol, stream.interval, open, stale_at) {
                         let frame = self.kline_frame(&stream.name, stale.ws_event_json(stale_at));
                         self.send_data(sink, Message::text(frame)).await?;
                         Shared::count(&shared.counters.ws_stale_in_progress_sent);
                     }
-                    if open - interval_ms >= market.first_open_time(stream.interval) {
-                        self.send_closed(sink, &stream, open - interval_ms).await?;
+                    if interval.previous_open(open) >= market.first_open_time(interval) {
+                        self.send_closed(sink, &stream, interval.previous_open(open)).await?;
                         Shared::count(&shared.counters.ws_out_of_order_events_sent);
                     }
                 }
                 let subscription = &mut self.subscriptions[index];
                 subscription.last_closed_open = Some(open);
-                subscription.next_closed_open = open + interval_ms;
+                subscription.next_closed_open = interval.next_open(open);
                 budget -= 1;
             }
-            let caught_up = self.subscriptions[index].next_closed_open + interval_ms > now_ms;
+            let caught_up = interval.next_open(self.subscriptions[index].next_closed_open) > now_ms;
             let current_open = stream.interval.open_time_at(now_ms);
             if muted {
                 Shared::count(&shared.counters.ws_muted_events_withheld);
                 continue;
             }
-            if caught_up && let Some(kline) = market.candle_at(&stream.symbol, stream.interval, current_open, now_ms) {
+            let slot_due = index as u64 % slots == slot;
+            if caught_up
+                && slot_due
+                && let Some(kline) = market.candle_at(&stream.symbol, stream.interval, current_open, now_ms)
+            {
                 let frame = self.kline_frame(&stream.name, kline.ws_event_json(now_ms));
                 self.send_data(sink, Message::text(frame)).await?;
                 Shared::count(&shared.counters.ws_in_progress_events_sent);
@@ -552,7 +565,7 @@ impl Connection {
         let stream = &subscription.stream;
         let open = subscription
             .last_closed_open
-            .unwrap_or_else(|| stream.interval.open_time_at(self.shared.clock.now_ms()) - stream.interval.ms());
+            .unwrap_or_else(|| stream.interval.previous_open(stream.interval.open_time_at(self.shared.clock.now_ms())));
         let mut kline = market.closed_candle(&stream.symbol, stream.interval, open)?;
         let event_time = kline.close_time + 2;
         let decimal = |text: &str, factor: f64| format!("{:.8}", text.parse::<f64>().unwrap_or(1.0) * factor);
