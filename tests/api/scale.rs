@@ -216,20 +216,12 @@ fn two_thousand_live_streams_resource_use_and_event_to_commit_latency() {
     let stats = wait_subscribed(&fake, &app, streams, Duration::from_secs(60));
     let subscribed_in = started.elapsed();
     assert_pooled(&stats, streams);
-    // The window opens once about one update per stream has been committed.
-    let warm = wait_until(Duration::from_secs(30), || {
-        let committed = latency_buckets(&app, "in_progress").last().map_or(0.0, |&(_, n)| n);
-        (committed >= streams as f64).then_some(())
-    });
-    assert!(warm.is_some(), "updates are not being committed; log:\n{}", tail(&app));
+    wait_warm(&app, streams, Duration::from_secs(30));
 
     let pid = app.pid();
     let (cpu_before, at_start) = (cpu_seconds(pid), Instant::now());
     let (closed_before, progress_before) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
-    while at_start.elapsed() < WINDOW {
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "candled exited; log:\n{}", tail(&app));
-    }
+    hold_while_running(&app, at_start, WINDOW);
     let cpu_share = (cpu_seconds(pid) - cpu_before) / at_start.elapsed().as_secs_f64();
     let (closed_after, progress_after) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
     let peak_rss_mb = status_kb(pid, "VmHWM") as f64 / 1024.0;
@@ -303,4 +295,22 @@ fn twelve_thousand_streams_start_within_the_connection_budget() {
         "SUBSCRIBE messages     {}, 1008 closes {}",
         stats.ws_subscribe_messages_received, stats.ws_rate_limit_closes
     );
+}
+
+/// Waits until about one in-progress update per stream has been committed: a measuring window opens then.
+pub(crate) fn wait_warm(app: &TestApp, streams: usize, timeout: Duration) {
+    let warm = wait_until(timeout, || {
+        let committed = latency_buckets(app, "in_progress").last().map_or(0.0, |&(_, n)| n);
+        (committed >= streams as f64).then_some(())
+    });
+    assert!(warm.is_some(), "updates are not being committed; log:\n{}", tail(app));
+}
+
+/// Lets `window` pass from `start`, checking every second that candled still runs.
+pub(crate) fn hold_while_running(app: &TestApp, start: Instant, window: Duration) {
+    let pid = app.pid();
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "candled exited; log:\n{}", tail(app));
+    }
 }

@@ -16,7 +16,8 @@ use crate::helpers::{
     AppOptions, CandleRow, open_db, open_db_read_write, spawn_app, spawn_in, wait_until, write_config,
 };
 use crate::scale::{
-    STREAMS_PER_CONNECTION, cpu_seconds, latency_buckets, quantile, status_kb, symbols, tail, unix_ms, wait_subscribed,
+    STREAMS_PER_CONNECTION, cpu_seconds, hold_while_running, latency_buckets, quantile, status_kb, symbols, tail,
+    unix_ms, wait_subscribed, wait_warm,
 };
 
 /// Binance's spot listing, roughly.
@@ -126,22 +127,14 @@ fn whole_exchange_live_streams_resource_use_and_event_to_commit_latency() {
     let stats = wait_subscribed(&fake, &app, streams, Duration::from_secs(180));
     let subscribed_in = started.elapsed();
     assert_eq!(stats.ws_rate_limit_closes, 0, "{stats:?}");
-    // The window opens once about one update per stream has been committed.
-    let warm = wait_until(Duration::from_secs(60), || {
-        let committed = latency_buckets(&app, "in_progress").last().map_or(0.0, |&(_, n)| n);
-        (committed >= streams as f64).then_some(())
-    });
-    assert!(warm.is_some(), "updates are not being committed; log:\n{}", tail(&app));
+    wait_warm(&app, streams, Duration::from_secs(60));
 
     let pid = app.pid();
     let (cpu_before, at_start) = (cpu_seconds(pid), Instant::now());
     let (closed_before, progress_before) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
     let events_before = fake.stats();
     let metrics_before = engine_metrics(&app);
-    while at_start.elapsed() < window {
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "candled exited; log:\n{}", tail(&app));
-    }
+    hold_while_running(&app, at_start, window);
     let elapsed = at_start.elapsed().as_secs_f64();
     let cpu_share = (cpu_seconds(pid) - cpu_before) / elapsed;
     let (closed_after, progress_after) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
