@@ -218,19 +218,15 @@ fn two_thousand_live_streams_resource_use_and_event_to_commit_latency() {
     assert_pooled(&stats, streams);
     wait_warm(&app, streams, Duration::from_secs(30));
 
-    let pid = app.pid();
-    let (cpu_before, at_start) = (cpu_seconds(pid), Instant::now());
-    let (closed_before, progress_before) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
-    hold_while_running(&app, at_start, WINDOW);
-    let cpu_share = (cpu_seconds(pid) - cpu_before) / at_start.elapsed().as_secs_f64();
-    let (closed_after, progress_after) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
-    let peak_rss_mb = status_kb(pid, "VmHWM") as f64 / 1024.0;
+    let LiveWindow {
+        cpu_share,
+        peak_rss_mb,
+        closed: (closed_p50, closed_p99, closed_n),
+        in_progress: (progress_p50, progress_p99, progress_n),
+        ..
+    } = measure_live_window(&app, WINDOW);
     let stats = fake.stats();
 
-    let (closed_p50, closed_n) = quantile(&closed_before, &closed_after, 0.50);
-    let (closed_p99, _) = quantile(&closed_before, &closed_after, 0.99);
-    let (progress_p50, progress_n) = quantile(&progress_before, &progress_after, 0.50);
-    let (progress_p99, _) = quantile(&progress_before, &progress_after, 0.99);
     println!("--- {streams} live streams, {WINDOW:?} window, fake speed 1.0, updates every 2 s ---");
     println!("subscribed in          {subscribed_in:?}");
     println!(
@@ -306,11 +302,37 @@ pub(crate) fn wait_warm(app: &TestApp, streams: usize, timeout: Duration) {
     assert!(warm.is_some(), "updates are not being committed; log:\n{}", tail(app));
 }
 
-/// Lets `window` pass from `start`, checking every second that candled still runs.
-pub(crate) fn hold_while_running(app: &TestApp, start: Instant, window: Duration) {
+/// What a window of live streams shows: candled's CPU share of one core, its peak RSS, and the event-to-commit
+/// latency of the rows committed in the window, as (p50, p99, rows) in seconds.
+pub(crate) struct LiveWindow {
+    pub elapsed_secs: f64,
+    pub cpu_share: f64,
+    pub peak_rss_mb: f64,
+    pub closed: (f64, f64, f64),
+    pub in_progress: (f64, f64, f64),
+}
+
+/// Measures `window` of live streams from now, checking every second that candled still runs.
+pub(crate) fn measure_live_window(app: &TestApp, window: Duration) -> LiveWindow {
     let pid = app.pid();
+    let (cpu_before, start) = (cpu_seconds(pid), Instant::now());
+    let (closed_before, progress_before) = (latency_buckets(app, "closed"), latency_buckets(app, "in_progress"));
     while start.elapsed() < window {
         std::thread::sleep(Duration::from_secs(1));
         assert!(std::fs::metadata(format!("/proc/{pid}")).is_ok(), "candled exited; log:\n{}", tail(app));
+    }
+    let elapsed_secs = start.elapsed().as_secs_f64();
+    let cpu_share = (cpu_seconds(pid) - cpu_before) / elapsed_secs;
+    let latency = |before: &[(f64, f64)], kind: &str| {
+        let after = latency_buckets(app, kind);
+        let (p50, rows) = quantile(before, &after, 0.50);
+        (p50, quantile(before, &after, 0.99).0, rows)
+    };
+    LiveWindow {
+        elapsed_secs,
+        cpu_share,
+        peak_rss_mb: status_kb(pid, "VmHWM") as f64 / 1024.0,
+        closed: latency(&closed_before, "closed"),
+        in_progress: latency(&progress_before, "in_progress"),
     }
 }

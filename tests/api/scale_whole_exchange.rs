@@ -16,8 +16,8 @@ use crate::helpers::{
     AppOptions, CandleRow, open_db, open_db_read_write, spawn_app, spawn_in, wait_until, write_config,
 };
 use crate::scale::{
-    STREAMS_PER_CONNECTION, cpu_seconds, hold_while_running, latency_buckets, quantile, status_kb, symbols, tail,
-    unix_ms, wait_subscribed, wait_warm,
+    LiveWindow, STREAMS_PER_CONNECTION, cpu_seconds, measure_live_window, status_kb, symbols, tail, unix_ms,
+    wait_subscribed, wait_warm,
 };
 
 /// Binance's spot listing, roughly.
@@ -129,21 +129,16 @@ fn whole_exchange_live_streams_resource_use_and_event_to_commit_latency() {
     assert_eq!(stats.ws_rate_limit_closes, 0, "{stats:?}");
     wait_warm(&app, streams, Duration::from_secs(60));
 
-    let pid = app.pid();
-    let (cpu_before, at_start) = (cpu_seconds(pid), Instant::now());
-    let (closed_before, progress_before) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
     let events_before = fake.stats();
     let metrics_before = engine_metrics(&app);
-    hold_while_running(&app, at_start, window);
-    let elapsed = at_start.elapsed().as_secs_f64();
-    let cpu_share = (cpu_seconds(pid) - cpu_before) / elapsed;
-    let (closed_after, progress_after) = (latency_buckets(&app, "closed"), latency_buckets(&app, "in_progress"));
-    let peak_rss_mb = status_kb(pid, "VmHWM") as f64 / 1024.0;
+    let LiveWindow {
+        elapsed_secs: elapsed,
+        cpu_share,
+        peak_rss_mb,
+        closed: (closed_p50, closed_p99, closed_n),
+        in_progress: (progress_p50, progress_p99, progress_n),
+    } = measure_live_window(&app, window);
     let stats = fake.stats();
-    let (closed_p50, closed_n) = quantile(&closed_before, &closed_after, 0.50);
-    let (closed_p99, _) = quantile(&closed_before, &closed_after, 0.99);
-    let (progress_p50, progress_n) = quantile(&progress_before, &progress_after, 0.50);
-    let (progress_p99, _) = quantile(&progress_before, &progress_after, 0.99);
     let sent = |s: &FakeStats| (s.ws_in_progress_events_sent, s.ws_closed_events_sent);
     let (progress_sent, closed_sent) =
         (sent(&stats).0 - sent(&events_before).0, sent(&stats).1 - sent(&events_before).1);
