@@ -268,6 +268,24 @@ pub struct CandleRow {
 }
 
 impl CandleRow {
+    /// A row selected as [`CANDLE_COLUMNS`].
+    pub fn from_sql(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(CandleRow {
+            timestamp: row.get(0)?,
+            open: row.get(1)?,
+            high: row.get(2)?,
+            low: row.get(3)?,
+            close: row.get(4)?,
+            volume: row.get(5)?,
+            close_time: row.get(6)?,
+            quote_volume: row.get(7)?,
+            trades: row.get(8)?,
+            taker_buy_base: row.get(9)?,
+            taker_buy_quote: row.get(10)?,
+            is_closed: row.get(11)?,
+        })
+    }
+
     /// The row a closed candle from the exchange must become: decimals parsed with Rust's correctly rounded parser.
     pub fn from_fake(kline: &FakeKline) -> Self {
         let num = |s: &str| s.parse::<f64>().expect("the fake serves decimals");
@@ -288,33 +306,15 @@ impl CandleRow {
     }
 }
 
+/// The `candles` columns a [`CandleRow`] is read from, in [`CandleRow::from_sql`]'s order.
+pub const CANDLE_COLUMNS: &str = "timestamp, open, high, low, close, volume, close_time, quote_volume, trades, \
+                                  taker_buy_base, taker_buy_quote, is_closed";
+
 /// Every stored row of one stream, oldest first.
 pub fn stored_candles(db: &Connection, symbol: &str, timeframe: &str) -> Vec<CandleRow> {
-    let mut stmt = db
-        .prepare(
-            "SELECT timestamp, open, high, low, close, volume, close_time, quote_volume, trades, taker_buy_base,
-                    taker_buy_quote, is_closed
-             FROM candles WHERE symbol = ?1 AND timeframe = ?2 ORDER BY timestamp",
-        )
-        .expect("prepare");
-    let rows = stmt
-        .query_map([symbol, timeframe], |row| {
-            Ok(CandleRow {
-                timestamp: row.get(0)?,
-                open: row.get(1)?,
-                high: row.get(2)?,
-                low: row.get(3)?,
-                close: row.get(4)?,
-                volume: row.get(5)?,
-                close_time: row.get(6)?,
-                quote_volume: row.get(7)?,
-                trades: row.get(8)?,
-                taker_buy_base: row.get(9)?,
-                taker_buy_quote: row.get(10)?,
-                is_closed: row.get(11)?,
-            })
-        })
-        .expect("query");
+    let sql = format!("SELECT {CANDLE_COLUMNS} FROM candles WHERE symbol = ?1 AND timeframe = ?2 ORDER BY timestamp");
+    let mut stmt = db.prepare(&sql).expect("prepare");
+    let rows = stmt.query_map([symbol, timeframe], CandleRow::from_sql).expect("query");
     rows.collect::<Result<_, _>>().expect("rows")
 }
 

@@ -13,7 +13,7 @@ use rusqlite::params;
 
 use crate::fake_exchange::{ALL_INTERVALS, ALL_INTERVALS_CLOSE_MS, FakeConfig, FakeExchange, FakeStats, Interval};
 use crate::helpers::{
-    AppOptions, CandleRow, open_db, open_db_read_write, spawn_app, spawn_in, wait_until, write_config,
+    AppOptions, CANDLE_COLUMNS, CandleRow, open_db, open_db_read_write, spawn_app, spawn_in, wait_until, write_config,
 };
 use crate::scale::{
     LiveWindow, STREAMS_PER_CONNECTION, cpu_seconds, measure_live_window, status_kb, symbols, tail, unix_ms,
@@ -330,34 +330,13 @@ fn whole_exchange_midnight_close_commits_every_candle_with_its_indicators() {
 
     // Nothing closed was coalesced away: every stream holds the midnight's closed candle, equal to the exchange's.
     let mut wrong = Vec::new();
+    let select =
+        format!("SELECT {CANDLE_COLUMNS} FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp = ?3");
     for symbol in &symbols {
         for name in ALL_INTERVALS {
             let open = Interval::parse(name).unwrap().previous_open(ALL_INTERVALS_CLOSE_MS);
             let truth = CandleRow::from_fake(&fake.closed_candle(symbol, name, open));
-            let stored = db
-                .query_row(
-                    "SELECT timestamp, open, high, low, close, volume, close_time, quote_volume, trades, \
-                     taker_buy_base, taker_buy_quote, is_closed FROM candles \
-                     WHERE symbol = ?1 AND timeframe = ?2 AND timestamp = ?3",
-                    params![symbol, name, open],
-                    |r| {
-                        Ok(CandleRow {
-                            timestamp: r.get(0)?,
-                            open: r.get(1)?,
-                            high: r.get(2)?,
-                            low: r.get(3)?,
-                            close: r.get(4)?,
-                            volume: r.get(5)?,
-                            close_time: r.get(6)?,
-                            quote_volume: r.get(7)?,
-                            trades: r.get(8)?,
-                            taker_buy_base: r.get(9)?,
-                            taker_buy_quote: r.get(10)?,
-                            is_closed: r.get(11)?,
-                        })
-                    },
-                )
-                .ok();
+            let stored = db.query_row(&select, params![symbol, name, open], CandleRow::from_sql).ok();
             if stored.as_ref() != Some(&truth) {
                 wrong.push((symbol.to_string(), name));
             }
