@@ -24,7 +24,8 @@ use candled_actors::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
-use candled_actors::store::{CandleStore, SCHEMA};
+use candled_actors::store::SqliteStore;
+use candled_actors::store::sqlite::SCHEMA;
 use candled_actors::streams::StreamHealth;
 use candled_actors::tasks::{RestartPolicy, RestartTracker, TaskStats};
 use candled_actors::wiring::{StreamStart, StreamWiring, start_storage};
@@ -118,7 +119,7 @@ impl Pipeline {
                 flush_interval: FLUSH_INTERVAL,
                 committed: Default::default(),
             };
-            let store = CandleStore::open(db).expect("open the bench database");
+            let store = SqliteStore::open(db).expect("open the bench database");
             let (registry, names) = (StreamRegistry::new(streams), board.names());
             let addr = start_storage(
                 &arbiter.handle(),

@@ -6,7 +6,7 @@
 
 use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
 use candled_actors::local_api::{Answer, KlineRequest, format, klines_from_store};
-use candled_actors::store::CandleStore;
+use candled_actors::store::{SqliteStore, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rusqlite::{Connection, OpenFlags, params};
 
@@ -44,7 +44,7 @@ fn candle(index: i64) -> Candle {
 }
 
 fn generated_store(path: &std::path::Path) {
-    let mut store = CandleStore::open(path).expect("a store");
+    let mut store = SqliteStore::open(path).expect("a store");
     let streams = [StreamKey::new("BTCUSDT", Timeframe::M1)];
     let rows: Vec<_> = (0..CANDLES).map(|i| (StreamId(0), candle(i))).collect();
     store.write_candles(&streams, &rows).expect("written");
@@ -52,7 +52,7 @@ fn generated_store(path: &std::path::Path) {
 }
 
 /// What the handler does once it has a connection: the selection check, then the rows.
-fn serve(store: &CandleStore, request: &KlineRequest) -> String {
+fn serve(store: &SqliteStore, request: &KlineRequest) -> String {
     match klines_from_store(store, request, NOW).expect("a read") {
         Answer::Complete(candles) => format::rows_json(&candles),
         Answer::Incomplete => panic!("the store holds the newest 1000"),
@@ -98,7 +98,7 @@ fn serve_klines(c: &mut Criterion) {
         limit: LIMIT,
         time_zone: None,
     };
-    let store = CandleStore::open_read_only(&path).expect("read-only");
+    let store = SqliteStore::open_read_only(&path).expect("read-only");
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("read-only");
     let served: serde_json::Value = serde_json::from_str(&serve(&store, &request)).unwrap();
     let floored: serde_json::Value = serde_json::from_str(&floor(&conn)).unwrap();
@@ -111,7 +111,7 @@ fn serve_klines(c: &mut Criterion) {
     group.bench_function("floor_select_serde_json", |b| b.iter(|| floor(&conn)));
     group.bench_function("serve_from_store", |b| b.iter(|| serve(&store, &request)));
     group.bench_function("serve_from_store_opening_the_connection", |b| {
-        b.iter(|| serve(&CandleStore::open_read_only(&path).expect("read-only"), &request))
+        b.iter(|| serve(&SqliteStore::open_read_only(&path).expect("read-only"), &request))
     });
     group.finish();
 }

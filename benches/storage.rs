@@ -1,9 +1,10 @@
-//! Batched SQLite upserts of closed and in-progress candles through `CandleStore`, beside the floor: a raw
+//! Batched SQLite upserts of closed and in-progress candles through `SqliteStore`, beside the floor: a raw
 //! rusqlite batched insert of the same rows into the same schema, in one transaction with one prepared statement.
 //! Both statements are compiled in the untimed setup, as in production, where a statement is compiled once.
 
 use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
-use candled_actors::store::{CandleStore, SCHEMA};
+use candled_actors::store::sqlite::SCHEMA;
+use candled_actors::store::{SqliteStore, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 #[path = "support/floor.rs"]
@@ -62,7 +63,7 @@ fn storage(c: &mut Criterion) {
             b.iter_batched(
                 || {
                     // An empty batch compiles and caches the statement, as the first batch does in production.
-                    let mut store = CandleStore::open_in_memory().unwrap();
+                    let mut store = SqliteStore::open_in_memory().unwrap();
                     store.write_candles(&streams, &[]).unwrap();
                     store
                 },
@@ -72,7 +73,7 @@ fn storage(c: &mut Criterion) {
         });
     }
     // In-progress updates of candles that already exist: the steady state of a live stream.
-    let mut store = CandleStore::open_in_memory().unwrap();
+    let mut store = SqliteStore::open_in_memory().unwrap();
     let batch = rows(false);
     store.write_candles(&streams, &batch).unwrap();
     group.bench_function("upsert_existing/in_progress", |b| b.iter(|| store.write_candles(&streams, &batch).unwrap()));

@@ -26,7 +26,7 @@ use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
-use candled_actors::store::CandleStore;
+use candled_actors::store::SqliteStore;
 use candled_actors::tls;
 use tokio::sync::mpsc;
 
@@ -118,7 +118,7 @@ impl StartupState {
 /// What the engine is started from once the symbols are checked.
 struct PendingEngine {
     settings: EngineSettings,
-    store: CandleStore,
+    store: SqliteStore,
     rest: RestClient,
     health: Addr<HealthActor>,
     metrics: Metrics,
@@ -152,7 +152,7 @@ impl Application {
                 .with_context(|| format!("cannot create the storage folder {}", parent.display()))?;
         }
         let lock = DatabaseLock::acquire(&settings.storage_path)?;
-        let store = CandleStore::open(&settings.storage_path)
+        let store = SqliteStore::open(&settings.storage_path)
             .with_context(|| format!("cannot open the database {}", settings.storage_path.display()))?;
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
         let metrics = Metrics::with_per_stream(settings.metrics.per_stream);

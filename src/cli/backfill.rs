@@ -9,7 +9,7 @@ use candled_actors::domain::{Gap, StreamId, StreamKey, Timeframe, holes};
 use candled_actors::lock::{DatabaseLock, LockError};
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::{RestClient, RestError};
-use candled_actors::store::{CandleStore, StoreError};
+use candled_actors::store::{SqliteStore, Store, StoreError};
 use candled_actors::tls::{self, TlsError};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -101,7 +101,7 @@ pub async fn run(args: &BackfillArgs, config_path: &Path) -> Result<(), Backfill
         LockError::Io { .. } => BackfillError::Lock(error),
     })?;
     let store_error = |source| BackfillError::Store { path: database.to_owned(), source };
-    let mut store = CandleStore::open(database).map_err(store_error)?;
+    let mut store = SqliteStore::open(database).map_err(store_error)?;
     let metrics = Metrics::new();
     let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
     let rest = RestClient::new(&settings.exchange.rest_url, tls, metrics.clone())?;
@@ -172,13 +172,13 @@ enum FetchFailure {
 struct Fetch<'a> {
     key: &'a StreamKey,
     rest: &'a RestClient,
-    store: &'a mut CandleStore,
+    store: &'a mut SqliteStore,
     progress: ProgressBar,
     done: Backfilled,
 }
 
 impl<'a> Fetch<'a> {
-    fn new(key: &'a StreamKey, rest: &'a RestClient, store: &'a mut CandleStore, plan: &[Gap]) -> Self {
+    fn new(key: &'a StreamKey, rest: &'a RestClient, store: &'a mut SqliteStore, plan: &[Gap]) -> Self {
         let missing = plan.iter().map(|gap| key.timeframe.count_opens(gap.from_open, gap.to_open)).sum();
         let progress = ProgressBar::new(missing).with_prefix(format!("{} {}", key.symbol, key.timeframe));
         let style = ProgressStyle::with_template(

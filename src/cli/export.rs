@@ -10,12 +10,11 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use candled_actors::domain::{Candle, StreamKey};
-use candled_actors::store::{CandleStore, StoreError, Window};
+use candled_actors::store::{SqliteStore, Store, StoreError, Window};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
-use rusqlite::params;
 
 use super::range::{RangeError, StreamArgs, TimeRange, parse_time};
 use crate::config::{ConfigError, Settings};
@@ -138,9 +137,10 @@ pub fn export(args: &ExportArgs, database: &Path) -> Result<Exported, ExportErro
         None => format_of(&args.output).ok_or_else(|| ExportError::UnknownFormat(args.output.clone()))?,
     };
     let store_error = |source| ExportError::Store { path: database.to_owned(), source };
-    let store = CandleStore::open_read_only(database).map_err(store_error)?;
+    let store = SqliteStore::open_read_only(database).map_err(store_error)?;
     let key = args.stream.key();
-    let names = if args.indicators { indicator_names(&store, &key, range).map_err(store_error)? } else { vec![] };
+    let names =
+        if args.indicators { store.indicator_names(&key, range.from, range.to).map_err(store_error)? } else { vec![] };
     let partial = partial_path(&args.output);
     let file = File::create(&partial).map_err(|source| ExportError::Write { path: partial.clone(), source })?;
     let source = Source { store: &store, database, key: &key, range, names: &names };
@@ -162,7 +162,7 @@ pub fn export(args: &ExportArgs, database: &Path) -> Result<Exported, ExportErro
 
 /// What an export reads: a stream's closed candles in a range, with the `names` indicator columns.
 struct Source<'a> {
-    store: &'a CandleStore,
+    store: &'a SqliteStore,
     database: &'a Path,
     key: &'a StreamKey,
     range: TimeRange,
@@ -216,20 +216,10 @@ fn partial_path(output: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// The indicator outputs stored for a stream in the range, sorted by name.
-fn indicator_names(store: &CandleStore, key: &StreamKey, range: TimeRange) -> Result<Vec<String>, StoreError> {
-    let mut stmt = store.connection().prepare(
-        "SELECT DISTINCT name FROM indicators
-         WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4 ORDER BY name",
-    )?;
-    let rows = stmt.query_map(params![key.symbol, key.timeframe.as_str(), range.from, range.to], |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// The stored values of each of `names` (sorted) for `candles` (ascending): one column per name, one entry per
 /// candle, `None` where no value is stored.
 fn indicator_columns(
-    store: &CandleStore,
+    store: &SqliteStore,
     key: &StreamKey,
     names: &[String],
     candles: &[Candle],
@@ -239,21 +229,13 @@ fn indicator_columns(
     if names.is_empty() {
         return Ok(columns);
     }
-    let mut stmt = store.connection().prepare_cached(
-        "SELECT timestamp, name, value FROM indicators
-         WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4",
-    )?;
-    let mut rows = stmt.query(params![key.symbol, key.timeframe.as_str(), first.open_time, last.open_time])?;
-    // Millions of rows: the name is compared where SQLite holds it, not copied.
-    while let Some(row) = rows.next()? {
-        let timestamp: i64 = row.get(0)?;
-        let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+    store.for_each_indicator_value(key, first.open_time, last.open_time, &mut |timestamp, name, value| {
         let candle = candles.binary_search_by_key(&timestamp, |candle| candle.open_time);
         let column = names.binary_search_by(|known| known.as_str().cmp(name));
         if let (Ok(candle), Ok(column)) = (candle, column) {
-            columns[column][candle] = Some(row.get(2)?);
+            columns[column][candle] = Some(value);
         }
-    }
+    })?;
     Ok(columns)
 }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use candled_actors::domain::{Candle, RejectReason, StreamId, StreamKey, Timeframe, parse_decimal, validate};
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue};
 use candled_actors::lock::{DatabaseLock, LockError};
-use candled_actors::store::{CandleStore, IndicatorRow, StoreError};
+use candled_actors::store::{IndicatorRow, SqliteStore, Store, StoreError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -291,7 +291,7 @@ fn load(args: &ImportArgs, files: &[PathBuf]) -> Result<Loaded, ImportError> {
 
 /// Writes one stream's candles in chunks, counting what changed; returns whether anything did.
 fn store_candles(
-    store: &mut CandleStore,
+    store: &mut SqliteStore,
     key: &StreamKey,
     candles: &[Candle],
     bar: &ProgressBar,
@@ -314,7 +314,7 @@ fn store_candles(
 /// Recomputes the stream's indicators over every stored closed candle and stores the values of the candles opened
 /// at or after `from` (earlier ones did not change). Returns the values written.
 fn rebuild_indicators(
-    store: &mut CandleStore,
+    store: &mut SqliteStore,
     key: &StreamKey,
     config: &IndicatorConfig,
     from: i64,
@@ -412,7 +412,7 @@ fn import(args: &ImportArgs, database: &Path, indicators: &IndicatorConfig) -> R
     let started = Instant::now();
     let files = expand(&args.files)?;
     let mut loaded = load(args, &files)?;
-    let mut store = CandleStore::open(database)?;
+    let mut store = SqliteStore::open(database)?;
     store.connection().pragma_update(None, "cache_size", -262_144).map_err(StoreError::from)?;
     let rows: u64 = loaded.candles.iter().map(|c| c.len() as u64).sum();
     let bar = progress(rows, "storing", "{msg:10} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta})");

@@ -19,7 +19,7 @@ use candled_actors::local_api::{
     klines_store_alone,
 };
 use candled_actors::rest::{RestClient, RestError};
-use candled_actors::store::CandleStore;
+use candled_actors::store::Store;
 use candled_actors::tasks::unix_ms;
 use serde_json::Value;
 
@@ -248,7 +248,7 @@ fn upstream_fault(error: RestError) -> ApiFault {
 
 async fn read_store<T: Send + 'static>(
     state: &AppState,
-    read: impl FnOnce(&CandleStore) -> Result<T, candled_actors::store::StoreError> + Send + 'static,
+    read: impl FnOnce(&dyn Store) -> Result<T, candled_actors::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiFault> {
     super::params::read(state, read).await.map_err(|error| {
         log::warn!("local Binance API: {error}");

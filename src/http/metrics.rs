@@ -16,7 +16,7 @@ use super::AppState;
 use super::client_errors::CLIENT_ERRORS;
 use super::error::ApiError;
 use super::params::read;
-use super::streams::{StoredRange, StoredRanges, stored_ranges};
+use candled_actors::store::{StoredRange, StoredRanges};
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // Asking for the health report also refreshes the task-state and mailbox gauges of the registry.
@@ -31,7 +31,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     }
     if per_stream {
         // Without the store, the series read from it are left out rather than shown wrong; the rest still show.
-        let stored = read(&state, stored_ranges)
+        let stored = read(&state, |store| store.stored_ranges())
             .await
             .inspect_err(|error| log::warn!("/metrics: cannot read the stored ranges: {error}"))
             .ok();

@@ -4,7 +4,7 @@
 
 use actix_web::web;
 use candled_actors::domain::Timeframe;
-use candled_actors::store::{CandleStore, StoreError};
+use candled_actors::store::{SqliteStore, Store, StoreError};
 use serde::Deserialize;
 
 use super::AppState;
@@ -126,20 +126,16 @@ pub async fn known_symbol(state: &AppState, symbol: &str) -> Result<(), ApiError
         return Ok(());
     }
     let name = symbol.to_owned();
-    let stored = read(state, move |store| {
-        let exists = "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = ?1)";
-        Ok(store.connection().query_row(exists, [&name], |row| row.get::<_, bool>(0))?)
-    })
-    .await?;
+    let stored = read(state, move |store| store.has_symbol(&name)).await?;
     if stored { Ok(()) } else { Err(ApiError::UnknownSymbol(symbol.to_owned())) }
 }
 
 /// Runs `read` on a fresh read-only connection, on the blocking thread pool.
 pub async fn read<T: Send + 'static>(
     state: &AppState,
-    read: impl FnOnce(&CandleStore) -> Result<T, StoreError> + Send + 'static,
+    read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let path = state.db_path.clone();
-    let value = web::block(move || CandleStore::open_read_only(&path).and_then(|store| read(&store))).await??;
+    let value = web::block(move || SqliteStore::open_read_only(&path).and_then(|store| read(&store))).await??;
     Ok(value)
 }

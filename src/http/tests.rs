@@ -9,7 +9,7 @@ use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
-use candled_actors::store::{CandleStore, IndicatorRow};
+use candled_actors::store::{IndicatorRow, SqliteStore, Store};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -65,7 +65,7 @@ fn fixture() -> (TempDir, PathBuf, ProvisionalBoard) {
         value,
     };
     let indicators = [row(2, 0, 101.0), row(2, 1, 100.0), row(3, 0, 102.0), row(3, 1, 100.0)];
-    let mut store = CandleStore::open(&path).expect("temp db");
+    let mut store = SqliteStore::open(&path).expect("temp db");
     store.write_batch(&streams, &names, &candles, &indicators).expect("write");
     let board = ProvisionalBoard::new(names.into());
     board.add(s, streams[0].clone());

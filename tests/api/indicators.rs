@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use candled_actors::domain::Timeframe;
 use candled_actors::indicators::{IndicatorConfig, recompute};
-use candled_actors::store::CandleStore;
+use candled_actors::store::{SqliteStore, Store};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange};
 use crate::helpers::{AppOptions, spawn_app, wait_until};
@@ -16,7 +16,7 @@ const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
 /// Indicator values by (open time, output name).
 type Values = BTreeMap<(i64, String), f64>;
 
-fn stored_values(store: &CandleStore, symbol: &str) -> Values {
+fn stored_values(store: &SqliteStore, symbol: &str) -> Values {
     let mut stmt = store
         .connection()
         .prepare("SELECT timestamp, name, value FROM indicators WHERE symbol = ?1 AND timeframe = '1m'")
@@ -25,7 +25,7 @@ fn stored_values(store: &CandleStore, symbol: &str) -> Values {
     rows.collect::<Result<_, _>>().unwrap()
 }
 
-fn recomputed_values(store: &CandleStore, symbol: &str) -> Values {
+fn recomputed_values(store: &SqliteStore, symbol: &str) -> Values {
     let candles = store.closed_candles(symbol, Timeframe::M1).unwrap();
     recompute(&IndicatorConfig::default(), &candles).into_iter().map(|(t, name, v)| ((t, name), v)).collect()
 }
@@ -81,7 +81,7 @@ fn stored_indicators_equal_a_recomputation_even_after_a_backfill_lands_late_cand
     let (status, _dir, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
 
-    let store = CandleStore::open_read_only(&db_path).unwrap();
+    let store = SqliteStore::open_read_only(&db_path).unwrap();
     for symbol in SYMBOLS {
         let stored = stored_values(&store, symbol);
         let recomputed = recomputed_values(&store, symbol);

@@ -180,7 +180,7 @@ fn whole_exchange_live_streams_resource_use_and_event_to_commit_latency() {
 /// Stores the `count` closed candles before `before_ms` of every stream, as candled would have after a run, so that
 /// every indicator is defined at the next close.
 fn seed_closed_candles(db_path: &std::path::Path, fake: &FakeExchange, symbols: &[&str], before_ms: i64, count: i64) {
-    drop(candled_actors::store::CandleStore::open(db_path).expect("create the database with candled's schema"));
+    drop(candled_actors::store::SqliteStore::open(db_path).expect("create the database with candled's schema"));
     let mut db = open_db_read_write(db_path);
     let transaction = db.transaction().expect("a transaction");
     {

@@ -17,7 +17,7 @@ use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Gap, StreamId, StreamKey, audit_through, holes};
 use crate::metrics::Metrics;
 use crate::rest::{FetchError, RestClient, history_start};
-use crate::store::{CandleStore, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::streams::{DataIssue, StreamHealth, describe_gaps};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -154,7 +154,7 @@ impl AuditActor {
     /// One pass over every stream whose history has landed. A stream the exchange refused is checked, not fetched.
     fn pass(&mut self, exchange_now: i64) -> Result<(), StoreError> {
         // Opened for each pass: a database file replaced underneath is read as it is now.
-        let store = CandleStore::open_read_only(&self.settings.db_path)?;
+        let store = SqliteStore::open_read_only(&self.settings.db_path)?;
         let grace = self.settings.close_grace.as_millis() as i64;
         let deadline = 2 * grace + self.settings.interval.as_millis() as i64;
         for audited in &self.streams {

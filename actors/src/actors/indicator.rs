@@ -229,7 +229,7 @@ mod tests {
     use crate::indicators::{IndicatorSet, recompute};
     use crate::metrics::Metrics;
     use crate::registry::StreamRegistry;
-    use crate::store::CandleStore;
+    use crate::store::{SqliteStore, Store};
     use crate::tasks::{RestartPolicy, RestartTracker};
 
     fn candle(minute: i64, is_closed: bool) -> Candle {
@@ -256,7 +256,7 @@ mod tests {
 
     /// The stored table and a clean recomputation over the stored closed candles, as comparable maps.
     fn table_and_recomputation(path: &Path) -> (Values, Values) {
-        let store = CandleStore::open_read_only(path).expect("db");
+        let store = SqliteStore::open_read_only(path).expect("db");
         let mut stmt = store.connection().prepare("SELECT timestamp, name, value FROM indicators").expect("sql");
         let rows = stmt.query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?))).expect("query");
         let table = rows.collect::<Result<_, _>>().expect("rows");
@@ -282,7 +282,7 @@ mod tests {
         };
         let mut closed_candles = hub.subscribe(Feed::CLOSED);
         closed_candles.subscribe(std::slice::from_ref(&key));
-        let store = CandleStore::open(&path).expect("db");
+        let store = SqliteStore::open(&path).expect("db");
         let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         let storage =

@@ -18,7 +18,7 @@ use crate::hub::{ClosedCandle, Hub};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
-use crate::store::{CandleStore, IndicatorRow, StoreError};
+use crate::store::{IndicatorRow, SqliteStore, Store, StoreError};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// Store one candle (in progress or closed).
@@ -257,7 +257,7 @@ pub struct StorageActor {
     streams: StreamRegistry,
     /// The indicator output names ([`crate::indicators::IndicatorSet::names`]); `IndicatorValue::output` indexes it.
     indicator_names: Arc<[String]>,
-    store: Option<CandleStore>,
+    store: Option<SqliteStore>,
     pending: PendingWrites,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
@@ -269,7 +269,7 @@ impl StorageActor {
         settings: StorageSettings,
         streams: StreamRegistry,
         indicator_names: Arc<[String]>,
-        store: CandleStore,
+        store: SqliteStore,
         stats: Arc<TaskStats>,
         restarts: RestartTracker,
         metrics: Metrics,
@@ -287,10 +287,10 @@ impl StorageActor {
     }
 
     /// The open connection, reopened after a failure.
-    fn store(&mut self) -> Result<&mut CandleStore, StoreError> {
+    fn store(&mut self) -> Result<&mut SqliteStore, StoreError> {
         let store = match self.store.take() {
             Some(store) => store,
-            None => CandleStore::open(&self.settings.path)?,
+            None => SqliteStore::open(&self.settings.path)?,
         };
         Ok(self.store.insert(store))
     }
@@ -298,7 +298,7 @@ impl StorageActor {
     /// The open connection, if its file is still the one at the path. When it is not (deleted, or replaced by
     /// another file), logs it once, counts it, and closes the connection, so that the next use opens the file now at
     /// the path (a fresh one if none is there). The pending rows stay pending.
-    fn checked_store(&mut self) -> Result<&mut CandleStore, StoreError> {
+    fn checked_store(&mut self) -> Result<&mut SqliteStore, StoreError> {
         let Err(error) = self.store()?.check_file() else { return self.store() };
         if let (StoreError::FileChanged { .. }, Some(lost)) = (&error, self.store.take()) {
             self.metrics.storage_reopened.inc();

@@ -27,7 +27,7 @@ use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
 use crate::rest::RestClient;
-use crate::store::{CandleStore, StoreError};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::streams::StreamHealth;
 use crate::tasks::{
     Priority, RestartBudget, RestartDecision, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats,
@@ -156,7 +156,7 @@ pub struct SupervisorActor {
     settings: EngineSettings,
     health: Addr<HealthActor>,
     metrics: Metrics,
-    store: Option<CandleStore>,
+    store: Option<SqliteStore>,
     rest: RestClient,
     /// Storage and the audit block on SQLite: each runs on its own arbiter.
     arbiters: Vec<Arbiter>,
@@ -302,14 +302,14 @@ struct StoredState {
 }
 
 impl StoredState {
-    fn read(store: &CandleStore) -> Result<Self, StoreError> {
+    fn read(store: &SqliteStore) -> Result<Self, StoreError> {
         Ok(Self { last_closed: store.last_closed()?, exchange_gaps: store.exchange_gaps()? })
     }
 
     /// Read on a connection of its own (the storage actor owns the writing one). Unreadable, it says nothing: the
     /// streams then load their history, and the audit finds what that misses.
     fn read_fresh(path: &std::path::Path) -> Self {
-        CandleStore::open_read_only(path).and_then(|store| Self::read(&store)).unwrap_or_else(|error| {
+        SqliteStore::open_read_only(path).and_then(|store| Self::read(&store)).unwrap_or_else(|error| {
             log::warn!("cannot read the stored candles ({error}); new streams load their history");
             Self { last_closed: HashMap::new(), exchange_gaps: HashMap::new() }
         })
@@ -320,7 +320,7 @@ impl SupervisorActor {
     /// `store` is the already opened database: opening it first makes a bad storage path fail at start.
     pub fn new(
         settings: EngineSettings,
-        store: CandleStore,
+        store: SqliteStore,
         rest: RestClient,
         health: Addr<HealthActor>,
         metrics: Metrics,
@@ -378,7 +378,7 @@ impl SupervisorActor {
     fn start_storage(
         &self,
         arbiter: &ArbiterHandle,
-        store: CandleStore,
+        store: SqliteStore,
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<StorageActor> {
@@ -907,7 +907,7 @@ impl SupervisorActor {
         match task {
             TaskRef::Storage => {
                 // The panicked actor's pending rows are lost with it; the audit finds the holes and repairs them.
-                let store = CandleStore::open(&self.settings.storage.path)
+                let store = SqliteStore::open(&self.settings.storage.path)
                     .map_err(|e| format!("cannot open the database: {e}"))?;
                 let addr = self.start_storage(&running.storage_arbiter, store, stats, RestartTracker::new(policy));
                 running.wiring.storage.repoint(addr);
@@ -943,7 +943,7 @@ impl SupervisorActor {
                 // It continues from the newest stored closed candle and repairs from there once it is live. What
                 // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
                 // actor and are lost; the new one asks again.
-                let last_stored = CandleStore::open_read_only(&self.settings.storage.path)
+                let last_stored = SqliteStore::open_read_only(&self.settings.storage.path)
                     .and_then(|store| store.last_closed_of(&tasks.key))
                     .unwrap_or_else(|error| {
                         log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");

@@ -4,11 +4,11 @@
 use crate::domain::{Candle, Timeframe};
 use crate::local_api::request::KlineRequest;
 use crate::local_api::selection::{Answer, answer_from, expected_opens};
-use crate::store::{CandleStore, StoreError, Window};
+use crate::store::{Store, StoreError, Window};
 
 /// The rows Binance would select for `request` at `now` (the exchange's clock, ms UTC), if the store holds every
 /// one of them; [`Answer::Incomplete`] otherwise.
-pub fn klines_from_store(store: &CandleStore, request: &KlineRequest, now: i64) -> Result<Answer, StoreError> {
+pub fn klines_from_store(store: &dyn Store, request: &KlineRequest, now: i64) -> Result<Answer, StoreError> {
     let expected = expected_opens(request.timeframe, now, request.start, request.end, request.limit);
     let (Some(&first), Some(&last)) = (expected.first(), expected.last()) else {
         return Ok(Answer::Complete(Vec::new()));
@@ -28,7 +28,7 @@ pub fn klines_from_store(store: &CandleStore, request: &KlineRequest, now: i64) 
 
 /// What the store holds for `request`, selected as Binance selects (read-through off): rows with
 /// `startTime <= open time <= endTime`, the oldest `limit` from `startTime` when it is given, otherwise the newest.
-pub fn klines_store_alone(store: &CandleStore, request: &KlineRequest) -> Result<Vec<Candle>, StoreError> {
+pub fn klines_store_alone(store: &dyn Store, request: &KlineRequest) -> Result<Vec<Candle>, StoreError> {
     let window = if request.start.is_some() { Window::Oldest } else { Window::Newest };
     let (from, to) = (request.start.unwrap_or(i64::MIN), request.end.map_or(i64::MAX, |end| end.saturating_add(1)));
     store.candles_window(&request.symbol, request.timeframe, from, to, request.limit, window)
@@ -45,6 +45,7 @@ mod tests {
     use super::*;
     use crate::domain::fixtures::minute_candle;
     use crate::domain::{StreamId, StreamKey};
+    use crate::store::SqliteStore;
 
     fn request(start: Option<i64>, end: Option<i64>, limit: usize) -> KlineRequest {
         KlineRequest { symbol: "BTCUSDT".into(), timeframe: Timeframe::M1, start, end, limit, time_zone: None }
@@ -52,7 +53,7 @@ mod tests {
 
     #[test]
     fn the_store_answers_when_it_holds_the_whole_selection() {
-        let mut store = CandleStore::open_in_memory().unwrap();
+        let mut store = SqliteStore::open_in_memory().unwrap();
         let streams = [StreamKey::new("BTCUSDT", Timeframe::M1)];
         // Minutes 100..=110 closed, 111 in progress; minute 105 missing.
         let mut rows: Vec<_> =

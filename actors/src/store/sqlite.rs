@@ -1,4 +1,4 @@
-//! SQLite storage of candles and indicator values: the schema, the batched upsert that keeps closed candles final
+//! The SQLite store (the embedded default) of candles and indicator values: the schema, the batched upsert that keeps closed candles final
 //! (with the indicator values of the same batch in the same transaction), the reads, and the check that the open
 //! file is still the one at its path.
 
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, params};
 
+use super::{FileChange, IndicatorPoint, IndicatorRow, Store, StoreError, StoredRange, StoredRanges, Window};
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 
 /// The schema. `candles` is keyed by (symbol, timeframe, open time). A closed candle that is written again with
@@ -108,64 +109,6 @@ WHERE indicators.value IS NOT excluded.value
 const CANDLE_COLUMNS: &str = "timestamp, close_time, open, high, low, close, volume, quote_volume, trades, \
                               taker_buy_base, taker_buy_quote, is_closed";
 
-/// One indicator value to store: `output` indexes the indicator names given to [`CandleStore::write_batch`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IndicatorRow {
-    pub stream: StreamId,
-    /// The open time of the candle the value was computed on.
-    pub open_time: i64,
-    pub output: u16,
-    pub value: f64,
-}
-
-/// The stored indicator values of one candle, by name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IndicatorPoint {
-    pub timestamp: i64,
-    pub values: Vec<(String, f64)>,
-}
-
-/// Which end of a range [`CandleStore::candles_window`] returns when the range holds more than the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    Oldest,
-    Newest,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("SQLite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("no stream is registered as {0:?}")]
-    UnknownStream(StreamId),
-    #[error("{0:?} in the database is not a timeframe")]
-    BadTimeframe(String),
-    #[error("no indicator output is numbered {0}")]
-    UnknownOutput(u16),
-    #[error("cannot read the metadata of the database file {}: {source}", .path.display())]
-    File { path: PathBuf, source: std::io::Error },
-    #[error("the database file {} was {change} while open", .path.display())]
-    FileChanged { path: PathBuf, change: FileChange },
-}
-
-/// What happened to the database file at a store's path since the store opened it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileChange {
-    /// No file is at the path any more.
-    Deleted,
-    /// Another file is at the path.
-    Replaced,
-}
-
-impl std::fmt::Display for FileChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Deleted => "deleted",
-            Self::Replaced => "replaced by another file",
-        })
-    }
-}
-
 /// A file's identity: the device and inode it lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
@@ -180,22 +123,14 @@ impl FileId {
     }
 }
 
-/// A candle row as stored, with its stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredCandle {
-    pub symbol: String,
-    pub timeframe: Timeframe,
-    pub candle: Candle,
-}
-
 /// One SQLite connection to the candle database.
-pub struct CandleStore {
+pub struct SqliteStore {
     conn: Connection,
     /// The path the database was opened at, and the identity of the file it was then: `None` in memory.
     file: Option<(PathBuf, FileId)>,
 }
 
-impl CandleStore {
+impl SqliteStore {
     /// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, schema applied.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut store = Self::configure(Connection::open(path)?)?;
@@ -242,14 +177,30 @@ impl CandleStore {
         Err(StoreError::FileChanged { path: path.clone(), change })
     }
 
-    /// Upserts a batch of candles in one transaction with one prepared statement. Returns the rows changed.
-    pub fn write_candles(&mut self, streams: &[StreamKey], rows: &[(StreamId, Candle)]) -> Result<usize, StoreError> {
-        self.write_batch(streams, &[], rows, &[])
+    /// `MIN` or `MAX` of a stream's closed open times: one step down its primary key.
+    fn closed_bound(&self, key: &StreamKey, aggregate: &str) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "SELECT {aggregate}(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1"
+        );
+        Ok(self.conn.query_row(&sql, params![key.symbol, key.timeframe.as_str()], |row| row.get(0))?)
     }
 
+    /// Folds the WAL into the main database file and truncates it.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// The underlying connection, for ad-hoc queries in tests and tools.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Store for SqliteStore {
     /// Upserts a batch in one transaction: the candles, then the indicator values (named by `names`), each with
     /// one cached prepared statement. Returns the rows changed.
-    pub fn write_batch(
+    fn write_batch(
         &mut self,
         streams: &[StreamKey],
         names: &[String],
@@ -295,7 +246,7 @@ impl CandleStore {
     }
 
     /// The newest closed open time stored for each stream.
-    pub fn last_closed(&self) -> Result<HashMap<(String, Timeframe), i64>, StoreError> {
+    fn last_closed(&self) -> Result<HashMap<(String, Timeframe), i64>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT symbol, timeframe, MAX(timestamp) FROM candles WHERE is_closed = 1 GROUP BY symbol, timeframe",
         )?;
@@ -311,7 +262,7 @@ impl CandleStore {
 
     /// Stored candles of one stream with `start <= open time < end`, oldest first: the oldest or the newest
     /// `limit` of them.
-    pub fn candles_window(
+    fn candles_window(
         &self,
         symbol: &str,
         timeframe: Timeframe,
@@ -338,7 +289,7 @@ impl CandleStore {
     }
 
     /// Every closed candle of one stream, oldest first: what the indicators are recomputed from.
-    pub fn closed_candles(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<Candle>, StoreError> {
+    fn closed_candles(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<Candle>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CANDLE_COLUMNS} FROM candles
              WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1 ORDER BY timestamp"
@@ -348,7 +299,7 @@ impl CandleStore {
     }
 
     /// The stored indicator values of the newest `limit` candles that have any, oldest first, names sorted.
-    pub fn indicator_series(
+    fn indicator_series(
         &self,
         symbol: &str,
         timeframe: Timeframe,
@@ -377,7 +328,7 @@ impl CandleStore {
     }
 
     /// The number of revisions recorded for a stream.
-    pub fn revisions(&self, symbol: &str, timeframe: Timeframe) -> Result<u64, StoreError> {
+    fn revisions(&self, symbol: &str, timeframe: Timeframe) -> Result<u64, StoreError> {
         let count: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM candle_revisions WHERE symbol = ?1 AND timeframe = ?2",
             params![symbol, timeframe.as_str()],
@@ -387,7 +338,7 @@ impl CandleStore {
     }
 
     /// Records ranges `[from_open, to_open)` the exchange confirmed it has no candles for.
-    pub fn record_exchange_gaps(&mut self, key: &StreamKey, gaps: &[Gap]) -> Result<(), StoreError> {
+    fn record_exchange_gaps(&mut self, key: &StreamKey, gaps: &[Gap]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -402,7 +353,7 @@ impl CandleStore {
     }
 
     /// Every recorded exchange gap, by stream, oldest first.
-    pub fn exchange_gaps(&self) -> Result<HashMap<(String, Timeframe), Vec<Gap>>, StoreError> {
+    fn exchange_gaps(&self) -> Result<HashMap<(String, Timeframe), Vec<Gap>>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT symbol, timeframe, from_open, to_open FROM exchange_gaps ORDER BY symbol, timeframe, from_open",
         )?;
@@ -420,25 +371,17 @@ impl CandleStore {
     }
 
     /// The oldest closed open time stored for a stream.
-    pub fn first_closed(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
+    fn first_closed(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
         self.closed_bound(key, "MIN")
     }
 
     /// The newest closed open time stored for a stream.
-    pub fn last_closed_of(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
+    fn last_closed_of(&self, key: &StreamKey) -> Result<Option<i64>, StoreError> {
         self.closed_bound(key, "MAX")
     }
 
-    /// `MIN` or `MAX` of a stream's closed open times: one step down its primary key.
-    fn closed_bound(&self, key: &StreamKey, aggregate: &str) -> Result<Option<i64>, StoreError> {
-        let sql = format!(
-            "SELECT {aggregate}(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1"
-        );
-        Ok(self.conn.query_row(&sql, params![key.symbol, key.timeframe.as_str()], |row| row.get(0))?)
-    }
-
     /// The open times stored for a stream in `[from, to]`, oldest first: closed ones, and ones still in progress.
-    pub fn stored_opens(&self, key: &StreamKey, from: i64, to: i64) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+    fn stored_opens(&self, key: &StreamKey, from: i64, to: i64) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT timestamp, is_closed FROM candles
              WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4 ORDER BY timestamp",
@@ -454,15 +397,75 @@ impl CandleStore {
         Ok((closed, in_progress))
     }
 
-    /// Folds the WAL into the main database file and truncates it.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    fn stored_ranges(&self) -> Result<StoredRanges, StoreError> {
+        let mut ranges = HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT symbol, timeframe, MIN(timestamp), MAX(timestamp), COUNT(*) FROM candles WHERE is_closed = 1
+             GROUP BY symbol, timeframe",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let range = StoredRange {
+                first_closed: row.get(2)?,
+                last_closed: row.get(3)?,
+                present: row.get::<_, i64>(4)? as u64,
+                revisions: 0,
+            };
+            Ok(((row.get(0)?, row.get(1)?), range))
+        })?;
+        for row in rows {
+            let (key, range) = row?;
+            ranges.insert(key, range);
+        }
+        let mut stmt =
+            self.conn.prepare("SELECT symbol, timeframe, COUNT(*) FROM candle_revisions GROUP BY symbol, timeframe")?;
+        let rows = stmt.query_map([], |row| Ok(((row.get(0)?, row.get(1)?), row.get::<_, i64>(2)? as u64)))?;
+        for row in rows {
+            let (key, revisions) = row?;
+            ranges.entry(key).or_insert_with(StoredRange::default).revisions = revisions;
+        }
+        Ok(ranges)
+    }
+
+    fn has_symbol(&self, symbol: &str) -> Result<bool, StoreError> {
+        let exists = "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = ?1)";
+        Ok(self.conn.query_row(exists, [symbol], |row| row.get::<_, bool>(0))?)
+    }
+
+    fn indicator_names(&self, key: &StreamKey, from: i64, to: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT name FROM indicators
+             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4 ORDER BY name",
+        )?;
+        let rows = stmt.query_map(params![key.symbol, key.timeframe.as_str(), from, to], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn for_each_indicator_value(
+        &self,
+        key: &StreamKey,
+        from: i64,
+        to: i64,
+        each: &mut dyn FnMut(i64, &str, f64),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT timestamp, name, value FROM indicators
+             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4",
+        )?;
+        let mut rows = stmt.query(params![key.symbol, key.timeframe.as_str(), from, to])?;
+        // Millions of rows on an export: the name is compared where SQLite holds it, not copied.
+        while let Some(row) = rows.next()? {
+            let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            each(row.get(0)?, name, row.get(2)?);
+        }
         Ok(())
     }
 
-    /// The underlying connection, for ad-hoc queries in tests and tools.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    fn check(&self) -> Result<(), StoreError> {
+        self.check_file()
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.checkpoint()
     }
 }
 
@@ -505,11 +508,11 @@ mod tests {
         }
     }
 
-    fn store() -> (CandleStore, Vec<StreamKey>) {
-        (CandleStore::open_in_memory().unwrap(), vec![StreamKey::new("BTCUSDT", Timeframe::M1)])
+    fn store() -> (SqliteStore, Vec<StreamKey>) {
+        (SqliteStore::open_in_memory().unwrap(), vec![StreamKey::new("BTCUSDT", Timeframe::M1)])
     }
 
-    fn read_all(store: &CandleStore) -> Vec<Candle> {
+    fn read_all(store: &SqliteStore) -> Vec<Candle> {
         store.candles_window("BTCUSDT", Timeframe::M1, 0, i64::MAX, 100, Window::Oldest).unwrap()
     }
 
@@ -575,7 +578,7 @@ mod tests {
     fn database_with_the_old_trigger(dir: &Path) -> PathBuf {
         let path = dir.join("candles.db");
         let (_, streams) = store();
-        let mut store = CandleStore::open(&path).unwrap();
+        let mut store = SqliteStore::open(&path).unwrap();
         store.write_candles(&streams, &[(StreamId(0), candle(0, 11.5, true))]).unwrap();
         store.connection().execute_batch(TRIGGER_NEEDING_3_42).unwrap();
         path
@@ -592,7 +595,7 @@ mod tests {
     fn opening_a_database_replaces_the_trigger_that_needs_sqlite_3_42() {
         let dir = tempfile::tempdir().unwrap();
         let path = database_with_the_old_trigger(dir.path());
-        let store = CandleStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let sql = trigger_sql(store.connection());
         assert!(!sql.contains("unixepoch") && sql.contains("julianday"), "{sql}");
     }
@@ -603,7 +606,7 @@ mod tests {
     fn the_sqlite3_tool_can_update_a_closed_candle() {
         let dir = tempfile::tempdir().unwrap();
         let path = database_with_the_old_trigger(dir.path());
-        drop(CandleStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         let before = crate::tasks::unix_ms();
         let sql = "UPDATE candles SET close = 12.0 WHERE symbol = 'BTCUSDT' AND timestamp = 0;";
         let output = std::process::Command::new("sqlite3")
@@ -613,7 +616,7 @@ mod tests {
             .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(output.status.success() && stderr.is_empty(), "sqlite3 failed: {stderr}");
-        let store = CandleStore::open_read_only(&path).unwrap();
+        let store = SqliteStore::open_read_only(&path).unwrap();
         assert_stamped_now(&revised_at(store.connection()), before);
         assert_eq!(read_all(&store)[0].close, 12.0);
     }
@@ -622,19 +625,19 @@ mod tests {
     fn a_deleted_or_replaced_file_is_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("candles.db");
-        let store = CandleStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(store.check_file().is_ok());
         std::fs::remove_file(&path).unwrap();
         let deleted = store.check_file();
         assert!(matches!(deleted, Err(StoreError::FileChanged { change: FileChange::Deleted, .. })), "{deleted:?}");
 
-        let store = CandleStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let other = dir.path().join("other.db");
-        drop(CandleStore::open(&other).unwrap());
+        drop(SqliteStore::open(&other).unwrap());
         std::fs::rename(&other, &path).unwrap();
         let replaced = store.check_file();
         assert!(matches!(replaced, Err(StoreError::FileChanged { change: FileChange::Replaced, .. })), "{replaced:?}");
-        assert!(CandleStore::open_in_memory().unwrap().check_file().is_ok());
+        assert!(SqliteStore::open_in_memory().unwrap().check_file().is_ok());
     }
 
     #[test]
@@ -666,7 +669,7 @@ mod tests {
         IndicatorRow { stream: StreamId(0), open_time, output, value }
     }
 
-    fn all_indicators(store: &CandleStore) -> Vec<(i64, String, f64)> {
+    fn all_indicators(store: &SqliteStore) -> Vec<(i64, String, f64)> {
         let mut stmt =
             store.connection().prepare("SELECT timestamp, name, value FROM indicators ORDER BY 1, 2").unwrap();
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
