@@ -50,6 +50,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    nats: RawNats,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -188,6 +190,38 @@ impl Default for RawApi {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNats {
+    enabled: bool,
+    url: String,
+    stream: String,
+    subject_prefix: String,
+    /// 0: kept for ever.
+    max_age_secs: u64,
+    /// Absent: no size limit.
+    max_bytes: Option<i64>,
+    duplicate_window_secs: u64,
+    in_progress: bool,
+    buffer: usize,
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CANDLES".into(),
+            subject_prefix: "candles.binance".into(),
+            max_age_secs: 0,
+            max_bytes: None,
+            duplicate_window_secs: 120,
+            in_progress: false,
+            buffer: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
     priority: Priority,
@@ -275,6 +309,29 @@ pub struct Settings {
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
+    pub nats: NatsConfig,
+}
+
+/// `[nats]`: publishing committed closed candles to NATS JetStream (and in-progress updates to core NATS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    pub enabled: bool,
+    /// `nats://host:port` (or `tls://`).
+    pub url: String,
+    /// The JetStream stream's name, created at start if missing.
+    pub stream: String,
+    /// Subjects are `<prefix>.<SYMBOL>.<timeframe>`; in-progress updates `<prefix>.live.<SYMBOL>.<timeframe>`.
+    pub subject_prefix: String,
+    /// Retention by age (`None`: kept for ever).
+    pub max_age: Option<Duration>,
+    /// Retention by size in bytes (`None`: unlimited).
+    pub max_bytes: Option<i64>,
+    /// The window within which the server drops a message id it saw.
+    pub duplicate_window: Duration,
+    /// In-progress updates to core NATS, not kept.
+    pub in_progress: bool,
+    /// The publisher's bounded buffer, in entries.
+    pub buffer: usize,
 }
 
 /// `[api]`: candled as a local Binance (`/api/v3/*`, `/ws`, `/stream`) on the HTTP port.
@@ -455,12 +512,14 @@ impl Settings {
             return Err(invalid("api.cache_mb", format!("{} is out of range: must be at most 1048576", api.cache_mb)));
         }
 
+        let nats = check_nats(raw.nats).map_err(|(key, problem)| invalid(&format!("nats.{key}"), problem))?;
+
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
                 invalid(
                     &format!("supervisor.tasks.{name}"),
-                    "unknown task kind: expected storage, connection, subscription, indicator, backfill, history or audit"
+                    "unknown task kind: expected storage, connection, subscription, indicator, backfill, history, audit or publisher"
                         .into(),
                 )
             })?;
@@ -515,8 +574,57 @@ impl Settings {
                 max_ws_clients: api.max_ws_clients,
                 weight_per_minute: api.weight_per_minute,
             },
+            nats,
         })
     }
+}
+
+/// Validates `[nats]`: the key at fault (under `nats.`) and the problem.
+fn check_nats(raw: RawNats) -> Result<NatsConfig, (&'static str, String)> {
+    check_url(&raw.url, &["nats://", "tls://"]).map_err(|p| ("url", p))?;
+    let forbidden = |c: char| c.is_whitespace() || ".*>/\\".contains(c);
+    if raw.stream.is_empty() || raw.stream.chars().any(forbidden) {
+        let problem = format!(
+            "{:?} is not a JetStream stream name: non-empty, without spaces, '.', '*', '>', '/' or '\\'",
+            raw.stream
+        );
+        return Err(("stream", problem));
+    }
+    let bad_token = |t: &str| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == '*' || c == '>');
+    if raw.subject_prefix.split('.').any(bad_token) {
+        let problem = format!(
+            "{:?} is not a subject prefix: dot-separated non-empty tokens without spaces, '*' or '>', such as \"candles.binance\"",
+            raw.subject_prefix
+        );
+        return Err(("subject_prefix", problem));
+    }
+    if raw.max_bytes.is_some_and(|bytes| bytes < 1) {
+        return Err(("max_bytes", "must be at least 1: remove the key for no size limit".into()));
+    }
+    if raw.duplicate_window_secs == 0 {
+        return Err(("duplicate_window_secs", "must be at least 1".into()));
+    }
+    if raw.max_age_secs > 0 && raw.duplicate_window_secs > raw.max_age_secs {
+        let problem = format!(
+            "{} is above nats.max_age_secs ({}): JetStream refuses that",
+            raw.duplicate_window_secs, raw.max_age_secs
+        );
+        return Err(("duplicate_window_secs", problem));
+    }
+    if raw.buffer == 0 {
+        return Err(("buffer", "must be at least 1".into()));
+    }
+    Ok(NatsConfig {
+        enabled: raw.enabled,
+        url: raw.url,
+        stream: raw.stream,
+        subject_prefix: raw.subject_prefix,
+        max_age: (raw.max_age_secs > 0).then(|| Duration::from_secs(raw.max_age_secs)),
+        max_bytes: raw.max_bytes,
+        duplicate_window: Duration::from_secs(raw.duplicate_window_secs),
+        in_progress: raw.in_progress,
+        buffer: raw.buffer,
+    })
 }
 
 /// A TOML error quotes the line at fault: when that line sets a token, its value is left out.
@@ -558,7 +666,7 @@ fn check_symbol(symbol: &str) -> Result<(), String> {
 
 fn task_kind(name: &str) -> Option<TaskKind> {
     use TaskKind::*;
-    [Storage, Connection, Subscription, Indicator, Backfill, History, Audit]
+    [Storage, Connection, Subscription, Indicator, Backfill, History, Audit, Publisher]
         .into_iter()
         .find(|kind| kind.as_str() == name)
 }
@@ -566,6 +674,44 @@ fn task_kind(name: &str) -> Option<TaskKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_defaults_and_each_invalid_key_says_what_is_wrong() {
+        let base = "[exchange]\nws_url = \"ws://h\"\nrest_url = \"http://h\"\n[market_data]\nsymbols = [\"BTCUSDT\"]\ntimeframes = [\"1m\"]\n";
+        let settings = Settings::parse(base, "c.toml").unwrap();
+        let defaults = NatsConfig {
+            enabled: false,
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CANDLES".into(),
+            subject_prefix: "candles.binance".into(),
+            max_age: None,
+            max_bytes: None,
+            duplicate_window: Duration::from_secs(120),
+            in_progress: false,
+            buffer: 10_000,
+        };
+        assert_eq!(settings.nats, defaults);
+        let set =
+            Settings::parse(&format!("{base}[nats]\nenabled = true\nmax_age_secs = 86400\nmax_bytes = 1000000\n"), "c")
+                .unwrap();
+        assert_eq!((set.nats.max_age, set.nats.max_bytes), (Some(Duration::from_secs(86_400)), Some(1_000_000)));
+        let cases = [
+            // TC0..: (the [nats] body, the key at fault, a word of the problem)
+            ("url = \"http://x\"", "nats.url", "must start with nats://"),
+            ("stream = \"A.B\"", "nats.stream", "not a JetStream stream name"),
+            ("stream = \"\"", "nats.stream", "not a JetStream stream name"),
+            ("subject_prefix = \"a..b\"", "nats.subject_prefix", "not a subject prefix"),
+            ("subject_prefix = \"a.>\"", "nats.subject_prefix", "not a subject prefix"),
+            ("max_bytes = 0", "nats.max_bytes", "at least 1"),
+            ("duplicate_window_secs = 0", "nats.duplicate_window_secs", "at least 1"),
+            ("max_age_secs = 60", "nats.duplicate_window_secs", "above nats.max_age_secs"),
+            ("buffer = 0", "nats.buffer", "at least 1"),
+        ];
+        for (i, (body, key, problem)) in cases.iter().enumerate() {
+            let error = Settings::parse(&format!("{base}[nats]\n{body}\n"), "c.toml").unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")) && error.contains(problem), "TC{i}: {error}");
+        }
+    }
 
     const SHIPPED: &str = include_str!("../config.toml");
 

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use candled_actors::actors::audit::AuditSettings;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
+use candled_actors::actors::publisher::{PublisherFeed, PublisherSettings};
 use candled_actors::actors::storage::{CommittedCandles, StorageSettings};
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
@@ -24,6 +25,7 @@ use candled_actors::hub::{self, Hub};
 use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
+use candled_actors::publish::Subjects;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
 use candled_actors::store::SqliteStore;
@@ -215,6 +217,10 @@ impl Application {
         // The storage actor publishes to the channel HTTP follows (a reload keeps the running storage's).
         engine_config.storage.committed = committed;
         engine_config.connection.hub = hub.clone();
+        engine_config.publisher = settings.nats.enabled.then(|| {
+            let feed = PublisherFeed::tap(&hub, settings.nats.buffer, settings.nats.in_progress);
+            (publisher_settings(&settings), feed)
+        });
         let engine =
             PendingEngine { settings: engine_config, store, rest, health, metrics, symbols, reloader, reload_requests };
         Ok(Self { port, serving, server, engine, startup, hub, _config_watch: config_watch, _lock: lock })
@@ -365,6 +371,24 @@ pub(crate) fn engine_settings(
         provisional,
         registry,
         supervision: settings.supervision.clone(),
+        // Set at start-up, where the hub is (never changed by a reload).
+        publisher: None,
+    }
+}
+
+/// The publisher's settings from `[nats]`.
+fn publisher_settings(settings: &Settings) -> PublisherSettings {
+    let nats = &settings.nats;
+    PublisherSettings {
+        url: nats.url.clone(),
+        stream: nats.stream.clone(),
+        subjects: Subjects::new(nats.subject_prefix.clone()),
+        max_age: nats.max_age,
+        max_bytes: nats.max_bytes,
+        duplicate_window: nats.duplicate_window,
+        in_progress: nats.in_progress,
+        buffer: nats.buffer,
+        db_path: settings.storage_path.clone(),
     }
 }
 

@@ -35,6 +35,8 @@ pub enum TaskKind {
     Backfill,
     History,
     Audit,
+    /// The NATS JetStream publisher (`[nats] enabled`).
+    Publisher,
 }
 
 impl TaskKind {
@@ -47,6 +49,7 @@ impl TaskKind {
             Self::Backfill => "backfill",
             Self::History => "history",
             Self::Audit => "audit",
+            Self::Publisher => "publisher",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! What an edited config changes compared with the one in force: the keys that need a restart (every `exchange.*`,
-//! `storage.*`, `http.*`, `metrics.*` and `api.*` key), whether anything that reloads live changed, and the symbols to check.
+//! `storage.*`, `http.*`, `metrics.*`,
+//! `api.*` and `nats.*` key), whether anything that reloads live changed, and the symbols to check.
 
 use crate::config::Settings;
 
@@ -32,6 +33,15 @@ pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'sta
         ("api.cache_mb", in_force.api.cache_bytes != edited.api.cache_bytes),
         ("api.max_ws_clients", in_force.api.max_ws_clients != edited.api.max_ws_clients),
         ("api.weight_per_minute", in_force.api.weight_per_minute != edited.api.weight_per_minute),
+        ("nats.enabled", in_force.nats.enabled != edited.nats.enabled),
+        ("nats.url", in_force.nats.url != edited.nats.url),
+        ("nats.stream", in_force.nats.stream != edited.nats.stream),
+        ("nats.subject_prefix", in_force.nats.subject_prefix != edited.nats.subject_prefix),
+        ("nats.max_age_secs", in_force.nats.max_age != edited.nats.max_age),
+        ("nats.max_bytes", in_force.nats.max_bytes != edited.nats.max_bytes),
+        ("nats.duplicate_window_secs", in_force.nats.duplicate_window != edited.nats.duplicate_window),
+        ("nats.in_progress", in_force.nats.in_progress != edited.nats.in_progress),
+        ("nats.buffer", in_force.nats.buffer != edited.nats.buffer),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
@@ -49,6 +59,7 @@ pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
         admin_token: in_force.admin_token.clone(),
         metrics: in_force.metrics,
         api: in_force.api,
+        nats: in_force.nats.clone(),
         ..edited
     }
 }
@@ -116,7 +127,7 @@ interval_secs = 300
     #[test]
     fn restart_only_keys_are_named_and_live_changes_seen() {
         let base = settings(BASE);
-        let cases: [(&str, &str, &[&str], bool); 11] = [
+        let cases: [(&str, &str, &[&str], bool); 12] = [
             // TC0: the same text: nothing.
             ("history = 10", "history = 10", &[], false),
             // TC1: a comment only.
@@ -149,6 +160,8 @@ interval_secs = 300
             ("[storage]", "[metrics]\nper_stream = false\n\n[storage]", &["metrics.per_stream"], false),
             // TC10: the local Binance API: restart only.
             ("[storage]", "[api]\nweight_per_minute = 10\n\n[storage]", &["api.weight_per_minute"], false),
+            // TC11: NATS publishing: restart only.
+            ("[storage]", "[nats]\nenabled = true\nbuffer = 5\n\n[storage]", &["nats.enabled", "nats.buffer"], false),
         ];
         for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
             let edit = edited(from, to);

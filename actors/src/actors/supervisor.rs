@@ -18,6 +18,7 @@ use crate::actors::health::{HealthActor, RegisterStream, RegisterTask, Unregiste
 use crate::actors::history::{HistoryActor, StreamsRemoved};
 use crate::actors::indicator::{IndicatorActor, Rebuild};
 use crate::actors::messages::{Drain, HistoryLanded, Retire};
+use crate::actors::publisher::{PublisherActor, PublisherFeed, PublisherSettings};
 use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings, StoreCandles};
 use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
@@ -126,6 +127,7 @@ impl SupervisionSettings {
             (Backfill, policy(High, true)),
             (History, policy(High, false)),
             (Audit, policy(High, true)),
+            (Publisher, policy(High, true)),
         ])
     }
 }
@@ -150,6 +152,8 @@ pub struct EngineSettings {
     /// The configured streams and their ids, shared with HTTP.
     pub registry: StreamRegistry,
     pub supervision: SupervisionSettings,
+    /// The NATS JetStream publisher, when `[nats] enabled`: its settings and the hub's feed of it.
+    pub publisher: Option<(PublisherSettings, PublisherFeed)>,
 }
 
 pub struct SupervisorActor {
@@ -174,6 +178,7 @@ enum TaskRef {
     Storage,
     Backfill,
     Audit,
+    Publisher,
     /// Run once: when it is gone before it finished, it is marked failed, never restarted.
     History,
     Indicator(StreamId),
@@ -224,6 +229,7 @@ struct RunningTasks {
     /// Storage, backfill and what else every stream is linked to.
     wiring: StreamWiring,
     audit: Mailbox<AuditActor>,
+    publisher: Option<Mailbox<PublisherActor>>,
     history: Option<Mailbox<HistoryActor>>,
     /// By id: the order streams were first configured in.
     streams: BTreeMap<StreamId, StreamTasks>,
@@ -244,6 +250,7 @@ impl RunningTasks {
             TaskRef::Storage => self.wiring.storage.connected(),
             TaskRef::Backfill => self.wiring.backfill.connected(),
             TaskRef::Audit => self.audit.connected(),
+            TaskRef::Publisher => self.publisher.as_ref().is_none_or(Mailbox::connected),
             TaskRef::History => self.history.as_ref().is_none_or(Mailbox::connected),
             TaskRef::Indicator(id) => self.streams.get(&id).is_some_and(|s| s.indicator.connected()),
             TaskRef::Subscription(id) => self.streams.get(&id).is_some_and(|s| s.subscription.connected()),
@@ -418,6 +425,20 @@ impl SupervisorActor {
         })
     }
 
+    fn start_publisher(
+        &self,
+        arbiter: &ArbiterHandle,
+        stats: &Arc<TaskStats>,
+        tracker: RestartTracker,
+    ) -> Option<Addr<PublisherActor>> {
+        let (settings, feed) = self.settings.publisher.clone()?;
+        let (committed, registry) = (self.settings.storage.committed.clone(), self.settings.registry.clone());
+        let (stats, metrics) = (stats.clone(), self.metrics.nats.clone());
+        Some(Supervisor::start_in_arbiter(arbiter, move |_| {
+            PublisherActor::new(settings, feed, committed, registry, stats, tracker, metrics)
+        }))
+    }
+
     fn start_connection(
         &self,
         number: u32,
@@ -499,11 +520,23 @@ impl SupervisorActor {
             watched.push(w);
             mailbox
         };
+        let publisher =
+            self.settings.publisher.as_ref().map(|(publisher, _)| publisher.clone()).and_then(|publisher| {
+                let meta = vec![("stream".into(), publisher.stream.clone()), ("url".into(), publisher.url.clone())];
+                let w =
+                    self.register(TaskRef::Publisher, self.spec("publisher".into(), TaskKind::Publisher, None, meta));
+                let tracker = RestartTracker::new(w.spec.policy);
+                let addr = self.start_publisher(&audit_arbiter.handle(), &w.stats, tracker)?;
+                let mailbox = Mailbox::new(addr, w.stats.clone());
+                watched.push(w);
+                Some(mailbox)
+            });
         log::info!("Registered {} background task(s)", watched.len());
         log::info!("Started {} tasks", watched.len());
         self.running = Some(RunningTasks {
             wiring,
             audit,
+            publisher,
             history,
             streams,
             connections,
@@ -930,6 +963,11 @@ impl SupervisorActor {
                 );
                 running.audit.repoint(addr);
             }
+            TaskRef::Publisher => {
+                let tracker = RestartTracker::new(policy);
+                let addr = self.start_publisher(&running.audit_arbiter, stats, tracker).ok_or("NATS is not enabled")?;
+                running.publisher.as_ref().ok_or("NATS is not enabled")?.repoint(addr);
+            }
             // Its policy never restarts it: `probe` marked it failed.
             TaskRef::History => return Err("a run-once task is not restarted".to_owned()),
             TaskRef::Indicator(id) => {
@@ -1059,6 +1097,10 @@ impl Handler<RestartTask> for SupervisorActor {
             TaskRef::History => return Err(ReconfigureError::RunOnce(name)),
             TaskRef::Storage => (running.wiring.storage.recipient(), true),
             TaskRef::Audit => (running.audit.recipient(), true),
+            TaskRef::Publisher => match &running.publisher {
+                Some(publisher) => (publisher.recipient(), true),
+                None => return Err(ReconfigureError::UnknownTask(name)),
+            },
             TaskRef::Connection(n) => (running.connections[&n].mailbox.recipient(), true),
             TaskRef::Backfill => (running.wiring.backfill.recipient(), false),
             TaskRef::Indicator(id) => (running.streams[&id].indicator.recipient(), false),
@@ -1139,6 +1181,7 @@ impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
             TaskRef::Storage => running.wiring.storage.do_send(inject),
             TaskRef::Backfill => running.wiring.backfill.do_send(inject),
             TaskRef::Audit => running.audit.do_send(inject),
+            TaskRef::Publisher => running.publisher.as_ref().ok_or("no publisher task")?.do_send(inject),
             TaskRef::History => running.history.as_ref().ok_or("no history task")?.do_send(inject),
             TaskRef::Indicator(id) => running.streams.get(&id).ok_or_else(gone)?.indicator.do_send(inject),
             TaskRef::Subscription(id) => running.streams.get(&id).ok_or_else(gone)?.subscription.do_send(inject),
