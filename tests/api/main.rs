@@ -16,6 +16,7 @@ mod live_streams;
 mod local_binance_rest;
 mod local_binance_ws;
 mod metrics;
+mod nats;
 mod reliability;
 mod scale;
 mod scale_whole_exchange;
