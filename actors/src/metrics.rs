@@ -77,7 +77,7 @@ pub struct NatsMetrics {
     pub catch_up_candles: IntCounter,
     /// Entries waiting in the publisher's buffer.
     pub buffer_depth: IntGauge,
-    /// Entries the full buffer dropped (closed ones are caught up from the store).
+    /// Closed candles the full buffer dropped (their streams catch up from the store).
     pub buffer_dropped: IntCounter,
     /// 1 while the publisher is connected to the broker.
     pub connected: IntGauge,
@@ -107,7 +107,7 @@ impl NatsMetrics {
             buffer_depth: gauge("nats_buffer_depth", "Entries waiting in the NATS publisher's buffer"),
             buffer_dropped: counter(
                 "nats_buffer_dropped_total",
-                "Entries the full NATS buffer dropped (closed candles are caught up from the store)",
+                "Closed candles the full NATS buffer dropped (their streams catch up from the store)",
             ),
             connected: gauge("nats_connected", "1 while the NATS publisher is connected to the broker"),
             live_published: counter("nats_live_published_total", "In-progress updates sent to core NATS"),

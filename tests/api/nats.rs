@@ -3,7 +3,7 @@
 //! end. A JetStream consumer reads everything the stream holds, and it must hold every closed candle exactly once
 //! per message id, equal to the fake exchange's: across a `kill -9` and restart on the same database, across a
 //! broker outage (a TCP proxy on loopback between candled and the broker, cut and restored), and from a replica
-//! pair publishing the same streams.
+//! pair publishing the same streams (one of them with a one-candle buffer that keeps overflowing).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -68,7 +68,9 @@ impl Broker {
                     std::env::var("CI").as_deref() != Ok("true"),
                     "no NATS server at {BROKER} ({error}): .ci/run starts `nats-server -js`"
                 );
-                eprintln!("note: no NATS server at {BROKER} ({error}); start `nats-server -js` to run this test: skipped");
+                eprintln!(
+                    "note: no NATS server at {BROKER} ({error}); start `nats-server -js` to run this test: skipped"
+                );
                 return None;
             }
         };
@@ -77,13 +79,20 @@ impl Broker {
             let _inside = runtime.enter();
             jetstream::new(client.clone())
         };
-        Some(Self { runtime, client, js, stream: format!("CANDLED_TEST_{suffix}"), prefix: format!("test{suffix}.candles") })
+        Some(Self {
+            runtime,
+            client,
+            js,
+            stream: format!("CANDLED_TEST_{suffix}"),
+            prefix: format!("test{suffix}.candles"),
+        })
     }
 
     /// The `[nats]` section that points candled at `url` with this test's stream and prefix.
-    fn nats_section(&self, url: &str, in_progress: bool) -> String {
+    fn nats_section(&self, url: &str, in_progress: bool, buffer: usize) -> String {
         format!(
-            "\n[nats]\nenabled = true\nurl = {url:?}\nstream = {:?}\nsubject_prefix = {:?}\nin_progress = {in_progress}\n",
+            "\n[nats]\nenabled = true\nurl = {url:?}\nstream = {:?}\nsubject_prefix = {:?}\nin_progress = {in_progress}\n\
+             buffer = {buffer}\n",
             self.stream, self.prefix
         )
     }
@@ -278,11 +287,11 @@ fn options() -> AppOptions {
 }
 
 /// A config for candled against `fake`, publishing through `url`, in a fresh folder.
-fn app_folder(fake: &FakeExchange, broker: &Broker, url: &str, in_progress: bool) -> tempfile::TempDir {
+fn app_folder(fake: &FakeExchange, broker: &Broker, url: &str, in_progress: bool, buffer: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let path = write_config(dir.path(), fake, &options());
     let mut config = std::fs::read_to_string(&path).expect("the config");
-    config.push_str(&broker.nats_section(url, in_progress));
+    config.push_str(&broker.nats_section(url, in_progress, buffer));
     std::fs::write(&path, config).expect("write the config");
     dir
 }
@@ -307,7 +316,7 @@ fn restart_and_outage(outage: Duration) {
         .block_on(broker.client.subscribe(format!("{}.live.>", broker.prefix)))
         .expect("a core NATS subscription");
 
-    let mut app = spawn_in(app_folder(&fake, &broker, &proxy.url(), true));
+    let mut app = spawn_in(app_folder(&fake, &broker, &proxy.url(), true, 10_000));
     let dbs = [app.db_path.clone()];
     app.wait_for_log("publisher: connected to", Duration::from_secs(20));
     wait_for_live_closes(&fake, 10);
@@ -361,18 +370,20 @@ fn every_closed_candle_is_published_once_across_a_30s_broker_outage() {
 }
 
 #[test]
-fn a_replica_pair_publishes_each_candle_once() {
+fn a_replica_pair_publishes_each_candle_once_even_with_an_overflowing_buffer() {
     let Some(broker) = Broker::connect() else { return };
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
     let url = format!("nats://{BROKER}");
-    let mut first = spawn_in(app_folder(&fake, &broker, &url, false));
-    let mut second = spawn_in(app_folder(&fake, &broker, &url, false));
+    let mut first = spawn_in(app_folder(&fake, &broker, &url, false, 10_000));
+    // The second one's buffer holds one candle: it overflows all the time, and its streams catch up from the store.
+    let mut second = spawn_in(app_folder(&fake, &broker, &url, false, 1));
     first.wait_for_log("publisher: connected to", Duration::from_secs(20));
     second.wait_for_log("publisher: connected to", Duration::from_secs(20));
     wait_for_live_closes(&fake, 12);
     let dbs = [first.db_path.clone(), second.db_path.clone()];
     wait_until_published(&broker, &dbs, 40, "the replica pair");
     let published = first.metric("candled_nats_published_total") + second.metric("candled_nats_published_total");
+    assert!(second.metric("candled_nats_buffer_dropped_total") > 0.0, "the one-candle buffer overflowed");
     // The folders (and their databases) are kept until the check below.
     let mut folders = Vec::new();
     for app in [first, second] {

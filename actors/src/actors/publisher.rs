@@ -250,8 +250,8 @@ impl Run {
                 }
             }
             self.drain_commits();
+            self.metrics.buffer_depth.set((self.feed.closed.depth() + self.feed.live.depth()) as i64);
             let taken = self.feed.closed.take();
-            self.metrics.buffer_depth.set(self.feed.live.depth() as i64);
             self.take_live(&client).await;
             let can_send = connected && !self.failed_since_connected;
             self.publish_live_candles(&js, taken, can_send).await;
