@@ -72,6 +72,17 @@ pub fn settings_view(settings: &Settings) -> Value {
             "admin_token_set": settings.admin_token.is_some(),
         },
         "metrics": { "per_stream": settings.metrics.per_stream },
+        "nats": {
+            "enabled": settings.nats.enabled,
+            "url": candled_actors::actors::publisher::shown_url(&settings.nats.url),
+            "stream": settings.nats.stream,
+            "subject_prefix": settings.nats.subject_prefix,
+            "max_age_secs": settings.nats.max_age.map_or(0, |age| age.as_secs()),
+            "max_bytes": settings.nats.max_bytes,
+            "duplicate_window_secs": settings.nats.duplicate_window.as_secs(),
+            "in_progress": settings.nats.in_progress,
+            "buffer": settings.nats.buffer,
+        },
     })
 }
 
@@ -102,6 +113,12 @@ mod tests {
         // TC2: the token only as whether one is set.
         assert_eq!(view["http"]["admin_token_set"], true);
         assert_eq!(view["metrics"]["per_stream"], true);
+        assert!(!view.to_string().contains("hunter2"), "{view}");
+        // TC3: NATS off by default; a URL's credentials are never shown.
+        assert_eq!(view["nats"]["enabled"], false);
+        let text = format!("{text}\n[nats]\nurl = \"nats://u:hunter2@127.0.0.1:4222\"\n");
+        let view = settings_view(&Settings::parse(&text, "config.toml").expect("valid"));
+        assert_eq!(view["nats"]["url"], "nats://[credentials]@127.0.0.1:4222");
         assert!(!view.to_string().contains("hunter2"), "{view}");
     }
 }

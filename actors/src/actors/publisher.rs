@@ -69,6 +69,16 @@ pub struct PublisherSettings {
     pub db_path: PathBuf,
 }
 
+/// `url` as it may be shown (logs, `/api/v1/config`): credentials (`nats://user:password@host`) left out.
+pub fn shown_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[credentials]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// Where the publisher reads the committed candles it catches up: one function, so that another store backend
 /// replaces it in one place.
 pub fn open_store(path: &Path) -> Result<Box<dyn Store>, StoreError> {
@@ -228,7 +238,7 @@ impl Run {
         let stream = self.ensure_stream(&js, &client).await;
         log::info!(
             "publisher: connected to {}; publishing to JetStream stream {} ({})",
-            self.settings.url,
+            shown_url(&self.settings.url),
             self.settings.stream,
             self.settings.subjects.stream_filter()
         );
@@ -292,12 +302,13 @@ impl Run {
                         self.metrics.connected.set(1);
                         return client;
                     }
-                    let error = format!("cannot connect to NATS at {}", self.settings.url);
+                    let error = format!("cannot connect to NATS at {}", shown_url(&self.settings.url));
                     log::warn!("publisher: {error}; retrying in {retry:?}");
                     self.stats.record_error(error);
                 }
                 Err(error) => {
-                    log::warn!("publisher: cannot connect to NATS at {}: {error}; retrying", self.settings.url);
+                    let url = shown_url(&self.settings.url);
+                    log::warn!("publisher: cannot connect to NATS at {url}: {error}; retrying");
                     self.stats.record_error(format!("cannot connect to NATS: {error}"));
                 }
             }
@@ -570,4 +581,22 @@ fn read_pages(path: &Path, marked: Vec<(StreamKey, i64)>) -> Result<Vec<Page>, S
         pages.push(Page { key, from, candles, through });
     }
     Ok(pages)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_shown_url_leaves_credentials_out() {
+        let cases = [
+            // TC0: none to leave out.
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+            // TC1: user and password.
+            ("nats://candled:s3cret@nats.local:4222", "nats://[credentials]@nats.local:4222"),
+            // TC2: a token, and a path after the authority.
+            ("tls://tok@host:4222/x@y", "tls://[credentials]@host:4222/x@y"),
+        ];
+        for (i, (url, shown)) in cases.iter().enumerate() {
+            assert_eq!(super::shown_url(url), *shown, "TC{i}");
+        }
+    }
 }

@@ -522,7 +522,10 @@ impl SupervisorActor {
         };
         let publisher =
             self.settings.publisher.as_ref().map(|(publisher, _)| publisher.clone()).and_then(|publisher| {
-                let meta = vec![("stream".into(), publisher.stream.clone()), ("url".into(), publisher.url.clone())];
+                let meta = vec![
+                    ("stream".into(), publisher.stream.clone()),
+                    ("url".into(), crate::actors::publisher::shown_url(&publisher.url)),
+                ];
                 let w =
                     self.register(TaskRef::Publisher, self.spec("publisher".into(), TaskKind::Publisher, None, meta));
                 let tracker = RestartTracker::new(w.spec.policy);
