@@ -3,7 +3,8 @@
 //! end. A JetStream consumer reads everything the stream holds, and it must hold every closed candle exactly once
 //! per message id, equal to the fake exchange's: across a `kill -9` and restart on the same database, across a
 //! broker outage (a TCP proxy on loopback between candled and the broker, cut and restored), and from a replica
-//! pair publishing the same streams (one of them with a one-candle buffer that keeps overflowing).
+//! pair publishing the same streams (one of them with a one-candle buffer that keeps overflowing, the other's
+//! publisher made to panic and restarted by the supervisor).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -350,6 +351,7 @@ fn restart_and_outage(outage: Duration) {
     let (status, _folder, log) = app.terminate();
     assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
     let checked = assert_published_exactly_once(&broker, &fake, &dbs);
+    println!("restart and a {outage:?} outage: {checked} messages held once each");
     assert!(checked >= 200, "only {checked} messages");
     // In-progress updates arrived on core NATS; none of them is kept in the stream.
     let got_live = broker.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), live.next()).await });
@@ -370,7 +372,7 @@ fn every_closed_candle_is_published_once_across_a_30s_broker_outage() {
 }
 
 #[test]
-fn a_replica_pair_publishes_each_candle_once_even_with_an_overflowing_buffer() {
+fn a_replica_pair_publishes_each_candle_once_through_a_panic_and_an_overflowing_buffer() {
     let Some(broker) = Broker::connect() else { return };
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
     let url = format!("nats://{BROKER}");
@@ -379,7 +381,21 @@ fn a_replica_pair_publishes_each_candle_once_even_with_an_overflowing_buffer() {
     let mut second = spawn_in(app_folder(&fake, &broker, &url, false, 1));
     first.wait_for_log("publisher: connected to", Duration::from_secs(20));
     second.wait_for_log("publisher: connected to", Duration::from_secs(20));
-    wait_for_live_closes(&fake, 12);
+    wait_for_live_closes(&fake, 6);
+    // The first one's publisher panics: the supervisor starts a fresh one, which goes on from JetStream.
+    let url = format!("http://127.0.0.1:{}/api/v1/test/tasks/publisher/panic", first.port);
+    let injected = reqwest::blocking::Client::new().post(url).send().expect("the fault-injection route answers");
+    assert_eq!(injected.status().as_u16(), 204);
+    first.wait_for_log("publisher: restarted", Duration::from_secs(15));
+    let restarted = wait_until(Duration::from_secs(15), || {
+        crate::helpers::task_row(&first, "publisher").filter(|row| row["restarts"] == 1 && row["state"] == "running")
+    });
+    assert!(
+        restarted.is_some(),
+        "the publisher was not restarted: {:?}",
+        crate::helpers::task_row(&first, "publisher")
+    );
+    wait_for_live_closes(&fake, 6);
     let dbs = [first.db_path.clone(), second.db_path.clone()];
     wait_until_published(&broker, &dbs, 40, "the replica pair");
     let published = first.metric("candled_nats_published_total") + second.metric("candled_nats_published_total");
@@ -393,5 +409,6 @@ fn a_replica_pair_publishes_each_candle_once_even_with_an_overflowing_buffer() {
     }
     // Both published (each counts the server's acknowledgement of a duplicate too); the stream holds each once.
     let checked = assert_published_exactly_once(&broker, &fake, &dbs);
+    println!("replica pair: {checked} messages held once each, {published} acknowledgements from the two replicas");
     assert!(published > checked as f64, "both replicas published: {published} acks for {checked} messages");
 }
