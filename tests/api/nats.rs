@@ -412,3 +412,74 @@ fn a_replica_pair_publishes_each_candle_once_through_a_panic_and_an_overflowing_
     println!("replica pair: {checked} messages held once each, {published} acknowledgements from the two replicas");
     assert!(published > checked as f64, "both replicas published: {published} acks for {checked} messages");
 }
+
+/// A documented load run: candled starts on a store that already holds `CANDLED_NATS_LOAD_CANDLES` (default 50,000)
+/// closed 1m candles of one stream that JetStream has never seen, and publishes them all from the store (the
+/// catch-up path, acknowledgements awaited 512 at a time). Prints the rate.
+#[test]
+#[ignore = "a load run: cargo test --release --test api nats::catch_up_rate -- --ignored --nocapture"]
+fn catch_up_rate_from_a_filled_store() {
+    use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
+    use candled_actors::store::{SqliteStore, Store};
+
+    let Some(broker) = Broker::connect() else { return };
+    let count: i64 = std::env::var("CANDLED_NATS_LOAD_CANDLES").ok().and_then(|n| n.parse().ok()).unwrap_or(50_000);
+    let fake = FakeExchange::start(FakeConfig { speed: 1.0, ..FakeConfig::default() });
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = AppOptions { symbols: vec!["BTCUSDT"], timeframes: vec!["1m"], history: 0, ..AppOptions::default() };
+    let path = write_config(dir.path(), &fake, &options);
+    let mut config = std::fs::read_to_string(&path).expect("the config");
+    config.push_str(&broker.nats_section(&format!("nats://{BROKER}"), false, 10_000));
+    std::fs::write(&path, config).expect("write the config");
+
+    // The store, filled before candled starts: the newest `count` closed minutes of the fake.
+    let minute = 60_000;
+    let now = fake.now_ms() / minute * minute;
+    let num = |s: &str| s.parse::<f64>().expect("a decimal");
+    let candles: Vec<(StreamId, Candle)> = fake
+        .closed_candles("BTCUSDT", "1m", now - count * minute, now)
+        .iter()
+        .map(|k| {
+            let candle = Candle {
+                open_time: k.open_time,
+                close_time: k.close_time,
+                open: num(&k.open),
+                high: num(&k.high),
+                low: num(&k.low),
+                close: num(&k.close),
+                volume: num(&k.volume),
+                quote_volume: num(&k.quote_volume),
+                trades: k.trades as u64,
+                taker_buy_base: num(&k.taker_buy_base_volume),
+                taker_buy_quote: num(&k.taker_buy_quote_volume),
+                is_closed: true,
+            };
+            (StreamId(0), candle)
+        })
+        .collect();
+    std::fs::create_dir_all(dir.path().join("data")).expect("the data folder");
+    let mut store = SqliteStore::open(&dir.path().join("data/candles.db")).expect("a store");
+    store.write_candles(&[StreamKey::new("BTCUSDT", Timeframe::M1)], &candles).expect("filled");
+    store.close().expect("closed");
+    drop(store);
+
+    let mut app = spawn_in(dir);
+    app.wait_for_log("publisher: connected to", Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let held = || {
+        broker.runtime.block_on(async {
+            let mut stream = broker.js.get_stream(&broker.stream).await.ok()?;
+            Some(stream.info().await.ok()?.state.messages)
+        })
+    };
+    let done = wait_until(Duration::from_secs(600), || held().filter(|&n| n >= count as u64));
+    let elapsed = started.elapsed();
+    assert!(done.is_some(), "only {:?} of {count} published", held());
+    println!(
+        "catch-up: {count} candles published from the store in {:.2} s: {:.0} candles/s",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64()
+    );
+    let (status, _folder, log) = app.terminate();
+    assert_eq!(status.code(), Some(0), "log:\n{}", log.join("\n"));
+}

@@ -269,7 +269,9 @@ impl Run {
                 self.catch_up(&js).await?;
             }
             let failures_before = self.metrics.failures.get();
-            self.collect_acks(Some(TICK)).await;
+            // While a catch-up has more to read, the next round starts at once; else wait for work or a tick.
+            let wait = if can_send && self.ledger.has_catch_up() { Duration::ZERO } else { TICK };
+            self.collect_acks(Some(wait)).await;
             if self.metrics.failures.get() > failures_before {
                 self.failed_since_connected = true;
                 tokio::time::sleep(retry).await;

@@ -221,6 +221,11 @@ impl Ledger {
         }
     }
 
+    /// Whether any stream is catching up.
+    pub fn has_catch_up(&self) -> bool {
+        self.streams.values().any(|s| s.catch_up.is_some())
+    }
+
     /// Whether the stream is catching up.
     pub fn is_catching_up(&self, key: &StreamKey) -> bool {
         self.streams.get(key).is_some_and(|s| s.catch_up.is_some())
@@ -336,8 +341,10 @@ mod tests {
         ledger.catch_up(&btc(), MIN);
         ledger.caught_up(&btc(), 4 * MIN + 1);
         assert_eq!(ledger.catching_up(), [(btc(), MIN)]);
+        assert!(ledger.has_catch_up());
         ledger.caught_up(&btc(), MIN);
         assert!(ledger.catching_up().is_empty());
+        assert!(!ledger.has_catch_up());
         // TC3: the commits were lost: everything from the oldest remembered is read again.
         ledger.catch_up_all();
         assert_eq!(ledger.catching_up(), [(btc(), 0)]);
