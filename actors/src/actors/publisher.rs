@@ -385,7 +385,7 @@ impl Run {
             match self.commits.try_recv() {
                 Ok(batch) => {
                     for committed in batch.iter().filter(|c| c.candle.is_closed) {
-                        self.ledger.committed(&committed.key, committed.candle.open_time, now);
+                        self.ledger.committed(&committed.key, &committed.candle, now);
                     }
                 }
                 Err(TryRecvError::Lagged(missed)) => {

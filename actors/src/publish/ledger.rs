@@ -10,10 +10,10 @@
 //!   after the queue dropped a candle, after a failed publication). While a stream is marked, live candles at or
 //!   after the mark wait for the catch-up, which reads them from the store;
 //! - *unchecked* commits: closed candles the store committed that did not come through the hub (REST backfills,
-//!   audit repairs). After a short settle time (their indicator values land a little later), those still not
-//!   published turn into a catch-up mark.
+//!   audit repairs, revisions). After a short settle time (their indicator values land a little later), those
+//!   still not published as they are turn into a catch-up mark.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
@@ -44,13 +44,23 @@ struct StreamLedger {
     floor: Option<i64>,
     recent: BTreeMap<i64, Published>,
     catch_up: Option<i64>,
-    unchecked: BTreeSet<i64>,
+    /// Commits not seen published yet: open time → the committed candle's fingerprint.
+    unchecked: BTreeMap<i64, u64>,
     unchecked_since: Option<Instant>,
 }
 
 impl StreamLedger {
     fn published(&self, open_time: i64) -> bool {
         self.recent.contains_key(&open_time) || self.floor.is_some_and(|floor| open_time <= floor)
+    }
+
+    /// Whether the candle opened at `open_time` with `fingerprint` was published as it is (a differing one in the
+    /// recent memory is a revision still to publish; one at or below the floor counts as published).
+    fn published_as(&self, open_time: i64, fingerprint: u64) -> bool {
+        match self.recent.get(&open_time) {
+            Some(published) => published.fingerprint == fingerprint,
+            None => self.published(open_time),
+        }
     }
 }
 
@@ -168,18 +178,19 @@ impl Ledger {
         }
     }
 
-    /// The store committed a closed candle of `key` opened at `open_time` at `now`: unless it gets published
-    /// otherwise within the settle time, it is caught up ([`Ledger::settle`]).
-    pub fn committed(&mut self, key: &StreamKey, open_time: i64, now: Instant) {
+    /// The store committed `candle`, closed, of `key` at `now` (a revision too: revisions reach the store, not the
+    /// hub): unless it gets published as it is within the settle time, it is caught up ([`Ledger::settle`]).
+    pub fn committed(&mut self, key: &StreamKey, candle: &Candle, now: Instant) {
         let Some(stream) = self.streams.get_mut(key) else { return };
-        if stream.published(open_time) {
+        let fingerprint = fingerprint(candle);
+        if stream.published_as(candle.open_time, fingerprint) {
             return;
         }
-        stream.unchecked.insert(open_time);
+        stream.unchecked.insert(candle.open_time, fingerprint);
         stream.unchecked_since.get_or_insert(now);
     }
 
-    /// Turns commits unchecked for at least `settle` and still not published into catch-up marks.
+    /// Turns commits unchecked for at least `settle` and still not published as they are into catch-up marks.
     pub fn settle(&mut self, now: Instant, settle: Duration) {
         for stream in self.streams.values_mut() {
             let Some(since) = stream.unchecked_since else { continue };
@@ -188,7 +199,7 @@ impl Ledger {
             }
             let unchecked = std::mem::take(&mut stream.unchecked);
             stream.unchecked_since = None;
-            if let Some(&from) = unchecked.iter().find(|&&open| !stream.published(open)) {
+            if let Some((&from, _)) = unchecked.iter().find(|&(&open, &f)| !stream.published_as(open, f)) {
                 stream.catch_up = Some(stream.catch_up.map_or(from, |mark| mark.min(from)));
             }
         }
@@ -356,19 +367,28 @@ mod tests {
         let start = Instant::now();
         let mut ledger = published(4);
         // TC0: a commit of a published candle needs nothing.
-        ledger.committed(&btc(), 3 * MIN, start);
+        ledger.committed(&btc(), &candle(3), start);
         ledger.settle(start + settle, settle);
         assert!(ledger.catching_up().is_empty());
         // TC1: minute 4 (live: it comes through the hub within the settle time) and minute 9 (a REST fill).
-        ledger.committed(&btc(), 4 * MIN, start);
-        ledger.committed(&btc(), 9 * MIN, start);
+        ledger.committed(&btc(), &candle(4), start);
+        ledger.committed(&btc(), &candle(9), start);
         ledger.record(&btc(), &candle(4), 0);
         ledger.settle(start + Duration::from_secs(1), settle);
         assert!(ledger.catching_up().is_empty(), "not settled yet");
         ledger.settle(start + settle, settle);
         assert_eq!(ledger.catching_up(), [(btc(), 9 * MIN)]);
-        // TC2: a stream not followed is ignored.
-        ledger.committed(&StreamKey::new("ETHUSDT", Timeframe::M1), 0, start);
+        ledger.caught_up(&btc(), 9 * MIN);
+        // TC2: a revision of published minute 2 is committed: caught up, and published as revision 1.
+        let mut revised = candle(2);
+        revised.close += 1.0;
+        ledger.committed(&btc(), &revised, start);
+        ledger.settle(start + settle, settle);
+        assert_eq!(ledger.catching_up(), [(btc(), 2 * MIN)]);
+        assert_eq!(ledger.decide(&btc(), &revised, false), Decision::Publish { revision: 1 });
+        assert_eq!(ledger.decide(&btc(), &candle(3), false), Decision::Skip);
+        // TC3: a stream not followed is ignored.
+        ledger.committed(&StreamKey::new("ETHUSDT", Timeframe::M1), &candle(0), start);
         ledger.forget(&btc());
         assert!(ledger.keys().next().is_none());
     }
