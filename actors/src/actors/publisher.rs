@@ -46,6 +46,8 @@ const CATCH_UP_STREAMS_PER_ROUND: usize = 64;
 /// Waits between connection attempts, and after failed publications.
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The wait before a catch-up reads again from a store it could not read.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Last-message look-ups at once when streams are seeded.
 const SEED_CONCURRENCY: usize = 32;
 
@@ -464,6 +466,7 @@ impl Run {
                 // The store is briefly unreadable (being replaced, say): the marks stay, the next round retries.
                 log::warn!("publisher: cannot read the store for a catch-up: {error}");
                 self.stats.record_error(format!("cannot read the store for a catch-up: {error}"));
+                tokio::time::sleep(STORE_RETRY).await;
                 return Ok(());
             }
         };
