@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
-use candled_actors::domain::{BackoffPolicy, StreamKey, Timeframe};
+use candled_actors::domain::{BackoffPolicy, Cluster, ClusterError, StreamKey, Timeframe};
 use candled_actors::indicators::IndicatorConfig;
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
@@ -50,6 +50,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    cluster: RawCluster,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -187,6 +189,20 @@ impl Default for RawApi {
     }
 }
 
+/// `[cluster]`: read as signed integers, so that a negative value gets a message naming its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCluster {
+    shard: i64,
+    shards: i64,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self { shard: 0, shards: 1 }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
@@ -260,8 +276,11 @@ pub struct ExchangeSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub exchange: ExchangeSettings,
-    /// Every (symbol, timeframe), symbols outer, in config order.
+    /// Every configured (symbol, timeframe), symbols outer, in config order; this instance runs the ones its shard
+    /// owns ([`Settings::owned_streams`]).
     pub streams: Vec<StreamKey>,
+    /// `[cluster]`: this instance's shard, of how many.
+    pub cluster: Cluster,
     pub history: u32,
     pub storage_path: PathBuf,
     pub batch_size: usize,
@@ -310,6 +329,12 @@ pub struct AuditConfig {
 }
 
 impl Settings {
+    /// The streams this instance runs: the configured ones its shard owns, in config order. Start-up and every reload
+    /// take the engine's stream set from here, and nowhere else.
+    pub fn owned_streams(&self) -> Vec<StreamKey> {
+        self.cluster.owned(&self.streams)
+    }
+
     /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`]; `CANDLED_ADMIN_TOKEN`,
     /// when set and not empty, replaces `[http] admin_token`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -455,6 +480,11 @@ impl Settings {
             return Err(invalid("api.cache_mb", format!("{} is out of range: must be at most 1048576", api.cache_mb)));
         }
 
+        let cluster = Cluster::new(raw.cluster.shard, raw.cluster.shards).map_err(|error| match error {
+            ClusterError::ShardsOutOfRange(_) => invalid("cluster.shards", error.to_string()),
+            ClusterError::ShardOutOfRange { .. } => invalid("cluster.shard", error.to_string()),
+        })?;
+
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
@@ -484,6 +514,7 @@ impl Settings {
                 rotate_stagger: Duration::from_secs(exchange.rotate_stagger_secs),
             },
             streams,
+            cluster,
             history: market.history as u32,
             storage_path: storage.path,
             batch_size: storage.batch_size,
@@ -664,6 +695,42 @@ mod tests {
         // TC4: an unknown key fails at parse time, naming it.
         let error = Settings::parse(&with_api("cache = 1"), "c").expect_err("unknown key").to_string();
         assert!(error.contains("cache"), "{error}");
+    }
+
+    #[test]
+    fn the_cluster_section_defaults_to_one_shard_and_names_a_bad_key() {
+        let with_cluster = |section: &str| format!("{SHIPPED}\n[cluster]\n{section}\n");
+        let text = SHIPPED.replace("symbols = [\"BTCUSDT\"]", "symbols = [\"BTCUSDT\", \"ETHUSDT\", \"SOLUSDT\"]");
+        // TC0: no section: shard 0 of 1, which owns every configured stream.
+        let settings = Settings::parse(&text, "c").unwrap();
+        assert_eq!(settings.cluster, Cluster::default());
+        assert_eq!(settings.owned_streams(), settings.streams);
+        // TC1: shard 1 of 2 runs the configured streams it owns, in config order, and knows them all.
+        let settings = Settings::parse(&format!("{text}\n[cluster]\nshard = 1\nshards = 2\n"), "c").unwrap();
+        assert_eq!(settings.cluster, Cluster::new(1, 2).unwrap());
+        assert_eq!(settings.streams.len(), 9);
+        let owned = settings.owned_streams();
+        assert_eq!(
+            owned,
+            settings.streams.iter().filter(|key| settings.cluster.owns(key)).cloned().collect::<Vec<_>>()
+        );
+        assert!(!owned.is_empty() && owned.len() < 9, "{owned:?}");
+        // TC2..TC6: each bad value is refused, naming its key and the problem.
+        let cases = [
+            ("shards = 0", "`cluster.shards`: 0 is out of range: must be between 1 and 1024"),
+            ("shards = -2", "`cluster.shards`: -2 is out of range: must be between 1 and 1024"),
+            ("shards = 2000", "`cluster.shards`: 2000 is out of range: must be between 1 and 1024"),
+            ("shard = 3\nshards = 3", "`cluster.shard`: 3 is out of range: shards are numbered from 0 to 2"),
+            ("shard = -1\nshards = 3", "`cluster.shard`: -1 is out of range: shards are numbered from 0 to 2"),
+            ("shard = 1", "`cluster.shard`: 1 is out of range: shards are numbered from 0 to 0"),
+        ];
+        for (section, want) in cases {
+            let error = Settings::parse(&with_cluster(section), "c").expect_err(section).to_string();
+            assert!(error.contains(want), "{section}: {error}");
+        }
+        // TC7: an unknown key fails at parse time, naming it.
+        let error = Settings::parse(&with_cluster("shard_count = 2"), "c").expect_err("unknown key").to_string();
+        assert!(error.contains("shard_count"), "{error}");
     }
 
     #[test]

@@ -171,7 +171,11 @@ impl Application {
         let health = HealthActor::new(metrics.clone()).start();
         let names = IndicatorSet::new(&settings.indicators).names().into();
         let provisional = ProvisionalBoard::new(names);
-        let registry = StreamRegistry::new(&settings.streams);
+        let registry = StreamRegistry::new(&settings.owned_streams());
+        log::info!("{}", crate::cluster::describe(&settings, registry.active_count()));
+        if registry.active_count() == 0 {
+            log::warn!("This shard owns none of the configured streams: it collects nothing until the config changes");
+        }
         let live = LiveConfig::new(config_path, settings.clone());
         let reloader =
             Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
@@ -324,7 +328,7 @@ pub(crate) fn engine_settings(
 ) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
-        streams: settings.streams.clone(),
+        streams: settings.owned_streams(),
         connection: ConnectionSettings {
             ws_base: exchange.ws_url.clone(),
             tls,

@@ -53,7 +53,8 @@ pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
     }
 }
 
-/// Whether anything that reloads live differs: the streams, the history, `[indicators]`, `[supervisor]`, `[audit]`.
+/// Whether anything that reloads live differs: the streams, the history, `[indicators]`, `[supervisor]`, `[audit]`,
+/// `[cluster]`.
 pub fn live_changes(in_force: &Settings, edited: &Settings) -> bool {
     let (a, b) = (&in_force.supervision, &edited.supervision);
     let supervision_changed = a.tasks != b.tasks
@@ -61,6 +62,7 @@ pub fn live_changes(in_force: &Settings, edited: &Settings) -> bool {
         || a.backoff != b.backoff
         || a.run_once_timeout != b.run_once_timeout;
     in_force.streams != edited.streams
+        || in_force.cluster != edited.cluster
         || in_force.history != edited.history
         || in_force.indicators != edited.indicators
         || in_force.audit != edited.audit
@@ -116,7 +118,7 @@ interval_secs = 300
     #[test]
     fn restart_only_keys_are_named_and_live_changes_seen() {
         let base = settings(BASE);
-        let cases: [(&str, &str, &[&str], bool); 11] = [
+        let cases: [(&str, &str, &[&str], bool); 13] = [
             // TC0: the same text: nothing.
             ("history = 10", "history = 10", &[], false),
             // TC1: a comment only.
@@ -149,6 +151,10 @@ interval_secs = 300
             ("[storage]", "[metrics]\nper_stream = false\n\n[storage]", &["metrics.per_stream"], false),
             // TC10: the local Binance API: restart only.
             ("[storage]", "[api]\nweight_per_minute = 10\n\n[storage]", &["api.weight_per_minute"], false),
+            // TC11: the shard count: live.
+            ("[storage]", "[cluster]\nshards = 2\n\n[storage]", &[], true),
+            // TC12: the shard: live.
+            ("[storage]", "[cluster]\nshard = 1\nshards = 2\n\n[storage]", &[], true),
         ];
         for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
             let edit = edited(from, to);

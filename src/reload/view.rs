@@ -34,6 +34,7 @@ pub fn settings_view(settings: &Settings) -> Value {
             "history": settings.history,
             "streams": settings.streams.iter().map(|key| format!("{}:{}", key.symbol, key.timeframe)).collect::<Vec<_>>(),
         },
+        "cluster": { "shard": settings.cluster.shard(), "shards": settings.cluster.shards() },
         "indicators": indicators_view(&settings.indicators),
         "supervisor": {
             "restart_budget": supervision.budget.max_restarts,
@@ -102,6 +103,7 @@ mod tests {
         // TC2: the token only as whether one is set.
         assert_eq!(view["http"]["admin_token_set"], true);
         assert_eq!(view["metrics"]["per_stream"], true);
+        assert_eq!(view["cluster"], json!({ "shard": 0, "shards": 1 }));
         assert!(!view.to_string().contains("hunter2"), "{view}");
     }
 }
