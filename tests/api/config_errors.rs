@@ -54,6 +54,14 @@ fn each_config_error_names_the_key_and_the_problem() {
         ("bad bind", VALID.replace("127.0.0.1:0\"", "localhost:port\""), &["http.bind", "localhost:port"]),
         ("bad ws url", VALID.replace("ws://127.0.0.1:9", "http://127.0.0.1:9"), &["exchange.ws_url", "ws://"]),
         ("missing section", VALID.replace("[exchange]", "[exchange_]"), &["exchange"]),
+        ("no shards", format!("{VALID}\n[cluster]\nshards = 0\n"), &["`cluster.shards`", "between 1 and 1024"]),
+        (
+            "shard past the count",
+            format!("{VALID}\n[cluster]\nshard = 3\nshards = 3\n"),
+            &["`cluster.shard`", "3 is out of range", "numbered from 0 to 2"],
+        ),
+        ("negative shard", format!("{VALID}\n[cluster]\nshard = -1\nshards = 2\n"), &["`cluster.shard`", "-1"]),
+        ("unknown cluster key", format!("{VALID}\n[cluster]\nreplica = 1\n"), &["unknown field", "replica"]),
     ];
     for (name, config, needles) in cases {
         let stderr = rejected(config);
