@@ -10,8 +10,8 @@ use candled_actors::domain::{StreamKey, Timeframe, owner};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange};
 use crate::helpers::{
-    AppOptions, TestApp, assert_closed_candles_exact, assert_streams_complete_through, open_db, spawn_app, spawn_in,
-    stored_candles, stored_closed, wait_until,
+    AppOptions, TestApp, assert_closed_candles_exact, assert_streams_complete_through, open_db, run_to_exit, spawn_app,
+    spawn_in, stored_candles, stored_closed, wait_until,
 };
 
 /// 60 exchange ms per real ms: a 1m candle closes every second, a 5m one every 5 s.
@@ -240,4 +240,20 @@ fn a_shard_count_raised_from_1_to_2_drops_the_streams_shard_1_now_owns_within_5s
     // What closed while they were away is filled: each table equals the exchange's through a later close.
     assert_streams_complete_through(&fake, &app, &shard_1, fake.now_ms(), CATCH_UP);
     println!("the streams shard 1 owns were unsubscribed {} ms after the edit", dropped_in.as_millis());
+}
+
+#[test]
+fn check_config_names_the_shard_and_how_many_streams_it_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let symbols = SYMBOLS.map(|s| format!("{s:?}")).join(", ");
+    let config = format!(
+        "[exchange]\nws_url = \"ws://127.0.0.1:9\"\nrest_url = \"http://127.0.0.1:9\"\n\n\
+         [market_data]\nsymbols = [{symbols}]\ntimeframes = [\"1m\"]\n\n[cluster]\nshard = 1\nshards = 2\n"
+    );
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let (status, stderr) = run_to_exit(dir.path(), &["--config", "config.toml", "check-config"]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let owned = owned_by(&configured(&["1m"]), 1, 2).len();
+    let verdict = format!("config file config.toml is valid: 8 streams of 8 symbol(s); shard 1 of 2 owns {owned}\n");
+    assert!(stderr.ends_with(&verdict), "{stderr}");
 }
