@@ -257,3 +257,27 @@ fn check_config_names_the_shard_and_how_many_streams_it_owns() {
     let verdict = format!("config file config.toml is valid: 8 streams of 8 symbol(s); shard 1 of 2 owns {owned}\n");
     assert!(stderr.ends_with(&verdict), "{stderr}");
 }
+
+#[test]
+fn a_shard_that_owns_nothing_runs_healthy_and_collects_once_a_reload_gives_it_streams() {
+    // BTCUSDT 1m alone, which shard 1 of 2 owns: shard 0 owns nothing.
+    let btc: Vec<Stream> = vec![("BTCUSDT", "1m")];
+    assert_eq!(owned_by(&btc, 0, 2), []);
+    let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
+    let only_btc = |extra| AppOptions { symbols: vec!["BTCUSDT"], ..options(&["1m"], extra) };
+    let mut app = spawn_app(&fake, only_btc("[cluster]\nshard = 0\nshards = 2\n"));
+    app.wait_for_log("owns none of the configured streams", Duration::from_secs(10));
+    let healthy = wait_until(Duration::from_secs(10), || {
+        let (status, health) = app.get("/health");
+        (status == 200 && health["status"] == "healthy").then_some(())
+    });
+    assert!(healthy.is_some(), "{:?}\nlog:\n{}", app.get("/health"), app.log_text());
+    assert_cluster_shown(&app, 0, 2, &[], 1);
+    assert_eq!(fake.stats().ws_connections_accepted, 0, "a shard with no stream opens no connection");
+
+    // One shard again: it owns the stream, loads its history and follows it.
+    app.edit_config(&fake, &only_btc("[cluster]\nshard = 0\nshards = 1\n"));
+    wait_subscribed(&mut app, &btc);
+    assert_cluster_shown(&app, 0, 1, &btc, 1);
+    assert_streams_complete_through(&fake, &app, &btc, fake.now_ms() + 60_000, CATCH_UP);
+}
