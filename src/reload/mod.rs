@@ -20,6 +20,7 @@ use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
+use candled_actors::store::StoreBackend;
 use candled_actors::tasks::unix_ms;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
@@ -298,6 +299,8 @@ pub struct Reloader {
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,
     registry: StreamRegistry,
+    /// The store opened at start: `[storage]` changes only with a restart.
+    backend: StoreBackend,
     counter: IntCounterVec,
     /// The text the last reload read, unless it failed: a file event on the same text (editors touch files, and a
     /// save can be seen twice) is `unchanged` without a second look.
@@ -312,9 +315,11 @@ impl Reloader {
         tls: Arc<rustls::ClientConfig>,
         provisional: ProvisionalBoard,
         registry: StreamRegistry,
+        backend: StoreBackend,
         metrics: &Metrics,
     ) -> prometheus::Result<Self> {
-        Ok(Self { live, rest, tls, provisional, registry, counter: reload_counter(metrics)?, last_text: None })
+        let counter = reload_counter(metrics)?;
+        Ok(Self { live, rest, tls, provisional, registry, backend, counter, last_text: None })
     }
 
     /// Applies the queued requests, one at a time, on the actix runtime, until the task is aborted.
@@ -375,7 +380,8 @@ impl Reloader {
         {
             return Outcome::Invalid(format!("config file {}: {unlisted}", self.live.path().display()));
         }
-        let engine = engine_settings(&edited, self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let (tls, provisional, registry) = (self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let engine = engine_settings(&edited, self.backend.clone(), tls, provisional, registry);
         match supervisor.send(Reconfigure(engine)).await {
             Ok(Ok(changes)) => Outcome::Applied { settings: Some(Box::new(edited)), restart_needed, changes },
             Ok(Err(error)) => Outcome::Failed(format!("the engine refused the change: {error}")),
