@@ -319,6 +319,9 @@ pub struct StorageActor {
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
     metrics: Metrics,
+    /// An injected outage ([`crate::fault_injection::Fault::Unreachable`]): commits fail as transient until then.
+    #[cfg(feature = "fault-injection")]
+    unreachable_until: Option<Instant>,
 }
 
 impl StorageActor {
@@ -341,6 +344,8 @@ impl StorageActor {
             stats,
             restarts,
             metrics,
+            #[cfg(feature = "fault-injection")]
+            unreachable_until: None,
         }
     }
 
@@ -439,6 +444,13 @@ impl StorageActor {
         if self.retry.waiting(Instant::now()) {
             return;
         }
+        #[cfg(feature = "fault-injection")]
+        if self.unreachable_until.is_some_and(|until| Instant::now() < until) {
+            if let AfterFailure::RetryAfter(delay) = self.retry.after_failure(true, Instant::now()) {
+                self.degraded(&"an injected outage", delay);
+            }
+            return;
+        }
         if let Err(error) = self.flush() {
             self.failed(&error, ctx);
         }
@@ -448,21 +460,25 @@ impl StorageActor {
     /// and is retried with back-off, the task degraded meanwhile; any other restarts the actor.
     fn failed(&mut self, error: &StoreError, ctx: &mut Context<Self>) {
         match self.retry.after_failure(error.is_transient(), Instant::now()) {
-            AfterFailure::RetryAfter(delay) => {
-                if self.stats.state() != TaskState::Degraded {
-                    log::warn!(
-                        "storage: {} is unreachable ({error}); keeping {} pending row(s) and retrying with back-off",
-                        self.settings.backend.describe(),
-                        self.pending.len()
-                    );
-                    self.stats.set_state(TaskState::Degraded);
-                } else {
-                    log::debug!("storage: still unreachable ({error}); next attempt in {} ms", delay.as_millis());
-                }
-                self.stats.record_error(format!("the store is unreachable, retrying: {error}"));
-            }
+            AfterFailure::RetryAfter(delay) => self.degraded(error, delay),
             AfterFailure::Restart => self.restart(error, ctx),
         }
+    }
+
+    /// The store is unreachable for now (`why`): the rows stay pending, the task is degraded, and the next commit
+    /// waits `delay`.
+    fn degraded(&mut self, why: &dyn std::fmt::Display, delay: Duration) {
+        if self.stats.state() != TaskState::Degraded {
+            log::warn!(
+                "storage: {} is unreachable ({why}); keeping {} pending row(s) and retrying with back-off",
+                self.settings.backend.describe(),
+                self.pending.len()
+            );
+            self.stats.set_state(TaskState::Degraded);
+        } else {
+            log::debug!("storage: still unreachable ({why}); next attempt in {} ms", delay.as_millis());
+        }
+        self.stats.record_error(format!("the store is unreachable, retrying: {why}"));
     }
 
     /// A commit or check succeeded: an outage under way is over.
@@ -654,7 +670,14 @@ impl Handler<crate::fault_injection::Inject> for StorageActor {
     type Result = ();
 
     fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
-        fault.apply::<Self>("storage", ctx);
+        use crate::fault_injection::{Fault, UNREACHABLE_FOR};
+        match fault.0 {
+            Fault::Unreachable => {
+                log::warn!("fault injected: storage finds its store unreachable for {} s", UNREACHABLE_FOR.as_secs());
+                self.unreachable_until = Some(Instant::now() + UNREACHABLE_FOR);
+            }
+            _ => fault.apply::<Self>("storage", ctx),
+        }
     }
 }
 
