@@ -723,7 +723,8 @@ fn without_token_values(error: &str) -> String {
         let (key, _) = source.split_once('=').filter(|_| is_quoted_line)?;
         // A database URL may hold a password.
         let key_name = key.trim().to_ascii_lowercase();
-        (key_name.contains("token") || key_name == "url").then(|| format!("{number} | {key}= [redacted]"))
+        (key_name.contains("token") || key_name == "url" || key_name.ends_with(".url"))
+            .then(|| format!("{number} | {key}= [redacted]"))
     };
     error.lines().map(|line| masked(line).unwrap_or_else(|| line.to_owned())).collect::<Vec<_>>().join("\n")
 }
@@ -929,6 +930,10 @@ mod tests {
             (with_storage("schema = \"s\""), "`storage.schema`: is a key of `backend = \"postgres\"`"),
             // A TOML error on the URL's line quotes it without its value.
             (postgres("url = \"postgres://u:pw1@h/db"), "url = [redacted]"),
+            (
+                format!("{}\nstorage.url = \"postgres://u:pw1@h/db", SHIPPED.replace("[storage]", "[other]")),
+                "[redacted]",
+            ),
         ];
         for (index, (text, want)) in cases.iter().enumerate() {
             let error = Settings::parse(text, "c").expect_err(want).to_string();
