@@ -20,6 +20,7 @@ use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
+use candled_actors::store::StoreBackend;
 use candled_actors::tasks::unix_ms;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
@@ -304,6 +305,8 @@ pub struct Reloader {
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,
     registry: StreamRegistry,
+    /// The store opened at start: `[storage]` changes only with a restart.
+    backend: StoreBackend,
     counter: IntCounterVec,
     /// `candled_cluster_*`: updated when a reload changes the shard or the streams it owns.
     cluster: ClusterMetrics,
@@ -320,11 +323,12 @@ impl Reloader {
         tls: Arc<rustls::ClientConfig>,
         provisional: ProvisionalBoard,
         registry: StreamRegistry,
+        backend: StoreBackend,
         metrics: &Metrics,
     ) -> prometheus::Result<Self> {
         let cluster = ClusterMetrics::register(metrics, live.read(|s| s.cluster), registry.active_count())?;
         let counter = reload_counter(metrics)?;
-        Ok(Self { live, rest, tls, provisional, registry, counter, cluster, last_text: None })
+        Ok(Self { live, rest, tls, provisional, registry, backend, counter, cluster, last_text: None })
     }
 
     /// Applies the queued requests, one at a time, on the actix runtime, until the task is aborted.
@@ -385,7 +389,8 @@ impl Reloader {
         {
             return Outcome::Invalid(format!("config file {}: {unlisted}", self.live.path().display()));
         }
-        let engine = engine_settings(&edited, self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let (tls, provisional, registry) = (self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let engine = engine_settings(&edited, self.backend.clone(), tls, provisional, registry);
         match supervisor.send(Reconfigure(engine)).await {
             Ok(Ok(changes)) => {
                 // The engine has applied the stream set: the registry holds the streams it now runs.

@@ -62,12 +62,46 @@ fn each_config_error_names_the_key_and_the_problem() {
         ),
         ("negative shard", format!("{VALID}\n[cluster]\nshard = -1\nshards = 2\n"), &["`cluster.shard`", "-1"]),
         ("unknown cluster key", format!("{VALID}\n[cluster]\nreplica = 1\n"), &["unknown field", "replica"]),
+        (
+            "unknown backend",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"mysql\""),
+            &["storage.backend", "\"mysql\" is not a backend", "\"sqlite\" or \"postgres\""],
+        ),
+        (
+            "postgres without url",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\""),
+            &["storage.url", "is required with `backend = \"postgres\"`"],
+        ),
+        (
+            "bad postgres url",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\"\nurl = \"postgres://u:pw@db:port/x\""),
+            &["storage.url", "u:***@db:port", "not a number"],
+        ),
+        (
+            "postgres url on sqlite",
+            VALID.replace("path = \"data/db.sqlite\"", "path = \"data/db.sqlite\"\nurl = \"postgres://db/x\""),
+            &["storage.url", "is a key of `backend = \"postgres\"`", "backend is \"sqlite\""],
+        ),
     ];
     for (name, config, needles) in cases {
         let stderr = rejected(config);
         assert!(stderr.starts_with("error: "), "{name}: {stderr}");
         assert_mentions(&stderr, needles);
+        // A database password is never shown.
+        assert!(!stderr.contains(":pw@"), "{name}: {stderr}");
     }
+}
+
+#[test]
+fn import_refuses_a_store_that_is_not_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\"\nurl = \"postgres://u:pw@db/x\"");
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    std::fs::write(dir.path().join("BTCUSDT-1m-2026-01-01.csv"), "").unwrap();
+    let (status, stderr) = run_to_exit(dir.path(), &["import", "BTCUSDT-1m-2026-01-01.csv"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_mentions(&stderr, &["candled import works on the SQLite backend only", "\"postgres\""]);
+    assert!(!stderr.contains(":pw@") && !dir.path().join("data").exists(), "{stderr}");
 }
 
 #[test]
