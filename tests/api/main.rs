@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod cli_export_backfill;
+mod cluster;
 mod config_errors;
 mod dashboard;
 mod end_to_end;

@@ -9,7 +9,6 @@
 //! bookkeeping is the pure [`Ledger`]; this actor is the shell that talks to the broker and the store.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ use crate::metrics::NatsMetrics;
 use crate::publish::queue::{Queued, Taken};
 use crate::publish::{CandlePayload, Decision, Ledger, PublishQueue, Subjects, msg_id};
 use crate::registry::StreamRegistry;
-use crate::store::{SqliteStore, Store, StoreError, Window};
+use crate::store::{Store, StoreBackend, StoreError, Window};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// How long a publication may wait for JetStream's acknowledgement.
@@ -67,8 +66,8 @@ pub struct PublisherSettings {
     pub in_progress: bool,
     /// The bounded buffer between the hub and the publisher, in entries.
     pub buffer: usize,
-    /// The database the catch-ups read.
-    pub db_path: PathBuf,
+    /// The store the catch-ups read.
+    pub store: StoreBackend,
 }
 
 /// `url` as it may be shown (logs, `/api/v1/config`): credentials (`nats://user:password@host`) left out.
@@ -81,10 +80,9 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// Where the publisher reads the committed candles it catches up: one function, so that another store backend
-/// replaces it in one place.
-pub fn open_store(path: &Path) -> Result<Box<dyn Store>, StoreError> {
-    Ok(Box::new(SqliteStore::open_read_only(path)?))
+/// Where the publisher reads the committed candles it catches up: a reader of the configured store backend.
+pub fn open_store(store: &StoreBackend) -> Result<Box<dyn Store>, StoreError> {
+    store.open_reader()
 }
 
 /// The queues the hub fills for the publisher. Made once, they outlive the publisher's restarts.
@@ -456,8 +454,8 @@ impl Run {
         if marked.is_empty() {
             return Ok(());
         }
-        let path = self.settings.db_path.clone();
-        let pages = tokio::task::spawn_blocking(move || read_pages(&path, marked))
+        let store = self.settings.store.clone();
+        let pages = tokio::task::spawn_blocking(move || read_pages(&store, marked))
             .await
             .map_err(|e| format!("the catch-up read stopped: {e}"))?;
         let pages = match pages {
@@ -569,8 +567,8 @@ async fn last_published(stream: &jetstream::stream::Stream, subject: &str) -> Re
 }
 
 /// Reads a catch-up page for each marked stream: the closed candles from its mark on, with their indicator values.
-fn read_pages(path: &Path, marked: Vec<(StreamKey, i64)>) -> Result<Vec<Page>, StoreError> {
-    let store = open_store(path)?;
+fn read_pages(store: &StoreBackend, marked: Vec<(StreamKey, i64)>) -> Result<Vec<Page>, StoreError> {
+    let store = open_store(store)?;
     let mut pages = Vec::with_capacity(marked.len());
     for (key, from) in marked {
         let rows = store.candles_window(&key.symbol, key.timeframe, from, i64::MAX, CATCH_UP_PAGE, Window::Oldest)?;

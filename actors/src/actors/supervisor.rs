@@ -28,7 +28,7 @@ use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
 use crate::rest::RestClient;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreBackend, StoreError};
 use crate::streams::StreamHealth;
 use crate::tasks::{
     Priority, RestartBudget, RestartDecision, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats,
@@ -160,9 +160,9 @@ pub struct SupervisorActor {
     settings: EngineSettings,
     health: Addr<HealthActor>,
     metrics: Metrics,
-    store: Option<SqliteStore>,
+    store: Option<Box<dyn Store>>,
     rest: RestClient,
-    /// Storage and the audit block on SQLite: each runs on its own arbiter.
+    /// Storage and the audit block on the store: each runs on its own arbiter.
     arbiters: Vec<Arbiter>,
     running: Option<RunningTasks>,
     /// Set by [`Shutdown`]: from then on nothing is restarted.
@@ -309,14 +309,14 @@ struct StoredState {
 }
 
 impl StoredState {
-    fn read(store: &SqliteStore) -> Result<Self, StoreError> {
+    fn read(store: &dyn Store) -> Result<Self, StoreError> {
         Ok(Self { last_closed: store.last_closed()?, exchange_gaps: store.exchange_gaps()? })
     }
 
     /// Read on a connection of its own (the storage actor owns the writing one). Unreadable, it says nothing: the
     /// streams then load their history, and the audit finds what that misses.
-    fn read_fresh(path: &std::path::Path) -> Self {
-        SqliteStore::open_read_only(path).and_then(|store| Self::read(&store)).unwrap_or_else(|error| {
+    fn read_fresh(backend: &StoreBackend) -> Self {
+        backend.open_reader().and_then(|store| Self::read(store.as_ref())).unwrap_or_else(|error| {
             log::warn!("cannot read the stored candles ({error}); new streams load their history");
             Self { last_closed: HashMap::new(), exchange_gaps: HashMap::new() }
         })
@@ -324,10 +324,11 @@ impl StoredState {
 }
 
 impl SupervisorActor {
-    /// `store` is the already opened database: opening it first makes a bad storage path fail at start.
+    /// `store` is the already opened writer of `settings.storage.backend`: opening it first makes a bad storage
+    /// path or an unreachable database fail at start.
     pub fn new(
         settings: EngineSettings,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         rest: RestClient,
         health: Addr<HealthActor>,
         metrics: Metrics,
@@ -385,7 +386,7 @@ impl SupervisorActor {
     fn start_storage(
         &self,
         arbiter: &ArbiterHandle,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<StorageActor> {
@@ -455,7 +456,7 @@ impl SupervisorActor {
     /// Starts storage, backfill and the history, then every configured stream with its connections, then the audit.
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
-        let stored = StoredState::read(&store).map_err(|e| format!("cannot read the stored candles: {e}"))?;
+        let stored = StoredState::read(store.as_ref()).map_err(|e| format!("cannot read the stored candles: {e}"))?;
         let mut watched = Vec::new();
 
         let storage_arbiter = Arbiter::new();
@@ -663,7 +664,7 @@ impl SupervisorActor {
         // A stream carried for local subscribers already becomes a configured one where it is: no second SUBSCRIBE.
         let carried_for_hub: HashMap<StreamKey, u32> =
             keys.iter().filter_map(|key| Some((key.clone(), running.on_demand.remove(key)?))).collect();
-        let stored = StoredState::read_fresh(&self.settings.storage.path);
+        let stored = StoredState::read_fresh(&self.settings.storage.backend);
         let (started, new_connections) = self.start_streams(
             keys,
             &carried_for_hub,
@@ -943,8 +944,8 @@ impl SupervisorActor {
         match task {
             TaskRef::Storage => {
                 // The panicked actor's pending rows are lost with it; the audit finds the holes and repairs them.
-                let store = SqliteStore::open(&self.settings.storage.path)
-                    .map_err(|e| format!("cannot open the database: {e}"))?;
+                let backend = &self.settings.storage.backend;
+                let store = backend.open_writer().map_err(|e| format!("cannot open {}: {e}", backend.describe()))?;
                 let addr = self.start_storage(&running.storage_arbiter, store, stats, RestartTracker::new(policy));
                 running.wiring.storage.repoint(addr);
             }
@@ -984,7 +985,7 @@ impl SupervisorActor {
                 // It continues from the newest stored closed candle and repairs from there once it is live. What
                 // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
                 // actor and are lost; the new one asks again.
-                let last_stored = SqliteStore::open_read_only(&self.settings.storage.path)
+                let last_stored = (self.settings.storage.backend.open_reader())
                     .and_then(|store| store.last_closed_of(&tasks.key))
                     .unwrap_or_else(|error| {
                         log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");

@@ -1,6 +1,6 @@
 //! Where candles and indicator values are kept: the [`Store`] that the storage actor writes through and every reader
-//! (HTTP, the audit, rebuilds, the CLI) reads through, its rules, and its implementations: SQLite, the embedded
-//! default, in [`sqlite`].
+//! (HTTP, the audit, rebuilds, the CLI) reads through, its rules, its implementations (SQLite, the embedded
+//! default, in [`sqlite`]), and the [`StoreBackend`] the config picks, which opens them.
 //!
 //! Every implementation keeps the same rules: an in-progress candle is replaced by any newer update; a closed candle
 //! is final, an identical duplicate changes nothing, and a differing closed candle is a recorded revision.
@@ -13,8 +13,10 @@ use serde::Serialize;
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 use crate::streams::ExchangeGap;
 
+pub mod backend;
 pub mod sqlite;
 
+pub use backend::StoreBackend;
 pub use sqlite::SqliteStore;
 
 /// One handle on the candle store. Every method is blocking: the storage actor calls it on its own thread, readers on
@@ -145,6 +147,22 @@ pub enum StoreError {
     File { path: PathBuf, source: std::io::Error },
     #[error("the database file {} was {change} while open", .path.display())]
     FileChanged { path: PathBuf, change: FileChange },
+}
+
+impl StoreError {
+    /// Whether the store may well answer again soon (a database server restarting): the storage actor then keeps
+    /// its rows and retries with back-off instead of restarting. Never for SQLite: its errors are in the file or
+    /// the data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Sqlite(_)
+            | Self::UnknownStream(_)
+            | Self::BadTimeframe(_)
+            | Self::UnknownOutput(_)
+            | Self::File { .. }
+            | Self::FileChanged { .. } => false,
+        }
+    }
 }
 
 /// What happened to the database file at a store's path since the store opened it.
