@@ -943,3 +943,171 @@ impl Store for PostgresStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The PostgreSQL-only tests: settings, errors, migrations, the runtime bridge. The rules and reads are in the
+    //! conformance suite.
+
+    use super::*;
+    use crate::store::test_support::TestSchema;
+
+    fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
+        Candle {
+            open_time,
+            close_time: open_time + 59_999,
+            open: 10.0,
+            high: 12.0,
+            low: 9.0,
+            close,
+            volume: 1.5,
+            quote_volume: 15.0,
+            trades: 3,
+            taker_buy_base: 0.5,
+            taker_buy_quote: 5.0,
+            is_closed,
+        }
+    }
+
+    fn streams() -> Vec<StreamKey> {
+        vec![StreamKey::new("BTCUSDT", Timeframe::M1)]
+    }
+
+    #[test]
+    fn the_settings_never_show_the_password() {
+        let mut config = PostgresConfig::new("postgres://candled:s3cret@db.internal:6543/candles");
+        config.password = Some("hunter2".to_owned());
+        let shown = format!("{config:?} {config:#?} {}", config.describe());
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert_eq!(config.describe(), "host=db.internal port=6543 dbname=candles user=candled schema=public");
+        let key_value = PostgresConfig::new("host=127.0.0.1 dbname=test password=s3cret");
+        assert!(!format!("{key_value:?}").contains("s3cret"));
+        let broken = PostgresConfig::new("postgres://u:s3cret@[bad");
+        assert!(!format!("{broken:?} {}", PostgresBackend::connect(&broken).unwrap_err()).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_schema_must_be_a_plain_identifier_and_the_pool_not_empty() {
+        for schema in ["", "Candles", "candles; DROP TABLE x", "1st", &"a".repeat(64)] {
+            let config = PostgresConfig { schema: schema.to_owned(), ..PostgresConfig::new("postgres://u@127.0.0.1/t") };
+            let error = PostgresBackend::connect(&config).unwrap_err();
+            assert!(matches!(error, StoreError::PostgresConfig(_)) && !error.is_transient(), "{schema:?}: {error}");
+        }
+        let config = PostgresConfig { pool_size: 0, ..PostgresConfig::new("postgres://u@127.0.0.1/t") };
+        assert!(matches!(PostgresBackend::connect(&config), Err(StoreError::PostgresConfig(_))));
+    }
+
+    /// Nothing listens on loopback port 1: what a restarting server looks like.
+    #[test]
+    fn an_unreachable_server_is_a_transient_error() {
+        let error = PostgresBackend::connect(&PostgresConfig::new("postgres://postgres@127.0.0.1:1/test")).unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn an_sql_error_is_not_transient() {
+        let Some(schema) = TestSchema::create("store::postgres::tests::an_sql_error_is_not_transient") else { return };
+        let backend = PostgresBackend::connect(schema.config()).unwrap();
+        let error = backend
+            .run(|pool| async move {
+                pool.get().await?.execute("INSERT INTO candles (symbol) VALUES ('BTCUSDT')", &[]).await?;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        assert!(error.to_string().contains("null value"), "{error}");
+    }
+
+    fn migrations(backend: &PostgresBackend) -> (i64, Option<i32>) {
+        backend
+            .run(|pool| async move {
+                let row = pool.get().await?.query_one("SELECT COUNT(*), MAX(version) FROM schema_migrations", &[]).await?;
+                Ok((row.get(0), row.get(1)))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn migrations_run_once_even_when_instances_start_together() {
+        let test = "store::postgres::tests::migrations_run_once_even_when_instances_start_together";
+        let Some(schema) = TestSchema::create(test) else { return };
+        let starts: Vec<_> = (0..3)
+            .map(|_| {
+                let config = schema.config().clone();
+                std::thread::spawn(move || PostgresBackend::connect(&config).map(|_| ()))
+            })
+            .collect();
+        for start in starts {
+            start.join().unwrap().unwrap();
+        }
+        let backend = PostgresBackend::connect(schema.config()).unwrap();
+        let latest = MIGRATIONS.last().map(|(version, _)| *version);
+        assert_eq!(migrations(&backend), (MIGRATIONS.len() as i64, latest));
+    }
+
+    /// The actix arbiters run a current-thread tokio runtime, where blocking on another runtime panics: the store
+    /// works there, and the last handle may be dropped there.
+    #[test]
+    fn the_store_works_inside_an_actix_system() {
+        let Some(schema) = TestSchema::create("store::postgres::tests::the_store_works_inside_an_actix_system") else {
+            return;
+        };
+        let config = schema.config().clone();
+        actix::System::new().block_on(async move {
+            let backend = PostgresBackend::connect(&config).unwrap();
+            let mut store = backend.store();
+            assert_eq!(store.write_candles(&streams(), &[(StreamId(0), candle(0, 11.0, true))]).unwrap(), 1);
+            store.check().unwrap();
+            // On an arbiter of its own, too.
+            let (done, result) = std::sync::mpsc::channel();
+            let arbiter = actix::Arbiter::new();
+            let mut on_arbiter = backend.store();
+            arbiter.spawn(async move {
+                let written = on_arbiter.write_candles(&streams(), &[(StreamId(0), candle(60_000, 12.0, true))]);
+                done.send(written.map(|_| on_arbiter.closed_candles("BTCUSDT", Timeframe::M1))).unwrap();
+            });
+            let closed = result.recv_timeout(Duration::from_secs(30)).unwrap().unwrap().unwrap();
+            assert_eq!(closed, [candle(0, 11.0, true), candle(60_000, 12.0, true)]);
+            arbiter.stop();
+            drop((store, backend));
+        });
+    }
+
+    /// `psql` users update by hand with their own search path: the trigger still records the revision.
+    #[test]
+    fn a_closed_candle_updated_by_hand_is_a_recorded_revision() {
+        let test = "store::postgres::tests::a_closed_candle_updated_by_hand_is_a_recorded_revision";
+        let Some(schema) = TestSchema::create(test) else { return };
+        let mut store = PostgresBackend::connect(schema.config()).unwrap().store();
+        store.write_candles(&streams(), &[(StreamId(0), candle(0, 11.0, true))]).unwrap();
+        let before = crate::tasks::unix_ms();
+        schema.execute(&format!("UPDATE {}.candles SET close = 12 WHERE symbol = 'BTCUSDT'", schema.name())).unwrap();
+        let history = store.revision_history("BTCUSDT", Timeframe::M1).unwrap();
+        assert_eq!(history.len(), 1);
+        assert!(history[0].1 >= before && history[0].1 <= crate::tasks::unix_ms(), "{history:?}");
+        assert_eq!(history[0].2.close, 11.0);
+        assert_eq!(store.closed_candles("BTCUSDT", Timeframe::M1).unwrap()[0].close, 12.0);
+    }
+
+    /// An export reads millions of values: they come through in chunks, every one of them.
+    #[test]
+    fn every_indicator_value_comes_through_the_chunks() {
+        let test = "store::postgres::tests::every_indicator_value_comes_through_the_chunks";
+        let Some(schema) = TestSchema::create(test) else { return };
+        let mut store = PostgresBackend::connect(schema.config()).unwrap().store();
+        let names: Vec<String> = (0..10).map(|i| format!("out_{i}")).collect();
+        let values: Vec<_> = (0..10_000)
+            .map(|i| IndicatorRow { stream: StreamId(0), open_time: (i / 10) * 60_000, output: (i % 10) as u16, value: i as f64 })
+            .collect();
+        assert_eq!(store.write_batch(&streams(), &names, &[], &values).unwrap(), 10_000);
+        let (mut count, mut sum) = (0, 0.0);
+        store
+            .for_each_indicator_value(&streams()[0], 0, i64::MAX, &mut |_, _, value| {
+                count += 1;
+                sum += value;
+            })
+            .unwrap();
+        assert_eq!((count, sum), (10_000, (0..10_000).map(f64::from).sum()));
+    }
+}

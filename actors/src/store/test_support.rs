@@ -68,9 +68,10 @@ impl TestSchema {
         &self.config.url
     }
 
-    /// Runs SQL statements in this schema (the search path set to it), for checks a test makes beside the store.
+    /// Runs SQL statements on a connection of their own, as a user in `psql` would (the default search path: name
+    /// the tables with [`TestSchema::name`]), for what a test does beside the store.
     pub fn execute(&self, sql: &str) -> Result<(), String> {
-        admin(&self.config.url, format!("SET search_path = {}; {sql}", self.config.schema))
+        admin(&self.config.url, sql.to_owned())
     }
 }
 
