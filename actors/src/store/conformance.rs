@@ -224,7 +224,10 @@ fn a_batch_of_ten_thousand_rows_in_one_call(mut s: Subject) {
     assert_eq!(store.write_candles(&streams, &closed).unwrap(), 0);
     let ranges = store.stored_ranges().unwrap();
     let btc = StoredRange::of(&ranges, &streams[0]);
-    assert_eq!((btc.first_closed, btc.last_closed, btc.present, btc.revisions), (Some(0), Some(4_999 * 60_000), 5_000, 0));
+    assert_eq!(
+        (btc.first_closed, btc.last_closed, btc.present, btc.revisions),
+        (Some(0), Some(4_999 * 60_000), 5_000, 0)
+    );
     assert_eq!(StoredRange::of(&ranges, &streams[1]).present, 5_000);
     let stored = btc_all(store);
     assert_eq!(stored.len(), 5_100);
@@ -235,10 +238,11 @@ fn a_batch_of_ten_thousand_rows_in_one_call(mut s: Subject) {
 
 fn all_indicators(store: &dyn Store, key: &StreamKey) -> BTreeMap<(i64, String), f64> {
     let mut all = BTreeMap::new();
-    store.for_each_indicator_value(key, i64::MIN, i64::MAX, &mut |t, name, v| {
-        all.insert((t, name.to_owned()), v);
-    })
-    .unwrap();
+    store
+        .for_each_indicator_value(key, i64::MIN, i64::MAX, &mut |t, name, v| {
+            all.insert((t, name.to_owned()), v);
+        })
+        .unwrap();
     all
 }
 
@@ -333,7 +337,10 @@ fn every_read(mut s: Subject) {
     let last = store.last_closed().unwrap();
     assert_eq!(
         last,
-        HashMap::from([(("BTCUSDT".to_owned(), Timeframe::M1), 180_000), (("ETHUSDT".to_owned(), Timeframe::M5), 300_000)])
+        HashMap::from([
+            (("BTCUSDT".to_owned(), Timeframe::M1), 180_000),
+            (("ETHUSDT".to_owned(), Timeframe::M5), 300_000)
+        ])
     );
     assert_eq!(store.first_closed(&streams[0]).unwrap(), Some(0));
     assert_eq!(store.last_closed_of(&streams[0]).unwrap(), Some(180_000));
@@ -343,7 +350,10 @@ fn every_read(mut s: Subject) {
     assert_eq!(store.last_closed_of(&absent).unwrap(), None);
 
     // stored_opens: [from, to], closed and in progress apart.
-    assert_eq!(store.stored_opens(&streams[0], 60_000, 240_000).unwrap(), (vec![60_000, 120_000, 180_000], vec![240_000]));
+    assert_eq!(
+        store.stored_opens(&streams[0], 60_000, 240_000).unwrap(),
+        (vec![60_000, 120_000, 180_000], vec![240_000])
+    );
     assert_eq!(store.stored_opens(&streams[0], 0, 60_000).unwrap(), (vec![0, 60_000], vec![]));
     assert_eq!(store.stored_opens(&absent, 0, i64::MAX).unwrap(), (vec![], vec![]));
 
@@ -353,7 +363,10 @@ fn every_read(mut s: Subject) {
     let range = StoredRange::of(&ranges, &streams[0]);
     assert_eq!((range.first_closed, range.last_closed, range.present, range.revisions), (Some(0), Some(180_000), 4, 1));
     let range = StoredRange::of(&ranges, &streams[1]);
-    assert_eq!((range.first_closed, range.last_closed, range.present, range.revisions), (Some(300_000), Some(300_000), 1, 0));
+    assert_eq!(
+        (range.first_closed, range.last_closed, range.present, range.revisions),
+        (Some(300_000), Some(300_000), 1, 0)
+    );
 
     // has_symbol.
     assert!(store.has_symbol("BTCUSDT").unwrap());
@@ -420,7 +433,8 @@ fn concurrent_writers_of_the_same_candles_record_no_spurious_revision(s: Subject
             rows.reverse();
         }
         for batch in rows.chunks(700) {
-            let mut with_updates: Vec<_> = batch.iter().map(|(id, c)| (*id, Candle { close: 1.0, is_closed: false, ..*c })).collect();
+            let mut with_updates: Vec<_> =
+                batch.iter().map(|(id, c)| (*id, Candle { close: 1.0, is_closed: false, ..*c })).collect();
             with_updates.extend_from_slice(batch);
             store.write_candles(&streams, &with_updates).unwrap();
         }

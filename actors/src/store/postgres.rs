@@ -561,11 +561,7 @@ impl PostgresStore {
 
     /// Every recorded revision of a stream, oldest first: `(open time, revised_at ms, the old values as a closed
     /// candle)`.
-    pub fn revision_history(
-        &self,
-        symbol: &str,
-        timeframe: Timeframe,
-    ) -> Result<Vec<(i64, i64, Candle)>, StoreError> {
+    pub fn revision_history(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<(i64, i64, Candle)>, StoreError> {
         let sql = "SELECT timestamp, revised_at, open, high, low, close, volume, quote_volume, trades, taker_buy_base,
                           taker_buy_quote
                    FROM candle_revisions WHERE symbol = $1 AND timeframe = $2 ORDER BY revised_at, timestamp";
@@ -721,7 +717,8 @@ impl Store for PostgresStore {
     }
 
     fn last_closed(&self) -> Result<HashMap<(String, Timeframe), i64>, StoreError> {
-        let sql = "SELECT symbol, timeframe, MAX(timestamp) FROM candles WHERE is_closed = 1 GROUP BY symbol, timeframe";
+        let sql =
+            "SELECT symbol, timeframe, MAX(timestamp) FROM candles WHERE is_closed = 1 GROUP BY symbol, timeframe";
         let rows = self.query_map(sql.to_owned(), Vec::new(), |row| {
             Ok(((row.try_get::<_, String>(0)?, timeframe_of(row.try_get(1)?)?), row.try_get::<_, i64>(2)?))
         })?;
@@ -747,7 +744,11 @@ impl Store for PostgresStore {
              ORDER BY timestamp {order} LIMIT $5"
         );
         let mut params = stream_params(symbol, timeframe);
-        params.extend([Box::new(start) as _, Box::new(end) as _, Box::new(i64::try_from(limit).unwrap_or(i64::MAX)) as _]);
+        params.extend([
+            Box::new(start) as _,
+            Box::new(end) as _,
+            Box::new(i64::try_from(limit).unwrap_or(i64::MAX)) as _,
+        ]);
         let mut candles = self.query_map(sql, params, candle_from_row)?;
         if window == Window::Newest {
             candles.reverse();
@@ -823,11 +824,13 @@ impl Store for PostgresStore {
                    WHERE symbol = $1 AND timeframe = $2 AND timestamp >= $3 AND timestamp <= $4 ORDER BY timestamp";
         let mut params = stream_params(&key.symbol, key.timeframe);
         params.extend([Box::new(from) as _, Box::new(to) as _]);
-        let rows = self.query_map(sql.to_owned(), params, |row| {
-            Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i16>(1)? == 1))
-        })?;
+        let rows = self
+            .query_map(sql.to_owned(), params, |row| Ok((row.try_get::<_, i64>(0)?, row.try_get::<_, i16>(1)? == 1)))?;
         let (closed, in_progress): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(_, is_closed)| *is_closed);
-        Ok((closed.into_iter().map(|(open, _)| open).collect(), in_progress.into_iter().map(|(open, _)| open).collect()))
+        Ok((
+            closed.into_iter().map(|(open, _)| open).collect(),
+            in_progress.into_iter().map(|(open, _)| open).collect(),
+        ))
     }
 
     fn stored_ranges(&self) -> Result<StoredRanges, StoreError> {
@@ -989,7 +992,8 @@ mod tests {
     #[test]
     fn a_schema_must_be_a_plain_identifier_and_the_pool_not_empty() {
         for schema in ["", "Candles", "candles; DROP TABLE x", "1st", &"a".repeat(64)] {
-            let config = PostgresConfig { schema: schema.to_owned(), ..PostgresConfig::new("postgres://u@127.0.0.1/t") };
+            let config =
+                PostgresConfig { schema: schema.to_owned(), ..PostgresConfig::new("postgres://u@127.0.0.1/t") };
             let error = PostgresBackend::connect(&config).unwrap_err();
             assert!(matches!(error, StoreError::PostgresConfig(_)) && !error.is_transient(), "{schema:?}: {error}");
         }
@@ -1022,7 +1026,8 @@ mod tests {
     fn migrations(backend: &PostgresBackend) -> (i64, Option<i32>) {
         backend
             .run(|pool| async move {
-                let row = pool.get().await?.query_one("SELECT COUNT(*), MAX(version) FROM schema_migrations", &[]).await?;
+                let row =
+                    pool.get().await?.query_one("SELECT COUNT(*), MAX(version) FROM schema_migrations", &[]).await?;
                 Ok((row.get(0), row.get(1)))
             })
             .unwrap()
@@ -1098,7 +1103,12 @@ mod tests {
         let mut store = PostgresBackend::connect(schema.config()).unwrap().store();
         let names: Vec<String> = (0..10).map(|i| format!("out_{i}")).collect();
         let values: Vec<_> = (0..10_000)
-            .map(|i| IndicatorRow { stream: StreamId(0), open_time: (i / 10) * 60_000, output: (i % 10) as u16, value: i as f64 })
+            .map(|i| IndicatorRow {
+                stream: StreamId(0),
+                open_time: (i / 10) * 60_000,
+                output: (i % 10) as u16,
+                value: i as f64,
+            })
             .collect();
         assert_eq!(store.write_batch(&streams(), &names, &[], &values).unwrap(), 10_000);
         let (mut count, mut sum) = (0, 0.0);

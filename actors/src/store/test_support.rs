@@ -14,7 +14,10 @@ pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 
 /// The test server's URL.
 pub fn postgres_url() -> String {
-    std::env::var(POSTGRES_URL_VAR).ok().filter(|url| !url.is_empty()).unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned())
+    std::env::var(POSTGRES_URL_VAR)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned())
 }
 
 /// Whether a missing server fails the test (`CI=true`) instead of skipping it.
