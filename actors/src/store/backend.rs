@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{SqliteStore, Store, StoreError};
+use super::{PostgresBackend, SqliteStore, Store, StoreError};
 use crate::lock::{DatabaseLock, LockError};
 
 /// The store the config names.
@@ -14,6 +14,8 @@ use crate::lock::{DatabaseLock, LockError};
 pub enum StoreBackend {
     /// One SQLite file, written by one candled at a time.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database (its pool, shared by every clone), which several candled may write at once.
+    Postgres(PostgresBackend),
 }
 
 impl StoreBackend {
@@ -25,6 +27,7 @@ impl StoreBackend {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Sqlite { .. } => "sqlite",
+            Self::Postgres(_) => "postgres",
         }
     }
 
@@ -33,6 +36,7 @@ impl StoreBackend {
     pub fn open_writer(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             Self::Sqlite { path } => Ok(Box::new(SqliteStore::open(path)?)),
+            Self::Postgres(backend) => Ok(Box::new(backend.store())),
         }
     }
 
@@ -40,6 +44,7 @@ impl StoreBackend {
     pub fn open_reader(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             Self::Sqlite { path } => Ok(Box::new(SqliteStore::open_read_only(path)?)),
+            Self::Postgres(backend) => Ok(Box::new(backend.store())),
         }
     }
 
@@ -47,6 +52,7 @@ impl StoreBackend {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite { path } => format!("the SQLite database {}", path.display()),
+            Self::Postgres(backend) => format!("the PostgreSQL database {}", backend.describe()),
         }
     }
 
@@ -54,6 +60,7 @@ impl StoreBackend {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Self::Sqlite { path } => Some(path),
+            Self::Postgres(_) => None,
         }
     }
 
@@ -69,6 +76,7 @@ impl StoreBackend {
                 }
                 DatabaseLock::acquire(path).map(Some)
             }
+            Self::Postgres(_) => Ok(None),
         }
     }
 }

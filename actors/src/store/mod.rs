@@ -4,6 +4,7 @@
 //!
 //! Every implementation keeps the same rules: an in-progress candle is replaced by any newer update; a closed candle
 //! is final, an identical duplicate changes nothing, and a differing closed candle is a recorded revision.
+//! PostgreSQL, for instances sharing one database, is in [`postgres`]; both pass the suite in `conformance`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,9 +15,15 @@ use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 use crate::streams::ExchangeGap;
 
 pub mod backend;
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod test_support;
 
 pub use backend::StoreBackend;
+pub use postgres::{PostgresBackend, PostgresConfig, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// One handle on the candle store. Every method is blocking: the storage actor calls it on its own thread, readers on
@@ -147,20 +154,41 @@ pub enum StoreError {
     File { path: PathBuf, source: std::io::Error },
     #[error("the database file {} was {change} while open", .path.display())]
     FileChanged { path: PathBuf, change: FileChange },
+    #[error("PostgreSQL: {}", crate::error_chain(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL connection pool: {}", crate::error_chain(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("PostgreSQL settings: {0}")]
+    PostgresConfig(String),
+    /// A recent check found the server unreachable (its error, as text).
+    #[error("PostgreSQL is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the PostgreSQL store's runtime dropped a request (shutting down?)")]
+    PostgresTaskLost,
 }
 
 impl StoreError {
-    /// Whether the store may well answer again soon (a database server restarting): the storage actor then keeps
-    /// its rows and retries with back-off instead of restarting. Never for SQLite: its errors are in the file or
-    /// the data.
+    /// Whether trying again later may succeed: the server or the connection went away (a PostgreSQL restart, a pool
+    /// timeout, a busy SQLite file), as opposed to a mistake in what was written or a setting. The storage actor
+    /// keeps the pending rows and retries with back-off on a transient error.
     pub fn is_transient(&self) -> bool {
+        use deadpool_postgres::PoolError;
         match self {
-            Self::Sqlite(_)
-            | Self::UnknownStream(_)
+            Self::Postgres(error) => postgres::is_transient(error),
+            Self::Pool(PoolError::Backend(error)) => postgres::is_transient(error),
+            Self::Pool(PoolError::Timeout(_) | PoolError::Closed) => true,
+            Self::Pool(_) => false,
+            Self::Unreachable(_) | Self::PostgresTaskLost => true,
+            Self::Sqlite(error) => matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::UnknownStream(_)
             | Self::BadTimeframe(_)
             | Self::UnknownOutput(_)
             | Self::File { .. }
-            | Self::FileChanged { .. } => false,
+            | Self::FileChanged { .. }
+            | Self::PostgresConfig(_) => false,
         }
     }
 }

@@ -489,6 +489,8 @@ fn candle_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
 
 #[cfg(test)]
 mod tests {
+    //! The SQLite-only tests: the trigger, the file checks. The rules and reads are in the conformance suite.
+
     use super::*;
 
     fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
@@ -514,31 +516,6 @@ mod tests {
 
     fn read_all(store: &SqliteStore) -> Vec<Candle> {
         store.candles_window("BTCUSDT", Timeframe::M1, 0, i64::MAX, 100, Window::Oldest).unwrap()
-    }
-
-    #[test]
-    fn in_progress_is_upserted_and_closed_is_final() {
-        let (mut store, streams) = store();
-        let id = StreamId(0);
-        store.write_candles(&streams, &[(id, candle(0, 10.0, false)), (id, candle(0, 11.0, false))]).unwrap();
-        assert_eq!(read_all(&store), [candle(0, 11.0, false)]);
-        store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap();
-        // A later in-progress update of the closed candle changes nothing.
-        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 10.5, false))]).unwrap(), 0);
-        // Nor does an identical closed duplicate.
-        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap(), 0);
-        assert_eq!(read_all(&store), [candle(0, 11.5, true)]);
-        assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 0);
-    }
-
-    #[test]
-    fn a_differing_closed_candle_is_a_recorded_revision() {
-        let (mut store, streams) = store();
-        let id = StreamId(0);
-        store.write_candles(&streams, &[(id, candle(0, 11.5, true))]).unwrap();
-        assert_eq!(store.write_candles(&streams, &[(id, candle(0, 11.0, true))]).unwrap(), 1);
-        assert_eq!(read_all(&store), [candle(0, 11.0, true)]);
-        assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
     }
 
     /// The `revised_at` of every recorded revision.
@@ -638,92 +615,5 @@ mod tests {
         let replaced = store.check_file();
         assert!(matches!(replaced, Err(StoreError::FileChanged { change: FileChange::Replaced, .. })), "{replaced:?}");
         assert!(SqliteStore::open_in_memory().unwrap().check_file().is_ok());
-    }
-
-    #[test]
-    fn last_closed_is_per_stream_and_ignores_in_progress() {
-        let (mut store, mut streams) = store();
-        streams.push(StreamKey::new("ETHUSDT", Timeframe::M5));
-        let rows = [
-            (StreamId(0), candle(0, 11.0, true)),
-            (StreamId(0), candle(60_000, 11.0, true)),
-            (StreamId(0), candle(120_000, 11.0, false)),
-            (StreamId(1), candle(300_000, 11.0, true)),
-        ];
-        store.write_candles(&streams, &rows).unwrap();
-        let last = store.last_closed().unwrap();
-        assert_eq!(last.len(), 2);
-        assert_eq!(last[&("BTCUSDT".to_owned(), Timeframe::M1)], 60_000);
-        assert_eq!(last[&("ETHUSDT".to_owned(), Timeframe::M5)], 300_000);
-        assert!(matches!(
-            store.write_candles(&streams, &[(StreamId(9), rows[0].1)]),
-            Err(StoreError::UnknownStream(_))
-        ));
-    }
-
-    fn names() -> Vec<String> {
-        vec!["sma_2".to_owned(), "rsi_2".to_owned()]
-    }
-
-    fn ind(open_time: i64, output: u16, value: f64) -> IndicatorRow {
-        IndicatorRow { stream: StreamId(0), open_time, output, value }
-    }
-
-    fn all_indicators(store: &SqliteStore) -> Vec<(i64, String, f64)> {
-        let mut stmt =
-            store.connection().prepare("SELECT timestamp, name, value FROM indicators ORDER BY 1, 2").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
-    }
-
-    #[test]
-    fn indicator_values_commit_with_the_candles_and_a_rebuild_overwrites_them() {
-        let (mut store, streams) = store();
-        let id = StreamId(0);
-        let candles = [(id, candle(0, 10.0, true)), (id, candle(60_000, 11.0, true))];
-        let changed = store.write_batch(&streams, &names(), &candles, &[ind(60_000, 0, 10.5), ind(60_000, 1, 100.0)]);
-        assert_eq!(changed.unwrap(), 4);
-        let want = vec![(60_000, "rsi_2".to_owned(), 100.0), (60_000, "sma_2".to_owned(), 10.5)];
-        assert_eq!(all_indicators(&store), want);
-        // A rebuild writes the same key again: the new value wins, an unchanged one is not rewritten.
-        assert_eq!(
-            store.write_batch(&streams, &names(), &[], &[ind(60_000, 0, 10.75), ind(60_000, 1, 100.0)]).unwrap(),
-            1
-        );
-        let want = vec![(60_000, "rsi_2".to_owned(), 100.0), (60_000, "sma_2".to_owned(), 10.75)];
-        assert_eq!(all_indicators(&store), want);
-    }
-
-    #[test]
-    fn a_failing_indicator_row_rolls_back_the_whole_batch() {
-        let (mut store, streams) = store();
-        let id = StreamId(0);
-        let result = store.write_batch(&streams, &names(), &[(id, candle(0, 10.0, true))], &[ind(0, 7, 1.0)]);
-        assert!(matches!(result, Err(StoreError::UnknownOutput(7))));
-        assert!(read_all(&store).is_empty());
-        assert!(all_indicators(&store).is_empty());
-    }
-
-    #[test]
-    fn reads_for_rebuilds_and_queries() {
-        let (mut store, streams) = store();
-        let id = StreamId(0);
-        let rows: Vec<_> = (0..5).map(|i| (id, candle(i * 60_000, 10.0 + i as f64, i < 4))).collect();
-        let indicators: Vec<_> =
-            (1..4).flat_map(|i| [ind(i * 60_000, 0, i as f64), ind(i * 60_000, 1, 50.0)]).collect();
-        store.write_batch(&streams, &names(), &rows, &indicators).unwrap();
-        // TC0: closed candles only, oldest first.
-        let closed = store.closed_candles("BTCUSDT", Timeframe::M1).unwrap();
-        assert_eq!(closed.iter().map(|c| c.open_time).collect::<Vec<_>>(), [0, 60_000, 120_000, 180_000]);
-        // TC1: the newest two candles, ascending.
-        let newest = store.candles_window("BTCUSDT", Timeframe::M1, 0, i64::MAX, 2, Window::Newest).unwrap();
-        assert_eq!(newest, [rows[3].1, rows[4].1]);
-        // TC2: the newest two indicator timestamps, ascending, names sorted.
-        let series = store.indicator_series("BTCUSDT", Timeframe::M1, 2).unwrap();
-        let want = |t: i64| IndicatorPoint {
-            timestamp: t * 60_000,
-            values: vec![("rsi_2".to_owned(), 50.0), ("sma_2".to_owned(), t as f64)],
-        };
-        assert_eq!(series, [want(2), want(3)]);
-        assert!(store.indicator_series("ETHUSDT", Timeframe::M1, 2).unwrap().is_empty());
     }
 }
