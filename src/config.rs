@@ -10,8 +10,8 @@ use std::time::Duration;
 use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
 use candled_actors::domain::{BackoffPolicy, Cluster, ClusterError, StreamKey, Timeframe};
 use candled_actors::indicators::IndicatorConfig;
-use candled_actors::store::{PostgresBackend, PostgresConfig, StoreBackend, StoreError};
 use candled_actors::store::backend::redacted_url;
+use candled_actors::store::{PostgresBackend, PostgresConfig, StoreBackend, StoreError};
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
 

@@ -17,7 +17,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::range::{RangeError, StreamArgs, TimeRange, parse_time};
-use crate::config::{ConfigError, Settings, BackendError};
+use crate::config::{BackendError, ConfigError, Settings};
 
 /// Candles read from the database, and written, at a time.
 const BATCH: usize = 65_536;

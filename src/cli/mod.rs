@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use candled_actors::lock::LockError;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Settings, BackendError};
+use crate::config::{BackendError, Settings};
 use crate::startup::{Application, UnlistedSymbols, shutdown_signal};
 
 /// The exit code for an invalid configuration, a database another candled holds, or an import refused.

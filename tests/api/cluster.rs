@@ -15,21 +15,22 @@ use crate::helpers::{
 };
 
 /// 60 exchange ms per real ms: a 1m candle closes every second, a 5m one every 5 s.
-const SPEED: f64 = 60.0;
-const FIVE_MINUTES: i64 = 300_000;
+pub const SPEED: f64 = 60.0;
+pub const FIVE_MINUTES: i64 = 300_000;
 /// The fake's default listing: every test here configures all of them.
-const SYMBOLS: [&str; 8] = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "SHIBUSDT", "PAXGBTC"];
+pub const SYMBOLS: [&str; 8] =
+    ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "SHIBUSDT", "PAXGBTC"];
 /// `[cluster]` for shard 0, 1 and 2 of 3.
-const SHARDS_OF_3: [&str; 3] =
+pub const SHARDS_OF_3: [&str; 3] =
     ["[cluster]\nshard = 0\nshards = 3\n", "[cluster]\nshard = 1\nshards = 3\n", "[cluster]\nshard = 2\nshards = 3\n"];
 /// How long a test waits for a table to catch up with the exchange.
-const CATCH_UP: Duration = Duration::from_secs(45);
+pub const CATCH_UP: Duration = Duration::from_secs(45);
 /// How soon a config edit must show: the bound for a live stream-set change.
 const APPLIED_WITHIN: Duration = Duration::from_secs(5);
 
-type Stream = (&'static str, &'static str);
+pub type Stream = (&'static str, &'static str);
 
-fn options(timeframes: &[&'static str], extra: &'static str) -> AppOptions {
+pub fn options(timeframes: &[&'static str], extra: &'static str) -> AppOptions {
     AppOptions {
         symbols: SYMBOLS.to_vec(),
         timeframes: timeframes.to_vec(),
@@ -40,24 +41,24 @@ fn options(timeframes: &[&'static str], extra: &'static str) -> AppOptions {
     }
 }
 
-fn configured(timeframes: &[&'static str]) -> Vec<Stream> {
+pub fn configured(timeframes: &[&'static str]) -> Vec<Stream> {
     SYMBOLS.iter().flat_map(|&symbol| timeframes.iter().map(move |&timeframe| (symbol, timeframe))).collect()
 }
 
 /// The streams of `streams` that shard `shard` of `shards` owns, by the engine's hash.
-fn owned_by(streams: &[Stream], shard: u32, shards: u32) -> Vec<Stream> {
+pub fn owned_by(streams: &[Stream], shard: u32, shards: u32) -> Vec<Stream> {
     let key = |&(symbol, timeframe): &Stream| StreamKey::new(symbol, timeframe.parse::<Timeframe>().expect("valid"));
     streams.iter().copied().filter(|stream| owner(&key(stream), shards) == shard).collect()
 }
 
 /// Starts an instance and waits until each of `owned` is subscribed.
-fn start(fake: &FakeExchange, options: AppOptions, owned: &[Stream]) -> TestApp {
+pub fn start(fake: &FakeExchange, options: AppOptions, owned: &[Stream]) -> TestApp {
     let mut app = spawn_app(fake, options);
     wait_subscribed(&mut app, owned);
     app
 }
 
-fn wait_subscribed(app: &mut TestApp, owned: &[Stream]) {
+pub fn wait_subscribed(app: &mut TestApp, owned: &[Stream]) {
     for (symbol, timeframe) in owned {
         app.wait_for_log(&format!("Subscribed to {symbol} {timeframe} candles"), Duration::from_secs(30));
     }
@@ -82,7 +83,7 @@ fn as_set(streams: &[Stream]) -> BTreeSet<(String, String)> {
 }
 
 /// Asserts what `/health`, `/api/v1/streams` and `/metrics` say of the instance's shard and its streams.
-fn assert_cluster_shown(app: &TestApp, shard: u32, shards: u32, owned: &[Stream], configured: usize) {
+pub fn assert_cluster_shown(app: &TestApp, shard: u32, shards: u32, owned: &[Stream], configured: usize) {
     let (streams, cluster) = listed(app);
     assert_eq!(streams, as_set(owned), "shard {shard} of {shards} lists other streams than it owns");
     assert_eq!(cluster, serde_json::json!({ "shard": shard, "shards": shards }));

@@ -1,5 +1,6 @@
 //! Test helpers: start the real `candled` binary on a temporary config against a fake exchange, read its log,
-//! query its HTTP endpoints and its SQLite database.
+//! query its HTTP endpoints and its store (its SQLite database, or a PostgreSQL schema), cut its connections with
+//! a TCP proxy on loopback.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -25,6 +26,9 @@ pub struct AppOptions {
     pub history: u32,
     pub exchange_extra: &'static str,
     pub storage_extra: &'static str,
+    /// The `[storage]` lines that choose the store, instead of the default `path = "data/candles.db"` (for
+    /// example [`PgTables::storage_section`]).
+    pub storage_backend: Option<String>,
     pub http_extra: &'static str,
     pub extra: &'static str,
     /// Leave out the fake's CA even when it serves TLS.
@@ -51,13 +55,14 @@ pub fn write_config(dir: &Path, fake: &FakeExchange, options: &AppOptions) -> Pa
     let config = format!(
         "[exchange]\nws_url = {:?}\nrest_url = {:?}\n{ca}{}\n\n\
          [market_data]\nsymbols = [{}]\ntimeframes = [{}]\nhistory = {}\n\n\
-         [storage]\npath = \"data/candles.db\"\n{}\n\n[http]\nbind = \"127.0.0.1:0\"\n{}\n\n{}",
+         [storage]\n{}\n{}\n\n[http]\nbind = \"127.0.0.1:0\"\n{}\n\n{}",
         fake.ws_url(),
         fake.rest_url(),
         options.exchange_extra,
         quoted(&options.symbols),
         quoted(&options.timeframes),
         options.history,
+        options.storage_backend.as_deref().unwrap_or("path = \"data/candles.db\""),
         options.storage_extra,
         options.http_extra,
         options.extra,
@@ -310,12 +315,26 @@ impl CandleRow {
 pub const CANDLE_COLUMNS: &str = "timestamp, open, high, low, close, volume, close_time, quote_volume, trades, \
                                   taker_buy_base, taker_buy_quote, is_closed";
 
+/// A store a test reads candles from: an app's SQLite database ([`Connection`]) or its PostgreSQL schema
+/// ([`PgTables`]).
+pub trait CandleSource {
+    /// Every stored row of one stream, oldest first.
+    fn candles_of(&self, symbol: &str, timeframe: &str) -> Vec<CandleRow>;
+}
+
+impl CandleSource for Connection {
+    fn candles_of(&self, symbol: &str, timeframe: &str) -> Vec<CandleRow> {
+        let sql =
+            format!("SELECT {CANDLE_COLUMNS} FROM candles WHERE symbol = ?1 AND timeframe = ?2 ORDER BY timestamp");
+        let mut stmt = self.prepare(&sql).expect("prepare");
+        let rows = stmt.query_map([symbol, timeframe], CandleRow::from_sql).expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    }
+}
+
 /// Every stored row of one stream, oldest first.
-pub fn stored_candles(db: &Connection, symbol: &str, timeframe: &str) -> Vec<CandleRow> {
-    let sql = format!("SELECT {CANDLE_COLUMNS} FROM candles WHERE symbol = ?1 AND timeframe = ?2 ORDER BY timestamp");
-    let mut stmt = db.prepare(&sql).expect("prepare");
-    let rows = stmt.query_map([symbol, timeframe], CandleRow::from_sql).expect("query");
-    rows.collect::<Result<_, _>>().expect("rows")
+pub fn stored_candles(db: &(impl CandleSource + ?Sized), symbol: &str, timeframe: &str) -> Vec<CandleRow> {
+    db.candles_of(symbol, timeframe)
 }
 
 /// The Binance stream name of (symbol, timeframe).
@@ -325,7 +344,12 @@ pub fn stream_name(symbol: &str, timeframe: &str) -> String {
 
 /// Asserts that the closed candles stored for a stream are exactly the exchange's closed candles from the first
 /// stored one to the last, with no hole, no duplicate and every field equal. Returns the stored open times.
-pub fn assert_closed_candles_exact(fake: &FakeExchange, db: &Connection, symbol: &str, timeframe: &str) -> Vec<i64> {
+pub fn assert_closed_candles_exact(
+    fake: &FakeExchange,
+    db: &(impl CandleSource + ?Sized),
+    symbol: &str,
+    timeframe: &str,
+) -> Vec<i64> {
     let closed: Vec<CandleRow> = stored_candles(db, symbol, timeframe).into_iter().filter(|r| r.is_closed).collect();
     assert!(!closed.is_empty(), "{symbol} {timeframe}: no closed candle stored");
     let first = closed[0].timestamp;
@@ -360,7 +384,7 @@ pub fn published_closed(fake: &FakeExchange, symbol: &str, timeframe: &str) -> B
 }
 
 /// The open times of the closed candles stored for a stream.
-pub fn stored_closed(db: &Connection, symbol: &str, timeframe: &str) -> BTreeSet<i64> {
+pub fn stored_closed(db: &(impl CandleSource + ?Sized), symbol: &str, timeframe: &str) -> BTreeSet<i64> {
     stored_candles(db, symbol, timeframe).into_iter().filter(|r| r.is_closed).map(|r| r.timestamp).collect()
 }
 
@@ -372,15 +396,14 @@ pub fn open_db_read_write(path: &Path) -> Connection {
 }
 
 /// Open times of the rows of a stream still `is_closed = 0` although their close time is before `before_ms`.
-pub fn in_progress_closed_before(db: &Connection, symbol: &str, timeframe: &str, before_ms: i64) -> Vec<i64> {
-    let mut stmt = db
-        .prepare(
-            "SELECT timestamp FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 0 AND close_time < ?3
-             ORDER BY timestamp",
-        )
-        .expect("prepare");
-    let rows = stmt.query_map(rusqlite::params![symbol, timeframe, before_ms], |row| row.get(0)).expect("query");
-    rows.collect::<Result<_, _>>().expect("rows")
+pub fn in_progress_closed_before(
+    db: &(impl CandleSource + ?Sized),
+    symbol: &str,
+    timeframe: &str,
+    before_ms: i64,
+) -> Vec<i64> {
+    let rows = stored_candles(db, symbol, timeframe).into_iter();
+    rows.filter(|row| !row.is_closed && row.close_time < before_ms).map(|row| row.timestamp).collect()
 }
 
 /// How long a candle that closed on the exchange may take to be stored as closed before it counts as stuck.
@@ -388,7 +411,12 @@ const STUCK_AFTER: Duration = Duration::from_secs(20);
 
 /// Asserts that no row of a stream stays `is_closed = 0` once its close time has passed on the fake's clock: every
 /// row whose candle closed before now is stored closed within [`STUCK_AFTER`].
-pub fn assert_no_stuck_in_progress(fake: &FakeExchange, db: &Connection, symbol: &str, timeframe: &str) {
+pub fn assert_no_stuck_in_progress(
+    fake: &FakeExchange,
+    db: &(impl CandleSource + ?Sized),
+    symbol: &str,
+    timeframe: &str,
+) {
     let now = fake.now_ms();
     let settled =
         wait_until(STUCK_AFTER, || in_progress_closed_before(db, symbol, timeframe, now).is_empty().then_some(()));
@@ -432,12 +460,24 @@ pub fn assert_streams_complete_through(
     horizon: i64,
     timeout: Duration,
 ) -> usize {
+    let db = open_db(&app.db_path);
+    assert_streams_complete_in(fake, &db, &|| app.log_text(), streams, horizon, timeout)
+}
+
+/// [`assert_streams_complete_through`] on any store (`db`), with `log` for the message of a failure.
+pub fn assert_streams_complete_in(
+    fake: &FakeExchange,
+    db: &(impl CandleSource + ?Sized),
+    log: &dyn Fn() -> String,
+    streams: &[(&str, &str)],
+    horizon: i64,
+    timeout: Duration,
+) -> usize {
     let complete = wait_until(timeout, || {
-        let db = open_db(&app.db_path);
         streams
             .iter()
             .all(|&(symbol, timeframe)| {
-                let stored = stored_closed(&db, symbol, timeframe);
+                let stored = stored_closed(db, symbol, timeframe);
                 let Some(&first) = stored.first() else { return false };
                 let expected = fake.closed_candles(symbol, timeframe, first, horizon);
                 !expected.is_empty() && expected.iter().all(|k| stored.contains(&k.open_time))
@@ -445,11 +485,10 @@ pub fn assert_streams_complete_through(
             .then_some(())
     });
     if complete.is_none() {
-        let db = open_db(&app.db_path);
         let behind: Vec<String> = streams
             .iter()
             .map(|&(symbol, timeframe)| {
-                let stored = stored_closed(&db, symbol, timeframe);
+                let stored = stored_closed(db, symbol, timeframe);
                 let first = stored.first().copied().unwrap_or(horizon);
                 let absent: Vec<i64> = fake
                     .closed_candles(symbol, timeframe, first, horizon)
@@ -463,15 +502,14 @@ pub fn assert_streams_complete_through(
         panic!(
             "the table did not catch up with the exchange through {horizon}:\n{}\nlog:\n{}",
             behind.join("\n"),
-            app.log_text()
+            log()
         );
     }
-    let db = open_db(&app.db_path);
     streams
         .iter()
         .map(|&(symbol, timeframe)| {
-            let checked = assert_closed_candles_exact(fake, &db, symbol, timeframe).len();
-            assert_no_stuck_in_progress(fake, &db, symbol, timeframe);
+            let checked = assert_closed_candles_exact(fake, db, symbol, timeframe).len();
+            assert_no_stuck_in_progress(fake, db, symbol, timeframe);
             checked
         })
         .sum()
@@ -496,4 +534,131 @@ pub fn clients_python() -> Option<PathBuf> {
     );
     println!("note: python-binance and ccxt are not installed (.ci/run installs them in target/py-clients): skipped");
     None
+}
+
+/// A connection of the test's own to a PostgreSQL schema candled stores into, to read its tables as a user would.
+pub struct PgTables {
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    schema: String,
+}
+
+impl PgTables {
+    /// Connects to `url` with `schema` first on the search path.
+    pub fn connect(url: &str, schema: &str) -> Self {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime for PostgreSQL");
+        let client = runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            client.batch_execute(&format!("SET search_path TO {schema}")).await.expect("SET search_path");
+            client
+        });
+        Self { runtime, client, schema: schema.to_owned() }
+    }
+
+    /// The `[storage]` lines of a candled that stores into this schema through `url` (the server's, or a proxy's).
+    pub fn storage_section(&self, url: &str) -> String {
+        format!("backend = \"postgres\"\nurl = {url:?}\nschema = {:?}\npool_size = 4", self.schema)
+    }
+
+    /// The rows of a query.
+    pub fn rows(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<tokio_postgres::Row> {
+        self.runtime.block_on(self.client.query(sql, params)).unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+    }
+
+    /// A query's single `BIGINT` (for example a `COUNT(*)`).
+    pub fn count(&self, sql: &str) -> i64 {
+        self.rows(sql, &[])[0].get(0)
+    }
+}
+
+impl CandleSource for PgTables {
+    fn candles_of(&self, symbol: &str, timeframe: &str) -> Vec<CandleRow> {
+        let sql =
+            format!("SELECT {CANDLE_COLUMNS} FROM candles WHERE symbol = $1 AND timeframe = $2 ORDER BY timestamp");
+        let rows = self.rows(&sql, &[&symbol, &timeframe]);
+        rows.iter()
+            .map(|row| CandleRow {
+                timestamp: row.get(0),
+                open: row.get(1),
+                high: row.get(2),
+                low: row.get(3),
+                close: row.get(4),
+                volume: row.get(5),
+                close_time: row.get(6),
+                quote_volume: row.get(7),
+                trades: row.get(8),
+                taker_buy_base: row.get(9),
+                taker_buy_quote: row.get(10),
+                is_closed: row.get::<_, i16>(11) == 1,
+            })
+            .collect()
+    }
+}
+
+/// A TCP proxy on loopback in front of a server, which a test cuts (every live connection closed, new ones refused)
+/// and restores: the server unreachable for candled alone, while other tests go on using it.
+pub struct Proxy {
+    /// Runs the proxy; dropped with it, which closes every connection.
+    _runtime: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<usize>,
+    /// Connections accepted (and passed on) so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    /// Starts a proxy to `target` (`host:port`) on a port of its own.
+    pub fn start(target: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use tokio::net::{TcpListener, TcpStream};
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the proxy");
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("a proxy port");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (accepting, cuts, count, target) = (open.clone(), cut.clone(), connections.clone(), target.to_owned());
+        runtime.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut cut = cuts.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { _runtime: runtime, addr, open, cut, connections }
+    }
+
+    /// The proxy's `host:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Accepts and passes on new connections again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

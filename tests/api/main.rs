@@ -1,5 +1,5 @@
 //! Integration tests: the real `candled` binary against the project's fake Binance exchange on loopback, checking
-//! what reaches SQLite and HTTP.
+//! what reaches the store (SQLite or PostgreSQL) and HTTP.
 
 mod audit;
 mod cli;
@@ -18,6 +18,7 @@ mod local_binance_rest;
 mod local_binance_ws;
 mod metrics;
 mod nats;
+mod postgres;
 mod reliability;
 mod scale;
 mod scale_whole_exchange;

@@ -7,19 +7,16 @@
 //! publisher made to panic and restarted by the supervisor).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use candled_actors::publish::CandlePayload;
 use futures_util::StreamExt;
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange};
-use crate::helpers::{AppOptions, CandleRow, open_db, spawn_in, stored_closed, wait_until, write_config};
+use crate::helpers::{AppOptions, CandleRow, Proxy, open_db, spawn_in, stored_closed, wait_until, write_config};
 
 const BROKER: &str = "127.0.0.1:4222";
 const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
@@ -150,57 +147,6 @@ fn fastrand_suffix() -> u32 {
     hasher.finish() as u32
 }
 
-/// A TCP proxy on loopback in front of the broker, which a test cuts (every connection closed, new ones refused)
-/// and restores: the broker unreachable for candled alone, while other tests go on using it.
-struct Proxy {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    cut: tokio::sync::watch::Sender<usize>,
-    connections: Arc<AtomicUsize>,
-}
-
-impl Proxy {
-    fn start(broker: &Broker) -> Self {
-        let listener = broker.runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("a proxy port");
-        let addr = listener.local_addr().expect("the proxy's address");
-        let open = Arc::new(AtomicBool::new(true));
-        let (cut, _) = tokio::sync::watch::channel(0);
-        let connections = Arc::new(AtomicUsize::new(0));
-        let (accepting, cuts, count) = (open.clone(), cut.clone(), connections.clone());
-        broker.runtime.spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !accepting.load(Ordering::SeqCst) {
-                    continue;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(BROKER).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { addr, open, cut, connections }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
-    /// Closes every connection through the proxy and refuses new ones.
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|cuts| *cuts += 1);
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
 /// The closed candles stored in every one of `dbs`, by stream.
 fn stored(dbs: &[PathBuf]) -> BTreeMap<(&'static str, &'static str), BTreeSet<i64>> {
     let mut all: BTreeMap<_, BTreeSet<i64>> = BTreeMap::new();
@@ -310,14 +256,14 @@ fn wait_for_live_closes(fake: &FakeExchange, more: usize) {
 fn restart_and_outage(outage: Duration) {
     let Some(broker) = Broker::connect() else { return };
     let fake = FakeExchange::start(FakeConfig { speed: SPEED, ..FakeConfig::default() });
-    let proxy = Proxy::start(&broker);
+    let proxy = Proxy::start(BROKER);
     // In-progress updates go to core NATS: subscribed before candled starts.
     let mut live = broker
         .runtime
         .block_on(broker.client.subscribe(format!("{}.live.>", broker.prefix)))
         .expect("a core NATS subscription");
 
-    let mut app = spawn_in(app_folder(&fake, &broker, &proxy.url(), true, 10_000));
+    let mut app = spawn_in(app_folder(&fake, &broker, &format!("nats://{}", proxy.addr()), true, 10_000));
     let dbs = [app.db_path.clone()];
     app.wait_for_log("publisher: connected to", Duration::from_secs(20));
     wait_for_live_closes(&fake, 10);
