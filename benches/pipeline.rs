@@ -24,7 +24,7 @@ use candled_actors::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
-use candled_actors::store::SqliteStore;
+use candled_actors::store::StoreBackend;
 use candled_actors::store::sqlite::SCHEMA;
 use candled_actors::streams::StreamHealth;
 use candled_actors::tasks::{RestartPolicy, RestartTracker, TaskStats};
@@ -114,12 +114,13 @@ impl Pipeline {
         let storage = {
             let stats = TaskStats::new(MAILBOX_CAPACITY);
             let settings = StorageSettings {
-                path: db.to_owned(),
+                backend: StoreBackend::sqlite(db),
                 batch_size: BATCH_SIZE,
                 flush_interval: FLUSH_INTERVAL,
                 committed: Default::default(),
+                retry: BackoffPolicy::default(),
             };
-            let store = SqliteStore::open(db).expect("open the bench database");
+            let store = settings.backend.open_writer().expect("open the bench database");
             let (registry, names) = (StreamRegistry::new(streams), board.names());
             let addr = start_storage(
                 &arbiter.handle(),

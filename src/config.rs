@@ -2,13 +2,16 @@
 //! the problem.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
-use candled_actors::domain::{BackoffPolicy, StreamKey, Timeframe};
+use candled_actors::domain::{BackoffPolicy, Cluster, ClusterError, StreamKey, Timeframe};
 use candled_actors::indicators::IndicatorConfig;
+use candled_actors::store::StoreBackend;
+use candled_actors::store::backend::redacted_url;
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
 
@@ -50,6 +53,10 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    nats: RawNats,
+    #[serde(default)]
+    cluster: RawCluster,
     /// A missing section (or key) takes the default indicator set.
     #[serde(default)]
     indicators: IndicatorConfig,
@@ -93,17 +100,116 @@ struct RawMarketData {
     history: i64,
 }
 
+/// `[storage]`. The backend's own keys are optional here so that a key set for the other backend is refused by name.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawStorage {
-    path: PathBuf,
+    backend: String,
+    /// SQLite: the database file (default `data/tradingbot.db`).
+    path: Option<PathBuf>,
+    /// PostgreSQL: `postgres://user@host:port/db`.
+    url: Option<String>,
+    password_env: Option<String>,
+    schema: Option<String>,
+    pool_size: Option<usize>,
     batch_size: usize,
     flush_interval_ms: u64,
 }
 
 impl Default for RawStorage {
     fn default() -> Self {
-        Self { path: PathBuf::from("data/tradingbot.db"), batch_size: 1000, flush_interval_ms: 50 }
+        Self {
+            backend: "sqlite".into(),
+            path: None,
+            url: None,
+            password_env: None,
+            schema: None,
+            pool_size: None,
+            batch_size: 1000,
+            flush_interval_ms: 50,
+        }
+    }
+}
+
+/// The SQLite database file when `[storage] path` is not set.
+pub const DEFAULT_STORAGE_PATH: &str = "data/tradingbot.db";
+/// The environment variable the PostgreSQL password is read from when `[storage] password_env` is not set.
+pub const DEFAULT_PASSWORD_ENV: &str = "CANDLED_POSTGRES_PASSWORD";
+/// PostgreSQL connections in the pool when `[storage] pool_size` is not set.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+/// `[storage]`: the store candled keeps its candles in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// `backend = "sqlite"` (the default): one file.
+    Sqlite { path: PathBuf },
+    /// `backend = "postgres"`: a PostgreSQL database.
+    Postgres(PostgresSettings),
+}
+
+/// `[storage] backend = "postgres"`: everything the PostgreSQL store is opened with (its `PostgresConfig`). No
+/// `Debug` output, log line or config view shows the password, neither `password` nor one inside `url`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// `postgres://user@host:port/db`; a password in it is allowed.
+    pub url: String,
+    /// The environment variable named by `password_env`, read when the config is loaded, if set and not empty.
+    pub password: Option<String>,
+    /// Where the password is read from.
+    pub password_env: String,
+    /// The schema candled's tables live in.
+    pub schema: String,
+    /// The most connections open at once.
+    pub pool_size: usize,
+}
+
+impl fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("password_env", &self.password_env)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// The config names a backend this build cannot open.
+#[derive(Debug, thiserror::Error)]
+#[error("`storage.backend = \"{0}\"`: this build has no PostgreSQL backend yet")]
+pub struct UnsupportedBackend(&'static str);
+
+impl StorageConfig {
+    /// The backend's name, as `[storage] backend` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The store to open.
+    pub fn backend(&self) -> Result<StoreBackend, UnsupportedBackend> {
+        match self {
+            Self::Sqlite { path } => Ok(StoreBackend::sqlite(path)),
+            Self::Postgres(_) => Err(UnsupportedBackend("postgres")),
+        }
+    }
+
+    /// The SQLite file, if the backend is SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite { path } => Some(path),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// Reads the PostgreSQL password from its environment variable (`get` looks one up), when set and not empty.
+    fn read_password(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Self::Postgres(postgres) = self {
+            postgres.password = get(&postgres.password_env).filter(|password| !password.is_empty());
+        }
     }
 }
 
@@ -187,6 +293,52 @@ impl Default for RawApi {
     }
 }
 
+/// `[cluster]`: read as signed integers, so that a negative value gets a message naming its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCluster {
+    shard: i64,
+    shards: i64,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        Self { shard: 0, shards: 1 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNats {
+    enabled: bool,
+    url: String,
+    stream: String,
+    subject_prefix: String,
+    /// 0: kept for ever.
+    max_age_secs: u64,
+    /// Absent: no size limit.
+    max_bytes: Option<i64>,
+    duplicate_window_secs: u64,
+    in_progress: bool,
+    buffer: usize,
+}
+
+impl Default for RawNats {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CANDLES".into(),
+            subject_prefix: "candles.binance".into(),
+            max_age_secs: 0,
+            max_bytes: None,
+            duplicate_window_secs: 120,
+            in_progress: false,
+            buffer: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTaskPolicy {
@@ -260,10 +412,14 @@ pub struct ExchangeSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub exchange: ExchangeSettings,
-    /// Every (symbol, timeframe), symbols outer, in config order.
+    /// Every configured (symbol, timeframe), symbols outer, in config order; this instance runs the ones its shard
+    /// owns ([`Settings::owned_streams`]).
     pub streams: Vec<StreamKey>,
+    /// `[cluster]`: this instance's shard, of how many.
+    pub cluster: Cluster,
     pub history: u32,
-    pub storage_path: PathBuf,
+    /// `[storage]`'s backend and its keys.
+    pub storage: StorageConfig,
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub http_bind: SocketAddr,
@@ -275,6 +431,29 @@ pub struct Settings {
     pub audit: AuditConfig,
     pub metrics: MetricsConfig,
     pub api: ApiConfig,
+    pub nats: NatsConfig,
+}
+
+/// `[nats]`: publishing committed closed candles to NATS JetStream (and in-progress updates to core NATS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    pub enabled: bool,
+    /// `nats://host:port` (or `tls://`).
+    pub url: String,
+    /// The JetStream stream's name, created at start if missing.
+    pub stream: String,
+    /// Subjects are `<prefix>.<SYMBOL>.<timeframe>`; in-progress updates `<prefix>.live.<SYMBOL>.<timeframe>`.
+    pub subject_prefix: String,
+    /// Retention by age (`None`: kept for ever).
+    pub max_age: Option<Duration>,
+    /// Retention by size in bytes (`None`: unlimited).
+    pub max_bytes: Option<i64>,
+    /// The window within which the server drops a message id it saw.
+    pub duplicate_window: Duration,
+    /// In-progress updates to core NATS, not kept.
+    pub in_progress: bool,
+    /// The publisher's bounded buffer, in entries.
+    pub buffer: usize,
 }
 
 /// `[api]`: candled as a local Binance (`/api/v3/*`, `/ws`, `/stream`) on the HTTP port.
@@ -310,6 +489,12 @@ pub struct AuditConfig {
 }
 
 impl Settings {
+    /// The streams this instance runs: the configured ones its shard owns, in config order. Start-up and every reload
+    /// take the engine's stream set from here, and nowhere else.
+    pub fn owned_streams(&self) -> Vec<StreamKey> {
+        self.cluster.owned(&self.streams)
+    }
+
     /// Reads and validates the file at `path`, reading no more than [`MAX_CONFIG_BYTES`]; `CANDLED_ADMIN_TOKEN`,
     /// when set and not empty, replaces `[http] admin_token`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -334,6 +519,7 @@ impl Settings {
     pub fn from_file_text(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut settings = Self::parse(text, &path.display().to_string())?;
         settings.admin_token = token_in_force(settings.admin_token, std::env::var(ADMIN_TOKEN_ENV).ok());
+        settings.storage.read_password(|name| std::env::var(name).ok());
         Ok(settings)
     }
 
@@ -404,9 +590,7 @@ impl Settings {
             .collect();
 
         let storage = raw.storage;
-        if storage.path.as_os_str().is_empty() {
-            return Err(invalid("storage.path", "must not be empty".into()));
-        }
+        let storage_config = storage_config(&storage).map_err(|(key, problem)| invalid(key, problem))?;
         if storage.batch_size == 0 {
             return Err(invalid("storage.batch_size", "must be at least 1".into()));
         }
@@ -455,12 +639,18 @@ impl Settings {
             return Err(invalid("api.cache_mb", format!("{} is out of range: must be at most 1048576", api.cache_mb)));
         }
 
+        let nats = check_nats(raw.nats).map_err(|(key, problem)| invalid(&format!("nats.{key}"), problem))?;
+        let cluster = Cluster::new(raw.cluster.shard, raw.cluster.shards).map_err(|error| match error {
+            ClusterError::ShardsOutOfRange(_) => invalid("cluster.shards", error.to_string()),
+            ClusterError::ShardOutOfRange { .. } => invalid("cluster.shard", error.to_string()),
+        })?;
+
         let mut tasks = SupervisionSettings::default_tasks();
         for (name, policy) in supervisor.tasks {
             let kind = task_kind(&name).ok_or_else(|| {
                 invalid(
                     &format!("supervisor.tasks.{name}"),
-                    "unknown task kind: expected storage, connection, subscription, indicator, backfill, history or audit"
+                    "unknown task kind: expected storage, connection, subscription, indicator, backfill, history, audit or publisher"
                         .into(),
                 )
             })?;
@@ -484,8 +674,9 @@ impl Settings {
                 rotate_stagger: Duration::from_secs(exchange.rotate_stagger_secs),
             },
             streams,
+            cluster,
             history: market.history as u32,
-            storage_path: storage.path,
+            storage: storage_config,
             batch_size: storage.batch_size,
             flush_interval: Duration::from_millis(storage.flush_interval_ms),
             http_bind,
@@ -515,17 +706,163 @@ impl Settings {
                 max_ws_clients: api.max_ws_clients,
                 weight_per_minute: api.weight_per_minute,
             },
+            nats,
         })
     }
 }
 
-/// A TOML error quotes the line at fault: when that line sets a token, its value is left out.
+/// Validates `[nats]`: the key at fault (under `nats.`) and the problem.
+fn check_nats(raw: RawNats) -> Result<NatsConfig, (&'static str, String)> {
+    check_url(&raw.url, &["nats://", "tls://"]).map_err(|p| ("url", p))?;
+    let forbidden = |c: char| c.is_whitespace() || ".*>/\\".contains(c);
+    if raw.stream.is_empty() || raw.stream.chars().any(forbidden) {
+        let problem = format!(
+            "{:?} is not a JetStream stream name: non-empty, without spaces, '.', '*', '>', '/' or '\\'",
+            raw.stream
+        );
+        return Err(("stream", problem));
+    }
+    let bad_token = |t: &str| t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == '*' || c == '>');
+    if raw.subject_prefix.split('.').any(bad_token) {
+        let problem = format!(
+            "{:?} is not a subject prefix: dot-separated non-empty tokens without spaces, '*' or '>', such as \"candles.binance\"",
+            raw.subject_prefix
+        );
+        return Err(("subject_prefix", problem));
+    }
+    if raw.max_bytes.is_some_and(|bytes| bytes < 1) {
+        return Err(("max_bytes", "must be at least 1: remove the key for no size limit".into()));
+    }
+    if raw.duplicate_window_secs == 0 {
+        return Err(("duplicate_window_secs", "must be at least 1".into()));
+    }
+    if raw.max_age_secs > 0 && raw.duplicate_window_secs > raw.max_age_secs {
+        let problem = format!(
+            "{} is above nats.max_age_secs ({}): JetStream refuses that",
+            raw.duplicate_window_secs, raw.max_age_secs
+        );
+        return Err(("duplicate_window_secs", problem));
+    }
+    if raw.buffer == 0 {
+        return Err(("buffer", "must be at least 1".into()));
+    }
+    Ok(NatsConfig {
+        enabled: raw.enabled,
+        url: raw.url,
+        stream: raw.stream,
+        subject_prefix: raw.subject_prefix,
+        max_age: (raw.max_age_secs > 0).then(|| Duration::from_secs(raw.max_age_secs)),
+        max_bytes: raw.max_bytes,
+        duplicate_window: Duration::from_secs(raw.duplicate_window_secs),
+        in_progress: raw.in_progress,
+        buffer: raw.buffer,
+    })
+}
+
+/// `[storage]`'s backend and its keys, validated: `Err((key, problem))`. A key of the other backend is refused.
+fn storage_config(storage: &RawStorage) -> Result<StorageConfig, (&'static str, String)> {
+    let only_for = |key: &'static str, backend: &str| {
+        let other = if backend == "sqlite" { "postgres" } else { "sqlite" };
+        (key, format!("is a key of `backend = \"{other}\"`, and this config's backend is \"{backend}\": remove it"))
+    };
+    match storage.backend.as_str() {
+        "sqlite" => {
+            let postgres_keys = [
+                ("storage.url", storage.url.is_some()),
+                ("storage.password_env", storage.password_env.is_some()),
+                ("storage.schema", storage.schema.is_some()),
+                ("storage.pool_size", storage.pool_size.is_some()),
+            ];
+            if let Some((key, _)) = postgres_keys.into_iter().find(|(_, set)| *set) {
+                return Err(only_for(key, "sqlite"));
+            }
+            let path = storage.path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE_PATH));
+            if path.as_os_str().is_empty() {
+                return Err(("storage.path", "must not be empty".into()));
+            }
+            Ok(StorageConfig::Sqlite { path })
+        }
+        "postgres" => {
+            if storage.path.is_some() {
+                return Err(only_for("storage.path", "postgres"));
+            }
+            let url = storage.url.clone().ok_or((
+                "storage.url",
+                "is required with `backend = \"postgres\"`: such as \"postgres://candled@127.0.0.1:5432/candles\""
+                    .to_owned(),
+            ))?;
+            check_postgres_url(&url).map_err(|problem| ("storage.url", problem))?;
+            let password_env = storage.password_env.clone().unwrap_or_else(|| DEFAULT_PASSWORD_ENV.into());
+            if password_env.is_empty() {
+                return Err(("storage.password_env", "must not be empty: remove the key for the default".into()));
+            }
+            let schema = storage.schema.clone().unwrap_or_else(|| "public".into());
+            check_identifier(&schema).map_err(|problem| ("storage.schema", problem))?;
+            let pool_size = storage.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+            if pool_size == 0 {
+                return Err(("storage.pool_size", "must be at least 1".into()));
+            }
+            Ok(StorageConfig::Postgres(PostgresSettings { url, password: None, password_env, schema, pool_size }))
+        }
+        other => Err(("storage.backend", format!("{other:?} is not a backend: expected \"sqlite\" or \"postgres\""))),
+    }
+}
+
+/// A PostgreSQL URL: `postgres://` or `postgresql://`, a host, a port if any that is a number, and a database. The
+/// problem never quotes a password.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    let shown = redacted_url(url);
+    let rest = ["postgres://", "postgresql://"].iter().find_map(|scheme| url.strip_prefix(scheme));
+    let Some(rest) = rest else {
+        return Err(format!("{shown:?} must start with postgres:// or postgresql://"));
+    };
+    let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 address: `[::1]:5432`.
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+            (host, after.strip_prefix(':'))
+        }
+        None => host_port.split_once(':').map_or((host_port, None), |(host, port)| (host, Some(port))),
+    };
+    if host.is_empty() {
+        return Err(format!("{shown:?} has no host: expected postgres://user@host:port/database"));
+    }
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{shown:?} has a port {port:?} that is not a number from 0 to 65535"));
+    }
+    let database = database.split(['?', '#']).next().unwrap_or("");
+    if database.is_empty() {
+        return Err(format!("{shown:?} names no database: expected postgres://user@host:port/database"));
+    }
+    Ok(())
+}
+
+/// A plain SQL identifier, as a schema name: a letter or `_`, then letters, digits or `_`, at most 63 bytes.
+fn check_identifier(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let starts_well = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !starts_well || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') || name.len() > 63 {
+        return Err(format!(
+            "{name:?} is not a plain identifier: a letter or '_', then letters, digits or '_', at most 63 bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// A TOML error quotes the line at fault: when that line sets a token or a database URL, its value is left out.
 fn without_token_values(error: &str) -> String {
     let masked = |line: &str| {
         let (number, source) = line.split_once(" | ")?;
         let is_quoted_line = !number.trim().is_empty() && number.trim().bytes().all(|b| b.is_ascii_digit());
         let (key, _) = source.split_once('=').filter(|_| is_quoted_line)?;
-        key.to_ascii_lowercase().contains("token").then(|| format!("{number} | {key}= [redacted]"))
+        // A database URL may hold a password.
+        let key_name = key.trim().to_ascii_lowercase();
+        (key_name.contains("token") || key_name == "url" || key_name.ends_with(".url"))
+            .then(|| format!("{number} | {key}= [redacted]"))
     };
     error.lines().map(|line| masked(line).unwrap_or_else(|| line.to_owned())).collect::<Vec<_>>().join("\n")
 }
@@ -558,7 +895,7 @@ fn check_symbol(symbol: &str) -> Result<(), String> {
 
 fn task_kind(name: &str) -> Option<TaskKind> {
     use TaskKind::*;
-    [Storage, Connection, Subscription, Indicator, Backfill, History, Audit]
+    [Storage, Connection, Subscription, Indicator, Backfill, History, Audit, Publisher]
         .into_iter()
         .find(|kind| kind.as_str() == name)
 }
@@ -567,6 +904,44 @@ fn task_kind(name: &str) -> Option<TaskKind> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn nats_defaults_and_each_invalid_key_says_what_is_wrong() {
+        let base = "[exchange]\nws_url = \"ws://h\"\nrest_url = \"http://h\"\n[market_data]\nsymbols = [\"BTCUSDT\"]\ntimeframes = [\"1m\"]\n";
+        let settings = Settings::parse(base, "c.toml").unwrap();
+        let defaults = NatsConfig {
+            enabled: false,
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CANDLES".into(),
+            subject_prefix: "candles.binance".into(),
+            max_age: None,
+            max_bytes: None,
+            duplicate_window: Duration::from_secs(120),
+            in_progress: false,
+            buffer: 10_000,
+        };
+        assert_eq!(settings.nats, defaults);
+        let set =
+            Settings::parse(&format!("{base}[nats]\nenabled = true\nmax_age_secs = 86400\nmax_bytes = 1000000\n"), "c")
+                .unwrap();
+        assert_eq!((set.nats.max_age, set.nats.max_bytes), (Some(Duration::from_secs(86_400)), Some(1_000_000)));
+        let cases = [
+            // TC0..: (the [nats] body, the key at fault, a word of the problem)
+            ("url = \"http://x\"", "nats.url", "must start with nats://"),
+            ("stream = \"A.B\"", "nats.stream", "not a JetStream stream name"),
+            ("stream = \"\"", "nats.stream", "not a JetStream stream name"),
+            ("subject_prefix = \"a..b\"", "nats.subject_prefix", "not a subject prefix"),
+            ("subject_prefix = \"a.>\"", "nats.subject_prefix", "not a subject prefix"),
+            ("max_bytes = 0", "nats.max_bytes", "at least 1"),
+            ("duplicate_window_secs = 0", "nats.duplicate_window_secs", "at least 1"),
+            ("max_age_secs = 60", "nats.duplicate_window_secs", "above nats.max_age_secs"),
+            ("buffer = 0", "nats.buffer", "at least 1"),
+        ];
+        for (i, (body, key, problem)) in cases.iter().enumerate() {
+            let error = Settings::parse(&format!("{base}[nats]\n{body}\n"), "c.toml").unwrap_err().to_string();
+            assert!(error.contains(&format!("`{key}`")) && error.contains(problem), "TC{i}: {error}");
+        }
+    }
+
     const SHIPPED: &str = include_str!("../config.toml");
 
     #[test]
@@ -574,7 +949,7 @@ mod tests {
         let settings = Settings::parse(SHIPPED, "config.toml").unwrap();
         let streams: Vec<String> = settings.streams.iter().map(ToString::to_string).collect();
         assert_eq!(streams, ["BTCUSDT 1m", "BTCUSDT 5m", "BTCUSDT 15m"]);
-        assert_eq!(settings.storage_path, PathBuf::from("data/tradingbot.db"));
+        assert_eq!(settings.storage, StorageConfig::Sqlite { path: PathBuf::from("data/tradingbot.db") });
         assert_eq!(settings.http_bind, "127.0.0.1:8000".parse().unwrap());
         assert_eq!(settings.history, 500);
         assert_eq!(settings.exchange.ws_url, "wss://stream.binance.com:9443");
@@ -667,11 +1042,135 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_section_defaults_to_one_shard_and_names_a_bad_key() {
+        let with_cluster = |section: &str| format!("{SHIPPED}\n[cluster]\n{section}\n");
+        let text = SHIPPED.replace("symbols = [\"BTCUSDT\"]", "symbols = [\"BTCUSDT\", \"ETHUSDT\", \"SOLUSDT\"]");
+        // TC0: no section: shard 0 of 1, which owns every configured stream.
+        let settings = Settings::parse(&text, "c").unwrap();
+        assert_eq!(settings.cluster, Cluster::default());
+        assert_eq!(settings.owned_streams(), settings.streams);
+        // TC1: shard 1 of 2 runs the configured streams it owns, in config order, and knows them all.
+        let settings = Settings::parse(&format!("{text}\n[cluster]\nshard = 1\nshards = 2\n"), "c").unwrap();
+        assert_eq!(settings.cluster, Cluster::new(1, 2).unwrap());
+        assert_eq!(settings.streams.len(), 9);
+        let owned = settings.owned_streams();
+        assert_eq!(
+            owned,
+            settings.streams.iter().filter(|key| settings.cluster.owns(key)).cloned().collect::<Vec<_>>()
+        );
+        assert!(!owned.is_empty() && owned.len() < 9, "{owned:?}");
+        // TC2..TC6: each bad value is refused, naming its key and the problem.
+        let cases = [
+            ("shards = 0", "`cluster.shards`: 0 is out of range: must be between 1 and 1024"),
+            ("shards = -2", "`cluster.shards`: -2 is out of range: must be between 1 and 1024"),
+            ("shards = 2000", "`cluster.shards`: 2000 is out of range: must be between 1 and 1024"),
+            ("shard = 3\nshards = 3", "`cluster.shard`: 3 is out of range: shards are numbered from 0 to 2"),
+            ("shard = -1\nshards = 3", "`cluster.shard`: -1 is out of range: shards are numbered from 0 to 2"),
+            ("shard = 1", "`cluster.shard`: 1 is out of range: shards are numbered from 0 to 0"),
+        ];
+        for (section, want) in cases {
+            let error = Settings::parse(&with_cluster(section), "c").expect_err(section).to_string();
+            assert!(error.contains(want), "{section}: {error}");
+        }
+        // TC7: an unknown key fails at parse time, naming it.
+        let error = Settings::parse(&with_cluster("shard_count = 2"), "c").expect_err("unknown key").to_string();
+        assert!(error.contains("shard_count"), "{error}");
+    }
+
+    #[test]
     fn a_task_kind_mapping_overrides_the_default() {
         let text = SHIPPED.to_owned() + "\n[supervisor.tasks]\nindicator = { priority = \"low\" }\n";
         let settings = Settings::parse(&text, "c").unwrap();
         assert_eq!(settings.supervision.tasks[&TaskKind::Indicator].priority, Priority::Low);
         assert_eq!(settings.supervision.tasks[&TaskKind::Storage].priority, Priority::Critical);
+    }
+
+    #[test]
+    fn the_storage_backend_takes_its_own_keys_and_names_a_bad_one() {
+        let with_storage =
+            |keys: &str| SHIPPED.replace("[storage]\npath = \"data/tradingbot.db\"\n", &format!("[storage]\n{keys}\n"));
+        // TC0: no backend: SQLite at the path; no section at all: SQLite at the default path.
+        let settings = Settings::parse(&with_storage("path = \"x.db\""), "c").unwrap();
+        assert_eq!(settings.storage, StorageConfig::Sqlite { path: "x.db".into() });
+        assert_eq!(settings.storage.backend().unwrap().sqlite_path(), Some(Path::new("x.db")));
+        let settings = Settings::parse(&with_storage(""), "c").unwrap();
+        assert_eq!(settings.storage.sqlite_path(), Some(Path::new(DEFAULT_STORAGE_PATH)));
+        // TC1: PostgreSQL with its defaults, and with every key set.
+        let postgres = |keys: &str| with_storage(&format!("backend = \"postgres\"\n{keys}"));
+        let settings = Settings::parse(&postgres("url = \"postgres://candled@127.0.0.1:5432/candles\""), "c").unwrap();
+        let want = PostgresSettings {
+            url: "postgres://candled@127.0.0.1:5432/candles".into(),
+            password: None,
+            password_env: DEFAULT_PASSWORD_ENV.into(),
+            schema: "public".into(),
+            pool_size: DEFAULT_POOL_SIZE,
+        };
+        assert_eq!(settings.storage, StorageConfig::Postgres(want));
+        let keys = "url = \"postgresql://u@[::1]/db\"\npassword_env = \"PG\"\nschema = \"candled_1\"\npool_size = 3";
+        let StorageConfig::Postgres(set) = Settings::parse(&postgres(keys), "c").unwrap().storage else { panic!() };
+        assert_eq!((set.password_env.as_str(), set.schema.as_str(), set.pool_size), ("PG", "candled_1", 3));
+        // TC2: until the PostgreSQL store is built in, the backend says so.
+        let error = settings.storage.backend().unwrap_err().to_string();
+        assert!(error.contains("no PostgreSQL backend yet"), "{error}");
+        // TC3: every mistake names its key and the problem, and never quotes a password.
+        let cases = [
+            (
+                with_storage("backend = \"mysql\""),
+                "`storage.backend`: \"mysql\" is not a backend: expected \"sqlite\" or \"postgres\"",
+            ),
+            (postgres(""), "`storage.url`: is required with `backend = \"postgres\"`"),
+            (
+                postgres("url = \"mysql://u:pw1@h/db\""),
+                "`storage.url`: \"mysql://u:***@h/db\" must start with postgres://",
+            ),
+            (postgres("url = \"postgres://u:pw1@/db\""), "`storage.url`: \"postgres://u:***@/db\" has no host"),
+            (postgres("url = \"postgres://u:pw1@h:54x/db\""), "has a port \"54x\" that is not a number"),
+            (postgres("url = \"postgres://u:pw1@h:5432\""), "names no database"),
+            (
+                postgres("url = \"postgres://h/db\"\nschema = \"a-b\""),
+                "`storage.schema`: \"a-b\" is not a plain identifier",
+            ),
+            (postgres("url = \"postgres://h/db\"\npool_size = 0"), "`storage.pool_size`: must be at least 1"),
+            (
+                postgres("url = \"postgres://h/db\"\npath = \"x.db\""),
+                "`storage.path`: is a key of `backend = \"sqlite\"`",
+            ),
+            (
+                with_storage("url = \"postgres://h/db\""),
+                "`storage.url`: is a key of `backend = \"postgres\"`, and this config's backend is \"sqlite\"",
+            ),
+            (with_storage("schema = \"s\""), "`storage.schema`: is a key of `backend = \"postgres\"`"),
+            // A TOML error on the URL's line quotes it without its value.
+            (postgres("url = \"postgres://u:pw1@h/db"), "url = [redacted]"),
+            (
+                format!("{}\nstorage.url = \"postgres://u:pw1@h/db", SHIPPED.replace("[storage]", "[other]")),
+                "[redacted]",
+            ),
+        ];
+        for (index, (text, want)) in cases.iter().enumerate() {
+            let error = Settings::parse(text, "c").expect_err(want).to_string();
+            assert!(error.contains(want), "TC3.{index}: {error}");
+            assert!(!error.contains("pw1"), "TC3.{index}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_postgres_password_comes_from_its_environment_variable_and_is_never_printed() {
+        let text = SHIPPED.replace(
+            "[storage]\npath = \"data/tradingbot.db\"\n",
+            "[storage]\nbackend = \"postgres\"\nurl = \"postgres://u:in-url-pw@h/db\"\npassword_env = \"PG\"\n",
+        );
+        let mut settings = Settings::parse(&text, "c").unwrap();
+        // TC0: an empty variable is no password; a set one is read from the variable `password_env` names.
+        settings.storage.read_password(|_| Some(String::new()));
+        let StorageConfig::Postgres(postgres) = &settings.storage else { panic!("postgres") };
+        assert_eq!(postgres.password, None);
+        settings.storage.read_password(|name| (name == "PG").then(|| "env-pw".to_owned()));
+        let StorageConfig::Postgres(postgres) = &settings.storage else { panic!("postgres") };
+        assert_eq!(postgres.password.as_deref(), Some("env-pw"));
+        // TC1: Debug (what a log line prints) shows neither password.
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("env-pw") && !debug.contains("in-url-pw") && debug.contains("u:***@h/db"), "{debug}");
     }
 
     #[test]

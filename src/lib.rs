@@ -3,6 +3,7 @@
 
 pub mod admin_token;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod reload;

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use candled_actors::actors::audit::AuditSettings;
 use candled_actors::actors::connection::ConnectionSettings;
 use candled_actors::actors::health::HealthActor;
+use candled_actors::actors::publisher::{PublisherFeed, PublisherSettings};
 use candled_actors::actors::storage::{CommittedCandles, StorageSettings};
 use candled_actors::actors::subscription::SubscriptionSettings;
 use candled_actors::actors::supervisor::{EngineSettings, Shutdown, SupervisorActor};
@@ -24,9 +25,10 @@ use candled_actors::hub::{self, Hub};
 use candled_actors::indicators::{IndicatorSet, ProvisionalBoard};
 use candled_actors::lock::DatabaseLock;
 use candled_actors::metrics::Metrics;
+use candled_actors::publish::Subjects;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
-use candled_actors::store::SqliteStore;
+use candled_actors::store::{Store, StoreBackend};
 use candled_actors::tls;
 use tokio::sync::mpsc;
 
@@ -118,7 +120,7 @@ impl StartupState {
 /// What the engine is started from once the symbols are checked.
 struct PendingEngine {
     settings: EngineSettings,
-    store: SqliteStore,
+    store: Box<dyn Store>,
     rest: RestClient,
     health: Addr<HealthActor>,
     metrics: Metrics,
@@ -138,8 +140,9 @@ pub struct Application {
     hub: Hub,
     /// Watches the config file for as long as the application runs; `None` when the watch could not be set up.
     _config_watch: Option<ConfigWatch>,
-    /// Held until the application is dropped: no second candled writes the same database.
-    _lock: DatabaseLock,
+    /// Held until the application is dropped: no second candled writes the same SQLite database (`None` for a
+    /// database server, which replicas share by design).
+    _lock: Option<DatabaseLock>,
 }
 
 impl Application {
@@ -147,13 +150,10 @@ impl Application {
     /// takes reload requests for `config_path` (the file `settings` come from) from the file watcher and `SIGHUP`.
     /// Must run inside an actix system.
     pub async fn build(settings: Settings, config_path: PathBuf) -> anyhow::Result<Self> {
-        if let Some(parent) = settings.storage_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the storage folder {}", parent.display()))?;
-        }
-        let lock = DatabaseLock::acquire(&settings.storage_path)?;
-        let store = SqliteStore::open(&settings.storage_path)
-            .with_context(|| format!("cannot open the database {}", settings.storage_path.display()))?;
+        let backend = settings.storage.backend()?;
+        let lock = backend.lock()?;
+        let store = backend.open_writer().with_context(|| format!("cannot open {}", backend.describe()))?;
+        log::info!("Storing in {}", backend.describe());
         let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
         let metrics = Metrics::with_per_stream(settings.metrics.per_stream);
         let rest = RestClient::new(&settings.exchange.rest_url, tls.clone(), metrics.clone())?;
@@ -171,17 +171,28 @@ impl Application {
         let health = HealthActor::new(metrics.clone()).start();
         let names = IndicatorSet::new(&settings.indicators).names().into();
         let provisional = ProvisionalBoard::new(names);
-        let registry = StreamRegistry::new(&settings.streams);
+        let registry = StreamRegistry::new(&settings.owned_streams());
+        log::info!("{}", crate::cluster::describe(&settings, registry.active_count()));
+        if registry.active_count() == 0 {
+            log::warn!("This shard owns none of the configured streams: it collects nothing until the config changes");
+        }
         let live = LiveConfig::new(config_path, settings.clone());
-        let reloader =
-            Reloader::new(live.clone(), rest.clone(), tls.clone(), provisional.clone(), registry.clone(), &metrics)?;
+        let reloader = Reloader::new(
+            live.clone(),
+            rest.clone(),
+            tls.clone(),
+            provisional.clone(),
+            registry.clone(),
+            backend.clone(),
+            &metrics,
+        )?;
         let (reload, reload_requests) = ReloadHandle::channel();
         let hub = Hub::new(hub::DEFAULT_BUFFER, metrics.hub.clone());
         let committed = CommittedCandles::with_hub(hub.clone());
         let state = web::Data::new(AppState {
             health: health.clone(),
             metrics: metrics.clone(),
-            db_path: settings.storage_path.clone(),
+            store: backend.clone(),
             provisional: provisional.clone(),
             streams: registry.clone(),
             startup: startup.clone(),
@@ -211,10 +222,14 @@ impl Application {
         let (server, serving) = (server.handle(), actix_web::rt::spawn(server));
         log::info!("HTTP listening on http://{}:{port}", settings.http_bind.ip());
         let config_watch = start_reload_triggers(live.path(), reload);
-        let mut engine_config = engine_settings(&settings, tls, provisional, registry);
+        let mut engine_config = engine_settings(&settings, backend, tls, provisional, registry);
         // The storage actor publishes to the channel HTTP follows (a reload keeps the running storage's).
         engine_config.storage.committed = committed;
         engine_config.connection.hub = hub.clone();
+        engine_config.publisher = settings.nats.enabled.then(|| {
+            let feed = PublisherFeed::tap(&hub, settings.nats.buffer, settings.nats.in_progress);
+            (publisher_settings(&settings, engine_config.storage.backend.clone()), feed)
+        });
         let engine =
             PendingEngine { settings: engine_config, store, rest, health, metrics, symbols, reloader, reload_requests };
         Ok(Self { port, serving, server, engine, startup, hub, _config_watch: config_watch, _lock: lock })
@@ -316,15 +331,17 @@ pub(crate) async fn check_symbols(rest: &RestClient, symbols: &[String]) -> Resu
     }
 }
 
+/// The engine's settings from the config's; `backend` is the store `settings.storage` opened at start.
 pub(crate) fn engine_settings(
     settings: &Settings,
+    backend: StoreBackend,
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,
     registry: StreamRegistry,
 ) -> EngineSettings {
     let exchange = &settings.exchange;
     EngineSettings {
-        streams: settings.streams.clone(),
+        streams: settings.owned_streams(),
         connection: ConnectionSettings {
             ws_base: exchange.ws_url.clone(),
             tls,
@@ -341,10 +358,12 @@ pub(crate) fn engine_settings(
         max_streams_per_connection: exchange.max_streams_per_connection,
         rest_url: exchange.rest_url.clone(),
         storage: StorageSettings {
-            path: settings.storage_path.clone(),
+            backend: backend.clone(),
             batch_size: settings.batch_size,
             flush_interval: settings.flush_interval,
             committed: CommittedCandles::default(),
+            // An unreachable database is retried as the supervisor restarts tasks.
+            retry: settings.supervision.backoff,
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,
@@ -359,12 +378,30 @@ pub(crate) fn engine_settings(
             interval: settings.audit.interval,
             close_grace: exchange.close_grace,
             history: settings.history,
-            db_path: settings.storage_path.clone(),
+            store: backend,
         },
         indicators: settings.indicators.clone(),
         provisional,
         registry,
         supervision: settings.supervision.clone(),
+        // Set at start-up, where the hub is (never changed by a reload).
+        publisher: None,
+    }
+}
+
+/// The publisher's settings from `[nats]`; its catch-ups read `store`.
+fn publisher_settings(settings: &Settings, store: StoreBackend) -> PublisherSettings {
+    let nats = &settings.nats;
+    PublisherSettings {
+        url: nats.url.clone(),
+        stream: nats.stream.clone(),
+        subjects: Subjects::new(nats.subject_prefix.clone()),
+        max_age: nats.max_age,
+        max_bytes: nats.max_bytes,
+        duplicate_window: nats.duplicate_window,
+        in_progress: nats.in_progress,
+        buffer: nats.buffer,
+        store,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Test-only fault injection: with the `fault-injection` feature (enabled by the integration tests, never by a
-//! release build) a named task can be made to panic or stop, to prove that the supervisor notices and restarts it.
+//! release build) a named task can be made to panic or stop, to prove that the supervisor notices and restarts it,
+//! and storage can be made to find its store unreachable for a while, to prove that nothing is lost meanwhile.
 //! Without the feature only [`ENABLED`] (false), [`Fault`] and an [`inject`] that refuses are compiled in.
 
 use std::str::FromStr;
@@ -14,7 +15,13 @@ pub enum Fault {
     Panic,
     /// Stop the actor's context, as an actor that gave up would.
     Stop,
+    /// Storage only: every commit fails as if the store were unreachable (a database server restarting) for
+    /// [`UNREACHABLE_FOR`].
+    Unreachable,
 }
+
+/// How long an injected [`Fault::Unreachable`] lasts.
+pub const UNREACHABLE_FOR: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl FromStr for Fault {
     type Err = String;
@@ -23,7 +30,8 @@ impl FromStr for Fault {
         match s {
             "panic" => Ok(Self::Panic),
             "stop" => Ok(Self::Stop),
-            other => Err(format!("unknown fault {other:?}: expected \"panic\" or \"stop\"")),
+            "unreachable" => Ok(Self::Unreachable),
+            other => Err(format!("unknown fault {other:?}: expected \"panic\", \"stop\" or \"unreachable\"")),
         }
     }
 }
@@ -70,6 +78,7 @@ mod hook {
                     log::warn!("fault injected: {name} stops");
                     ctx.stop();
                 }
+                Fault::Unreachable => log::warn!("fault injected: {name} has no store to lose; nothing happens"),
             }
         }
     }
@@ -108,8 +117,10 @@ mod tests {
             ("panic", Ok(Fault::Panic)),
             // TC1: a stop
             ("stop", Ok(Fault::Stop)),
-            // TC2: anything else is refused with the choices
-            ("crash", Err("unknown fault \"crash\": expected \"panic\" or \"stop\"".to_owned())),
+            // TC2: an unreachable store
+            ("unreachable", Ok(Fault::Unreachable)),
+            // TC3: anything else is refused with the choices
+            ("crash", Err("unknown fault \"crash\": expected \"panic\", \"stop\" or \"unreachable\"".to_owned())),
         ];
         for (text, expected) in cases {
             assert_eq!(text.parse::<Fault>(), expected, "{text}");

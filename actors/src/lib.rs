@@ -9,6 +9,7 @@ pub mod indicators;
 pub mod local_api;
 pub mod lock;
 pub mod metrics;
+pub mod publish;
 pub mod registry;
 pub mod rest;
 pub mod store;

@@ -23,6 +23,9 @@ pub enum LockError {
     InUse { database: PathBuf, lock: PathBuf, holder: Option<u32> },
     #[error("cannot lock the database {}: {}: {source}", .database.display(), .lock.display())]
     Io { database: PathBuf, lock: PathBuf, source: std::io::Error },
+    /// The database's folder could not be created (see [`crate::store::StoreBackend::lock`]).
+    #[error("cannot create the storage folder {}: {source}", .folder.display())]
+    Folder { folder: PathBuf, source: std::io::Error },
 }
 
 impl DatabaseLock {

@@ -62,6 +62,57 @@ pub struct Metrics {
     pub api_klines_answered: IntCounterVec,
     /// Bytes held by the local Binance API's read-through cache.
     pub api_cache_bytes: IntGauge,
+    /// The NATS JetStream publisher's series.
+    pub nats: NatsMetrics,
+}
+
+/// The NATS JetStream publisher's series (`candled_nats_*`).
+#[derive(Clone)]
+pub struct NatsMetrics {
+    /// Closed candles JetStream acknowledged (a duplicate the server dropped by its message id counts too).
+    pub published: IntCounter,
+    /// Publications that failed or were not acknowledged in time (each is read from the store again).
+    pub failures: IntCounter,
+    /// Closed candles published from the store by a catch-up (at start, after an outage or a full buffer).
+    pub catch_up_candles: IntCounter,
+    /// Entries waiting in the publisher's buffer.
+    pub buffer_depth: IntGauge,
+    /// Closed candles the full buffer dropped (their streams catch up from the store).
+    pub buffer_dropped: IntCounter,
+    /// 1 while the publisher is connected to the broker.
+    pub connected: IntGauge,
+    /// In-progress updates sent to the core NATS `live` subjects.
+    pub live_published: IntCounter,
+}
+
+impl NatsMetrics {
+    fn register(registry: &Registry) -> Self {
+        let counter = |name: &str, help: &str| {
+            let metric = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        let gauge = |name: &str, help: &str| {
+            let metric = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(metric.clone())).expect("registered once");
+            metric
+        };
+        Self {
+            published: counter("nats_published_total", "Closed candles JetStream acknowledged"),
+            failures: counter("nats_publish_failures_total", "JetStream publications failed or not acknowledged"),
+            catch_up_candles: counter(
+                "nats_catch_up_candles_total",
+                "Closed candles published from the store by a catch-up (start, outage, full buffer)",
+            ),
+            buffer_depth: gauge("nats_buffer_depth", "Entries waiting in the NATS publisher's buffer"),
+            buffer_dropped: counter(
+                "nats_buffer_dropped_total",
+                "Closed candles the full NATS buffer dropped (their streams catch up from the store)",
+            ),
+            connected: gauge("nats_connected", "1 while the NATS publisher is connected to the broker"),
+            live_published: counter("nats_live_published_total", "In-progress updates sent to core NATS"),
+        }
+    }
 }
 
 /// Upper bounds of the event-to-commit histogram, in seconds.
@@ -207,6 +258,7 @@ impl Metrics {
                 registry.register(Box::new(metric.clone())).expect("registered once");
                 metric
             },
+            nats: NatsMetrics::register(&registry),
             registry,
         };
         for source in ["store", "cache", "exchange"] {

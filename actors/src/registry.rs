@@ -76,6 +76,11 @@ impl StreamRegistry {
         inner.keys.iter().zip(&inner.active).filter(|(_, active)| **active).map(|(key, _)| key.clone()).collect()
     }
 
+    /// How many streams are configured now.
+    pub fn active_count(&self) -> usize {
+        self.read().active.iter().filter(|active| **active).count()
+    }
+
     /// Whether a configured stream has this symbol.
     pub fn has_symbol(&self, symbol: &str) -> bool {
         let inner = self.read();
@@ -104,12 +109,14 @@ mod tests {
         // TC1: a removed stream leaves the configured set, but its id still resolves (for writes still queued).
         registry.deactivate(StreamId(0));
         assert_eq!(registry.active(), std::slice::from_ref(&eth));
+        assert_eq!(registry.active_count(), 1);
         assert!(!registry.has_symbol("BTCUSDT"));
         assert_eq!(registry.key(StreamId(0)), Some(btc.clone()));
         // TC2: a new key gets the next id; a returning key its old one, and its old place in the order.
         assert_eq!(registry.activate(&sol), StreamId(2));
         assert_eq!(registry.activate(&btc), StreamId(0));
         assert_eq!(registry.active(), [btc, eth, sol]);
+        assert_eq!(registry.active_count(), 3);
         assert!(registry.has_symbol("SOLUSDT"));
         assert_eq!(registry.with_keys(<[StreamKey]>::len), 3);
         // TC3: an id never registered resolves to nothing.

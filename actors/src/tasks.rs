@@ -35,6 +35,8 @@ pub enum TaskKind {
     Backfill,
     History,
     Audit,
+    /// The NATS JetStream publisher (`[nats] enabled`).
+    Publisher,
 }
 
 impl TaskKind {
@@ -47,6 +49,7 @@ impl TaskKind {
             Self::Backfill => "backfill",
             Self::History => "history",
             Self::Audit => "audit",
+            Self::Publisher => "publisher",
         }
     }
 }
@@ -189,11 +192,22 @@ pub enum TaskState {
     Stopped = 5,
     /// Alive, but its data stopped arriving (a stream silent past its cadence).
     Stale = 6,
+    /// Alive and keeping its work, but its outside dependency is unreachable for now (storage retrying a database
+    /// server that restarts): `/health` is degraded, not unhealthy, while a task is.
+    Degraded = 7,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 7] =
-        [Self::Starting, Self::Running, Self::Restarting, Self::Failed, Self::Finished, Self::Stopped, Self::Stale];
+    pub const ALL: [TaskState; 8] = [
+        Self::Starting,
+        Self::Running,
+        Self::Restarting,
+        Self::Failed,
+        Self::Finished,
+        Self::Stopped,
+        Self::Stale,
+        Self::Degraded,
+    ];
 
     /// The state's name, as in JSON and metrics labels.
     pub const fn as_str(self) -> &'static str {
@@ -205,6 +219,7 @@ impl TaskState {
             Self::Finished => "finished",
             Self::Stopped => "stopped",
             Self::Stale => "stale",
+            Self::Degraded => "degraded",
         }
     }
 
@@ -216,13 +231,14 @@ impl TaskState {
             3 => Self::Failed,
             4 => Self::Finished,
             6 => Self::Stale,
+            7 => Self::Degraded,
             _ => Self::Stopped,
         }
     }
 
-    /// Not doing its work: restarting, failed, stale, or stopped before it finished.
+    /// Not doing its work: restarting, failed, stale, degraded, or stopped before it finished.
     pub fn is_down(self) -> bool {
-        matches!(self, Self::Restarting | Self::Failed | Self::Stopped | Self::Stale)
+        matches!(self, Self::Restarting | Self::Failed | Self::Stopped | Self::Stale | Self::Degraded)
     }
 }
 

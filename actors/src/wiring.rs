@@ -16,7 +16,7 @@ use crate::domain::{ExchangeClock, StreamId, StreamKey};
 use crate::indicators::{IndicatorConfig, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
-use crate::store::SqliteStore;
+use crate::store::Store;
 use crate::streams::StreamHealth;
 use crate::tasks::{RestartTracker, TaskStats};
 
@@ -27,7 +27,7 @@ pub fn start_storage(
     settings: StorageSettings,
     streams: StreamRegistry,
     indicator_names: Arc<[String]>,
-    store: SqliteStore,
+    store: Box<dyn Store>,
     stats: Arc<TaskStats>,
     tracker: RestartTracker,
     metrics: Metrics,

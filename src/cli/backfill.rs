@@ -2,19 +2,19 @@
 //! it by the live path's rules. Progress is the database itself: a run fetches only the candles the range still
 //! lacks, so an interrupted run, started again, continues where it stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use candled_actors::domain::{Gap, StreamId, StreamKey, Timeframe, holes};
-use candled_actors::lock::{DatabaseLock, LockError};
+use candled_actors::lock::LockError;
 use candled_actors::metrics::Metrics;
 use candled_actors::rest::{RestClient, RestError};
-use candled_actors::store::{SqliteStore, Store, StoreError};
+use candled_actors::store::{Store, StoreError};
 use candled_actors::tls::{self, TlsError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::range::{RangeError, StreamArgs, TimeRange, format_time, parse_time};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, UnsupportedBackend};
 
 /// Candles fetched (with one server-time request) and committed at a time: what an interruption can lose.
 const CHUNK: u64 = 5_000;
@@ -42,6 +42,8 @@ pub enum BackfillError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Backend(#[from] UnsupportedBackend),
+    #[error(transparent)]
     Range(#[from] RangeError),
     #[error(
         "{0}\nA backfill writes the database, so it does not run beside the candled that holds it, and a running \
@@ -53,10 +55,8 @@ pub enum BackfillError {
     Lock(LockError),
     #[error("{0} is not listed on the exchange")]
     Unlisted(String),
-    #[error("cannot create the storage folder {}: {source}", .path.display())]
-    Folder { path: PathBuf, source: std::io::Error },
-    #[error("database {}: {source}", .path.display())]
-    Store { path: PathBuf, source: StoreError },
+    #[error("{store}: {source}")]
+    Store { store: String, source: StoreError },
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("{0}; what was stored is kept: run the same command again to continue")]
@@ -68,7 +68,7 @@ impl BackfillError {
     /// failure on the way.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Range(_) | Self::InUse(_) | Self::Unlisted(_) => 2,
+            Self::Config(_) | Self::Backend(_) | Self::Range(_) | Self::InUse(_) | Self::Unlisted(_) => 2,
             _ => 1,
         }
     }
@@ -88,20 +88,17 @@ pub struct Backfilled {
     pub gap_candles: u64,
 }
 
-/// Runs `candled backfill` with the database and exchange of the config at `config_path`; prints a summary line.
+/// Runs `candled backfill` with the store and exchange of the config at `config_path`; prints a summary line.
 pub async fn run(args: &BackfillArgs, config_path: &Path) -> Result<(), BackfillError> {
     let settings = Settings::load(config_path)?;
     let range = TimeRange::new(Some(args.from), Some(args.to))?;
-    let database = settings.storage_path.as_path();
-    if let Some(parent) = database.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| BackfillError::Folder { path: parent.to_owned(), source })?;
-    }
-    let _lock = DatabaseLock::acquire(database).map_err(|error| match error {
+    let backend = settings.storage.backend()?;
+    let _lock = backend.lock().map_err(|error| match error {
         LockError::InUse { .. } => BackfillError::InUse(error),
-        LockError::Io { .. } => BackfillError::Lock(error),
+        LockError::Io { .. } | LockError::Folder { .. } => BackfillError::Lock(error),
     })?;
-    let store_error = |source| BackfillError::Store { path: database.to_owned(), source };
-    let mut store = SqliteStore::open(database).map_err(store_error)?;
+    let store_error = |source| BackfillError::Store { store: backend.describe(), source };
+    let mut store = backend.open_writer().map_err(store_error)?;
     let metrics = Metrics::new();
     let tls = tls::client_config(settings.exchange.ca_file.as_deref())?;
     let rest = RestClient::new(&settings.exchange.rest_url, tls, metrics.clone())?;
@@ -119,7 +116,7 @@ pub async fn run(args: &BackfillArgs, config_path: &Path) -> Result<(), Backfill
         }
         None => Vec::new(),
     };
-    let mut fetch = Fetch::new(&key, &rest, &mut store, &plan);
+    let mut fetch = Fetch::new(&key, &rest, store.as_mut(), &plan);
     let result = fetch.all(&plan).await;
     fetch.progress.finish_and_clear();
     let done = fetch.done;
@@ -172,13 +169,13 @@ enum FetchFailure {
 struct Fetch<'a> {
     key: &'a StreamKey,
     rest: &'a RestClient,
-    store: &'a mut SqliteStore,
+    store: &'a mut dyn Store,
     progress: ProgressBar,
     done: Backfilled,
 }
 
 impl<'a> Fetch<'a> {
-    fn new(key: &'a StreamKey, rest: &'a RestClient, store: &'a mut SqliteStore, plan: &[Gap]) -> Self {
+    fn new(key: &'a StreamKey, rest: &'a RestClient, store: &'a mut dyn Store, plan: &[Gap]) -> Self {
         let missing = plan.iter().map(|gap| key.timeframe.count_opens(gap.from_open, gap.to_open)).sum();
         let progress = ProgressBar::new(missing).with_prefix(format!("{} {}", key.symbol, key.timeframe));
         let style = ProgressStyle::with_template(

@@ -50,7 +50,16 @@ pub async fn run(config: &Path, args: CheckConfigArgs) -> ExitCode {
         }
     }
     let symbols = settings.streams.iter().map(|key| &key.symbol).collect::<std::collections::HashSet<_>>().len();
-    eprintln!("config file {} is valid: {} streams of {symbols} symbol(s)", path.display(), settings.streams.len());
+    let cluster = settings.cluster;
+    let owned = match cluster.shards() {
+        1 => String::new(),
+        shards => format!("; shard {} of {shards} owns {}", cluster.shard(), settings.owned_streams().len()),
+    };
+    eprintln!(
+        "config file {} is valid: {} streams of {symbols} symbol(s){owned}",
+        path.display(),
+        settings.streams.len()
+    );
     ExitCode::SUCCESS
 }
 

@@ -10,14 +10,14 @@ use std::time::Instant;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 use candled_actors::domain::{Candle, StreamKey};
-use candled_actors::store::{SqliteStore, Store, StoreError, Window};
+use candled_actors::store::{Store, StoreBackend, StoreError, Window};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::range::{RangeError, StreamArgs, TimeRange, parse_time};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, UnsupportedBackend};
 
 /// Candles read from the database, and written, at a time.
 const BATCH: usize = 65_536;
@@ -81,11 +81,13 @@ pub enum ExportError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    Backend(#[from] UnsupportedBackend),
+    #[error(transparent)]
     Range(#[from] RangeError),
     #[error("cannot tell the format from {}: give --format csv or --format parquet", .0.display())]
     UnknownFormat(PathBuf),
-    #[error("cannot read the database {}: {source}", .path.display())]
-    Store { path: PathBuf, source: StoreError },
+    #[error("cannot read {store}: {source}")]
+    Store { store: String, source: StoreError },
     #[error("cannot write {}: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot write Parquet: {0}")]
@@ -98,7 +100,7 @@ impl ExportError {
     /// 2 for what the user asked wrong (config, arguments), 1 for a failure on the way.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Range(_) | Self::UnknownFormat(_) => 2,
+            Self::Config(_) | Self::Backend(_) | Self::Range(_) | Self::UnknownFormat(_) => 2,
             _ => 1,
         }
     }
@@ -111,11 +113,12 @@ pub struct Exported {
     pub indicator_columns: usize,
 }
 
-/// Runs `candled export` with the database of the config at `config_path`; prints a summary line.
+/// Runs `candled export` with the store of the config at `config_path`; prints a summary line.
 pub fn run(args: &ExportArgs, config_path: &Path) -> Result<(), ExportError> {
     let settings = Settings::load(config_path)?;
+    let backend = settings.storage.backend()?;
     let started = Instant::now();
-    let exported = export(args, &settings.storage_path)?;
+    let exported = export(args, &backend)?;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "exported {} closed candles of {} {} with {} indicator columns to {} in {seconds:.2} s ({:.0} candles/s)",
@@ -129,21 +132,23 @@ pub fn run(args: &ExportArgs, config_path: &Path) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Writes the export of `args` from the database at `database`.
-pub fn export(args: &ExportArgs, database: &Path) -> Result<Exported, ExportError> {
+/// Writes the export of `args` from the store of `backend`.
+pub fn export(args: &ExportArgs, backend: &StoreBackend) -> Result<Exported, ExportError> {
     let range = TimeRange::new(args.from, args.to)?;
     let format = match args.format {
         Some(format) => format,
         None => format_of(&args.output).ok_or_else(|| ExportError::UnknownFormat(args.output.clone()))?,
     };
-    let store_error = |source| ExportError::Store { path: database.to_owned(), source };
-    let store = SqliteStore::open_read_only(database).map_err(store_error)?;
+    let described = backend.describe();
+    let store_error = |source| ExportError::Store { store: described.clone(), source };
+    let store = backend.open_reader().map_err(store_error)?;
+    let store = store.as_ref();
     let key = args.stream.key();
     let names =
         if args.indicators { store.indicator_names(&key, range.from, range.to).map_err(store_error)? } else { vec![] };
     let partial = partial_path(&args.output);
     let file = File::create(&partial).map_err(|source| ExportError::Write { path: partial.clone(), source })?;
-    let source = Source { store: &store, database, key: &key, range, names: &names };
+    let source = Source { store, described: &described, key: &key, range, names: &names };
     let written = source.write(format, file, &partial);
     let renamed = written.and_then(|candles| {
         std::fs::rename(&partial, &args.output)
@@ -162,8 +167,9 @@ pub fn export(args: &ExportArgs, database: &Path) -> Result<Exported, ExportErro
 
 /// What an export reads: a stream's closed candles in a range, with the `names` indicator columns.
 struct Source<'a> {
-    store: &'a SqliteStore,
-    database: &'a Path,
+    store: &'a dyn Store,
+    /// The store, for errors.
+    described: &'a str,
     key: &'a StreamKey,
     range: TimeRange,
     names: &'a [String],
@@ -173,7 +179,7 @@ impl Source<'_> {
     /// Writes the candles to `file` (at `path`) as `format`; returns the number written.
     fn write(&self, format: Format, file: File, path: &Path) -> Result<u64, ExportError> {
         let Self { store, key, names, .. } = *self;
-        let store_error = |source| ExportError::Store { path: self.database.to_owned(), source };
+        let store_error = |source| ExportError::Store { store: self.described.to_owned(), source };
         let mut sink: Box<dyn Sink> = match format {
             Format::Csv => Box::new(CsvSink::new(file, names, path)?),
             Format::Parquet => Box::new(ParquetSink::new(file, names, path)?),
@@ -219,7 +225,7 @@ fn partial_path(output: &Path) -> PathBuf {
 /// The stored values of each of `names` (sorted) for `candles` (ascending): one column per name, one entry per
 /// candle, `None` where no value is stored.
 fn indicator_columns(
-    store: &SqliteStore,
+    store: &dyn Store,
     key: &StreamKey,
     names: &[String],
     candles: &[Candle],

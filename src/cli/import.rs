@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use candled_actors::domain::{Candle, RejectReason, StreamId, StreamKey, Timeframe, parse_decimal, validate};
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue};
-use candled_actors::lock::{DatabaseLock, LockError};
-use candled_actors::store::{IndicatorRow, SqliteStore, Store, StoreError};
+use candled_actors::lock::LockError;
+use candled_actors::store::{IndicatorRow, SqliteStore, Store, StoreBackend, StoreError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -361,6 +361,14 @@ fn progress(length: u64, message: &'static str, template: &str) -> ProgressBar {
     bar
 }
 
+/// Why import refuses a config whose store is not SQLite.
+fn not_sqlite(backend: &str) -> String {
+    format!(
+        "candled import works on the SQLite backend only; this config's `storage.backend` is \"{backend}\": import \
+         into a SQLite database (a config with `[storage] path`), or fill the {backend} store with `candled backfill`"
+    )
+}
+
 /// What to tell the operator when a candled holds the database.
 fn refused(error: &LockError) -> String {
     let holder = match error {
@@ -381,14 +389,12 @@ pub fn run(config: &Path, args: ImportArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    let database = &settings.storage_path;
-    if let Some(parent) = database.parent().filter(|p| !p.as_os_str().is_empty())
-        && let Err(error) = std::fs::create_dir_all(parent)
-    {
-        eprintln!("error: cannot create the storage folder {}: {error}", parent.display());
-        return ExitCode::FAILURE;
-    }
-    let _lock = match DatabaseLock::acquire(database) {
+    let Some(database) = settings.storage.sqlite_path() else {
+        eprintln!("error: {}", not_sqlite(settings.storage.kind()));
+        return ExitCode::from(CONFIG_ERROR);
+    };
+    let backend = StoreBackend::sqlite(database);
+    let _lock = match backend.lock() {
         Ok(lock) => lock,
         Err(error @ LockError::InUse { .. }) => {
             eprintln!("{}", refused(&error));

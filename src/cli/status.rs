@@ -102,6 +102,13 @@ pub fn render(base: &str, view: &StatusView) -> String {
         counts["failed"],
         health["mailbox_depth"],
     );
+    let cluster = &health["cluster"];
+    if cluster["shards"].as_u64().is_some_and(|shards| shards > 1) {
+        out.push_str(&format!(
+            "shard {} of {}: owns {} of the {} configured streams\n",
+            cluster["shard"], cluster["shards"], cluster["streams_owned"], cluster["streams_configured"]
+        ));
+    }
     let tasks = view.tasks["tasks"].as_array().map(Vec::as_slice).unwrap_or_default();
     let task_rows = tasks
         .iter()
@@ -219,7 +226,12 @@ mod tests {
              STREAM      LAST CLOSED       PRESENT  MISSING  REVISIONS  REPAIRS  STALE\n\
              BTCUSDT 1m  2026-01-01 00:00  10/10    0        0          1        no\n"
         );
-        // TC1: an instance still starting.
+        // TC1: one shard of a cluster says which, under the summary.
+        let mut sharded = StatusView { health: view.health.clone(), tasks: json!({}), streams: json!({}) };
+        sharded.health["cluster"] = json!({"shard": 1, "shards": 3, "streams_owned": 5, "streams_configured": 16});
+        let text = render("u", &sharded);
+        assert_eq!(text.lines().nth(1), Some("shard 1 of 3: owns 5 of the 16 configured streams"), "{text}");
+        // TC2: an instance still starting.
         let starting = StatusView {
             health: json!({"status": "starting", "detail": "checking 1 symbol against the exchange"}),
             tasks: Value::Null,

@@ -1,4 +1,4 @@
-//! The HTTP layer: one file per route group, all asking the actors or a read-only database connection. Every query
+//! The HTTP layer: one file per route group, all asking the actors or a reader on the store. Every query
 //! endpoint answers GET and HEAD, every admin endpoint POST (see [`admin`]); any other method is a 405 with
 //! `Allow`, an unknown path a 404, and every error a JSON body (see [`error`]).
 
@@ -18,8 +18,6 @@ mod metrics;
 mod params;
 mod streams;
 
-use std::path::PathBuf;
-
 use actix::Addr;
 use actix_web::dev::HttpServiceFactory;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, ResponseError, web};
@@ -28,6 +26,7 @@ use candled_actors::actors::storage::CommittedCandles;
 use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
+use candled_actors::store::StoreBackend;
 
 use crate::admin_token::AdminToken;
 use crate::reload::{LiveConfig, ReloadHandle};
@@ -37,7 +36,8 @@ pub use error::ApiError;
 pub struct AppState {
     pub health: Addr<HealthActor>,
     pub metrics: Metrics,
-    pub db_path: PathBuf,
+    /// The store the read endpoints open a reader on.
+    pub store: StoreBackend,
     /// The latest provisional indicator values, written by the indicator actors.
     pub provisional: ProvisionalBoard,
     /// The configured streams (they change with the config): a symbol among them is known even before anything is

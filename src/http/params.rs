@@ -4,7 +4,7 @@
 
 use actix_web::web;
 use candled_actors::domain::Timeframe;
-use candled_actors::store::{SqliteStore, Store, StoreError};
+use candled_actors::store::{Store, StoreError};
 use serde::Deserialize;
 
 use super::AppState;
@@ -130,12 +130,12 @@ pub async fn known_symbol(state: &AppState, symbol: &str) -> Result<(), ApiError
     if stored { Ok(()) } else { Err(ApiError::UnknownSymbol(symbol.to_owned())) }
 }
 
-/// Runs `read` on a fresh read-only connection, on the blocking thread pool.
+/// Runs `read` on a fresh reader of the store, on the blocking thread pool.
 pub async fn read<T: Send + 'static>(
     state: &AppState,
     read: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let path = state.db_path.clone();
-    let value = web::block(move || SqliteStore::open_read_only(&path).and_then(|store| read(&store))).await??;
+    let backend = state.store.clone();
+    let value = web::block(move || backend.open_reader().and_then(|store| read(store.as_ref()))).await??;
     Ok(value)
 }

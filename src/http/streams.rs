@@ -1,5 +1,6 @@
 //! `GET /api/v1/streams`: the completeness report. Per (symbol, timeframe): the first and last stored closed
-//! candle, the expected and present counts between them, known exchange gaps, repairs and revisions.
+//! candle, the expected and present counts between them, known exchange gaps, repairs and revisions. It lists the
+//! streams this instance runs (the ones its shard owns), and says which shard it is.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::params::read;
+use crate::cluster::ClusterView;
 
 #[derive(Serialize)]
 struct StreamReport {
@@ -47,6 +49,7 @@ pub async fn streams(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({
+        "cluster": state.config.read(|settings| ClusterView::of(settings.cluster)),
         "streams": reports,
         "rejected_frames": state.metrics.rejected().into_iter().collect::<HashMap<_, _>>(),
     })))

@@ -79,7 +79,7 @@ async fn get(path: &Path, board: &ProvisionalBoard, uri: &str) -> (u16, Value) {
         local_streams: crate::http::binance_ws::LocalStreams::new(Default::default(), true, 8),
         health: HealthActor::new(Metrics::new()).start(),
         metrics: Metrics::new(),
-        db_path: path.to_path_buf(),
+        store: candled_actors::store::StoreBackend::sqlite(path),
         provisional: board.clone(),
         // BTCUSDT is only stored, ETHUSDT only configured: both are known symbols.
         streams: StreamRegistry::new(&[StreamKey::new("ETHUSDT", Timeframe::M1)]),

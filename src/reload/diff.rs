@@ -1,7 +1,8 @@
 //! What an edited config changes compared with the one in force: the keys that need a restart (every `exchange.*`,
-//! `storage.*`, `http.*`, `metrics.*` and `api.*` key), whether anything that reloads live changed, and the symbols to check.
+//! `storage.*`, `http.*`, `metrics.*`,
+//! `api.*` and `nats.*` key), whether anything that reloads live changed, and the symbols to check.
 
-use crate::config::Settings;
+use crate::config::{PostgresSettings, Settings, StorageConfig};
 
 /// The keys, by their `config.toml` names, that differ between `in_force` and `edited` but cannot change while
 /// candled runs, in file order.
@@ -21,7 +22,13 @@ pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'sta
         ("exchange.silent_replace_secs", a.silent_replace_after != b.silent_replace_after),
         ("exchange.rotate_after_secs", a.rotate_after != b.rotate_after),
         ("exchange.rotate_stagger_secs", a.rotate_stagger != b.rotate_stagger),
-        ("storage.path", in_force.storage_path != edited.storage_path),
+        ("storage.backend", in_force.storage.kind() != edited.storage.kind()),
+        // The keys of one backend are compared when both configs have it: a change of backend is named once.
+        ("storage.path", both(in_force, edited, |s| s.storage.sqlite_path().map(ToOwned::to_owned))),
+        ("storage.url", both(in_force, edited, |s| postgres(s).map(|p| p.url.clone()))),
+        ("storage.password_env", both(in_force, edited, |s| postgres(s).map(|p| p.password_env.clone()))),
+        ("storage.schema", both(in_force, edited, |s| postgres(s).map(|p| p.schema.clone()))),
+        ("storage.pool_size", both(in_force, edited, |s| postgres(s).map(|p| p.pool_size))),
         ("storage.batch_size", in_force.batch_size != edited.batch_size),
         ("storage.flush_interval_ms", in_force.flush_interval != edited.flush_interval),
         ("http.bind", in_force.http_bind != edited.http_bind),
@@ -32,28 +39,52 @@ pub fn restart_only_changes(in_force: &Settings, edited: &Settings) -> Vec<&'sta
         ("api.cache_mb", in_force.api.cache_bytes != edited.api.cache_bytes),
         ("api.max_ws_clients", in_force.api.max_ws_clients != edited.api.max_ws_clients),
         ("api.weight_per_minute", in_force.api.weight_per_minute != edited.api.weight_per_minute),
+        ("nats.enabled", in_force.nats.enabled != edited.nats.enabled),
+        ("nats.url", in_force.nats.url != edited.nats.url),
+        ("nats.stream", in_force.nats.stream != edited.nats.stream),
+        ("nats.subject_prefix", in_force.nats.subject_prefix != edited.nats.subject_prefix),
+        ("nats.max_age_secs", in_force.nats.max_age != edited.nats.max_age),
+        ("nats.max_bytes", in_force.nats.max_bytes != edited.nats.max_bytes),
+        ("nats.duplicate_window_secs", in_force.nats.duplicate_window != edited.nats.duplicate_window),
+        ("nats.in_progress", in_force.nats.in_progress != edited.nats.in_progress),
+        ("nats.buffer", in_force.nats.buffer != edited.nats.buffer),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))
     .collect()
 }
 
+/// Whether a key that `key` reads when the config has it differs while both configs have it.
+fn both<T: PartialEq>(in_force: &Settings, edited: &Settings, key: impl Fn(&Settings) -> Option<T>) -> bool {
+    matches!((key(in_force), key(edited)), (Some(a), Some(b)) if a != b)
+}
+
+/// The PostgreSQL keys of `[storage]`, when that is the backend.
+fn postgres(settings: &Settings) -> Option<&PostgresSettings> {
+    match &settings.storage {
+        StorageConfig::Postgres(postgres) => Some(postgres),
+        StorageConfig::Sqlite { .. } => None,
+    }
+}
+
 /// `edited` with every restart-only key put back to its value in force.
 pub fn keep_restart_only(edited: Settings, in_force: &Settings) -> Settings {
     Settings {
         exchange: in_force.exchange.clone(),
-        storage_path: in_force.storage_path.clone(),
+        storage: in_force.storage.clone(),
         batch_size: in_force.batch_size,
         flush_interval: in_force.flush_interval,
         http_bind: in_force.http_bind,
         admin_token: in_force.admin_token.clone(),
         metrics: in_force.metrics,
         api: in_force.api,
+        nats: in_force.nats.clone(),
         ..edited
     }
 }
 
-/// Whether anything that reloads live differs: the streams, the history, `[indicators]`, `[supervisor]`, `[audit]`.
+/// Whether anything that reloads live differs: the streams, the history, `[indicators]`, `[supervisor]`, `[audit]`,
+/// `[cluster]`.
 pub fn live_changes(in_force: &Settings, edited: &Settings) -> bool {
     let (a, b) = (&in_force.supervision, &edited.supervision);
     let supervision_changed = a.tasks != b.tasks
@@ -61,6 +92,7 @@ pub fn live_changes(in_force: &Settings, edited: &Settings) -> bool {
         || a.backoff != b.backoff
         || a.run_once_timeout != b.run_once_timeout;
     in_force.streams != edited.streams
+        || in_force.cluster != edited.cluster
         || in_force.history != edited.history
         || in_force.indicators != edited.indicators
         || in_force.audit != edited.audit
@@ -116,7 +148,7 @@ interval_secs = 300
     #[test]
     fn restart_only_keys_are_named_and_live_changes_seen() {
         let base = settings(BASE);
-        let cases: [(&str, &str, &[&str], bool); 11] = [
+        let cases: [(&str, &str, &[&str], bool); 15] = [
             // TC0: the same text: nothing.
             ("history = 10", "history = 10", &[], false),
             // TC1: a comment only.
@@ -149,6 +181,19 @@ interval_secs = 300
             ("[storage]", "[metrics]\nper_stream = false\n\n[storage]", &["metrics.per_stream"], false),
             // TC10: the local Binance API: restart only.
             ("[storage]", "[api]\nweight_per_minute = 10\n\n[storage]", &["api.weight_per_minute"], false),
+            // TC11: the shard count: live.
+            ("[storage]", "[cluster]\nshards = 2\n\n[storage]", &[], true),
+            // TC12: the shard: live.
+            ("[storage]", "[cluster]\nshard = 1\nshards = 2\n\n[storage]", &[], true),
+            // TC13: another backend: restart only, named once.
+            (
+                "path = \"data/db.sqlite\"",
+                "backend = \"postgres\"\nurl = \"postgres://c@127.0.0.1/test\"",
+                &["storage.backend"],
+                false,
+            ),
+            // TC14: NATS publishing: restart only.
+            ("[storage]", "[nats]\nenabled = true\nbuffer = 5\n\n[storage]", &["nats.enabled", "nats.buffer"], false),
         ];
         for (index, (from, to, refused, live)) in cases.into_iter().enumerate() {
             let edit = edited(from, to);
@@ -158,6 +203,26 @@ interval_secs = 300
             let kept = keep_restart_only(edit, &base);
             assert!(restart_only_changes(&base, &kept).is_empty(), "TC{index}");
             assert_eq!(live_changes(&base, &kept), live, "TC{index}");
+        }
+    }
+
+    #[test]
+    fn every_postgres_key_is_restart_only() {
+        let postgres = BASE.replace(
+            "path = \"data/db.sqlite\"",
+            "backend = \"postgres\"\nurl = \"postgres://c@127.0.0.1/test\"\nschema = \"a\"\npool_size = 2",
+        );
+        let base = settings(&postgres);
+        let cases: [(&str, &str, &[&str]); 4] = [
+            ("127.0.0.1/test", "127.0.0.1/other", &["storage.url"]),
+            ("schema = \"a\"", "schema = \"b\"", &["storage.schema"]),
+            ("pool_size = 2", "pool_size = 3", &["storage.pool_size"]),
+            ("pool_size = 2", "pool_size = 2\npassword_env = \"PG_PASS\"", &["storage.password_env"]),
+        ];
+        for (index, (from, to, refused)) in cases.into_iter().enumerate() {
+            let edit = settings(&postgres.replace(from, to));
+            assert_eq!(restart_only_changes(&base, &edit), refused, "TC{index}");
+            assert!(restart_only_changes(&base, &keep_restart_only(edit, &base)).is_empty(), "TC{index}");
         }
     }
 

@@ -20,12 +20,14 @@ use candled_actors::indicators::ProvisionalBoard;
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
+use candled_actors::store::StoreBackend;
 use candled_actors::tasks::unix_ms;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::{self, ClusterMetrics};
 use crate::config::Settings;
 use crate::startup::{check_symbols, engine_settings};
 use diff::{keep_restart_only, live_changes, new_symbols, restart_only_changes};
@@ -222,7 +224,12 @@ impl LiveConfig {
     }
 
     pub fn settings(&self) -> Settings {
-        self.in_force.read().unwrap_or_else(PoisonError::into_inner).settings.clone()
+        self.read(Settings::clone)
+    }
+
+    /// `f` of the settings in force, without copying them.
+    pub fn read<R>(&self, f: impl FnOnce(&Settings) -> R) -> R {
+        f(&self.in_force.read().unwrap_or_else(PoisonError::into_inner).settings)
     }
 
     /// What `/api/v1/config` shows.
@@ -298,23 +305,30 @@ pub struct Reloader {
     tls: Arc<rustls::ClientConfig>,
     provisional: ProvisionalBoard,
     registry: StreamRegistry,
+    /// The store opened at start: `[storage]` changes only with a restart.
+    backend: StoreBackend,
     counter: IntCounterVec,
+    /// `candled_cluster_*`: updated when a reload changes the shard or the streams it owns.
+    cluster: ClusterMetrics,
     /// The text the last reload read, unless it failed: a file event on the same text (editors touch files, and a
     /// save can be seen twice) is `unchanged` without a second look.
     last_text: Option<String>,
 }
 
 impl Reloader {
-    /// Registers the reload counter in `metrics`.
+    /// Registers the reload counter and the cluster's series in `metrics`.
     pub fn new(
         live: LiveConfig,
         rest: RestClient,
         tls: Arc<rustls::ClientConfig>,
         provisional: ProvisionalBoard,
         registry: StreamRegistry,
+        backend: StoreBackend,
         metrics: &Metrics,
     ) -> prometheus::Result<Self> {
-        Ok(Self { live, rest, tls, provisional, registry, counter: reload_counter(metrics)?, last_text: None })
+        let cluster = ClusterMetrics::register(metrics, live.read(|s| s.cluster), registry.active_count())?;
+        let counter = reload_counter(metrics)?;
+        Ok(Self { live, rest, tls, provisional, registry, backend, counter, cluster, last_text: None })
     }
 
     /// Applies the queued requests, one at a time, on the actix runtime, until the task is aborted.
@@ -375,9 +389,23 @@ impl Reloader {
         {
             return Outcome::Invalid(format!("config file {}: {unlisted}", self.live.path().display()));
         }
-        let engine = engine_settings(&edited, self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let (tls, provisional, registry) = (self.tls.clone(), self.provisional.clone(), self.registry.clone());
+        let engine = engine_settings(&edited, self.backend.clone(), tls, provisional, registry);
         match supervisor.send(Reconfigure(engine)).await {
-            Ok(Ok(changes)) => Outcome::Applied { settings: Some(Box::new(edited)), restart_needed, changes },
+            Ok(Ok(changes)) => {
+                // The engine has applied the stream set: the registry holds the streams it now runs.
+                let owned = self.registry.active_count();
+                self.cluster.show(edited.cluster, owned);
+                if edited.cluster != in_force.cluster {
+                    log::info!(
+                        "{} (was shard {} of {})",
+                        cluster::describe(&edited, owned),
+                        in_force.cluster.shard(),
+                        in_force.cluster.shards()
+                    );
+                }
+                Outcome::Applied { settings: Some(Box::new(edited)), restart_needed, changes }
+            }
             Ok(Err(error)) => Outcome::Failed(format!("the engine refused the change: {error}")),
             Err(error) => Outcome::Failed(format!("the engine did not answer: {error}")),
         }

@@ -54,12 +54,54 @@ fn each_config_error_names_the_key_and_the_problem() {
         ("bad bind", VALID.replace("127.0.0.1:0\"", "localhost:port\""), &["http.bind", "localhost:port"]),
         ("bad ws url", VALID.replace("ws://127.0.0.1:9", "http://127.0.0.1:9"), &["exchange.ws_url", "ws://"]),
         ("missing section", VALID.replace("[exchange]", "[exchange_]"), &["exchange"]),
+        ("no shards", format!("{VALID}\n[cluster]\nshards = 0\n"), &["`cluster.shards`", "between 1 and 1024"]),
+        (
+            "shard past the count",
+            format!("{VALID}\n[cluster]\nshard = 3\nshards = 3\n"),
+            &["`cluster.shard`", "3 is out of range", "numbered from 0 to 2"],
+        ),
+        ("negative shard", format!("{VALID}\n[cluster]\nshard = -1\nshards = 2\n"), &["`cluster.shard`", "-1"]),
+        ("unknown cluster key", format!("{VALID}\n[cluster]\nreplica = 1\n"), &["unknown field", "replica"]),
+        (
+            "unknown backend",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"mysql\""),
+            &["storage.backend", "\"mysql\" is not a backend", "\"sqlite\" or \"postgres\""],
+        ),
+        (
+            "postgres without url",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\""),
+            &["storage.url", "is required with `backend = \"postgres\"`"],
+        ),
+        (
+            "bad postgres url",
+            VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\"\nurl = \"postgres://u:pw@db:port/x\""),
+            &["storage.url", "u:***@db:port", "not a number"],
+        ),
+        (
+            "postgres url on sqlite",
+            VALID.replace("path = \"data/db.sqlite\"", "path = \"data/db.sqlite\"\nurl = \"postgres://db/x\""),
+            &["storage.url", "is a key of `backend = \"postgres\"`", "backend is \"sqlite\""],
+        ),
     ];
     for (name, config, needles) in cases {
         let stderr = rejected(config);
         assert!(stderr.starts_with("error: "), "{name}: {stderr}");
         assert_mentions(&stderr, needles);
+        // A database password is never shown.
+        assert!(!stderr.contains(":pw@"), "{name}: {stderr}");
     }
+}
+
+#[test]
+fn import_refuses_a_store_that_is_not_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = VALID.replace("path = \"data/db.sqlite\"", "backend = \"postgres\"\nurl = \"postgres://u:pw@db/x\"");
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    std::fs::write(dir.path().join("BTCUSDT-1m-2026-01-01.csv"), "").unwrap();
+    let (status, stderr) = run_to_exit(dir.path(), &["import", "BTCUSDT-1m-2026-01-01.csv"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_mentions(&stderr, &["candled import works on the SQLite backend only", "\"postgres\""]);
+    assert!(!stderr.contains(":pw@") && !dir.path().join("data").exists(), "{stderr}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod cli_export_backfill;
+mod cluster;
 mod config_errors;
 mod dashboard;
 mod end_to_end;
@@ -16,6 +17,7 @@ mod live_streams;
 mod local_binance_rest;
 mod local_binance_ws;
 mod metrics;
+mod nats;
 mod reliability;
 mod scale;
 mod scale_whole_exchange;

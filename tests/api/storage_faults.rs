@@ -1,6 +1,7 @@
 //! Storage faults a user can cause: the database file deleted or replaced while candled runs (noticed, logged,
 //! `/health` 503 meanwhile, the candles land in a fresh database at the path, and the audit refills what the lost
-//! file held), and a second candled started on the same database (refused with exit code 2).
+//! file held), and a second candled started on the same database (refused with exit code 2). And one a database
+//! server causes: the store unreachable for a while (`/health` degraded, no restart, nothing lost).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,7 +11,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange};
 use crate::helpers::{
-    AppOptions, TestApp, assert_closed_candles_exact, open_db, run_to_exit, spawn_app, stored_closed, wait_until,
+    AppOptions, TestApp, assert_closed_candles_exact, open_db, run_to_exit, served_closed, spawn_app, stored_closed,
+    wait_until,
 };
 
 const SYMBOL: &str = "BTCUSDT";
@@ -165,4 +167,70 @@ fn a_second_candled_on_the_same_database_refuses_to_start() {
         app.metric("candled_candles_written_total{kind=\"closed\"}") > written
     });
     assert_closed_candles_exact(&fake, &app.db(), SYMBOL, TIMEFRAME);
+}
+
+/// A store unreachable for a while (an injected outage, as a PostgreSQL restart would be): `/health` answers 200
+/// `degraded` and the storage task is `degraded`, with no restart spent; once the store answers again, the rows kept
+/// meanwhile are committed, so every closed candle of the outage is stored, exactly once and equal to the
+/// exchange's, with no help from the audit (it does not run again in this test).
+#[test]
+fn an_unreachable_store_degrades_health_restarts_nothing_and_loses_nothing() {
+    let fake = fake();
+    let options = AppOptions {
+        symbols: vec![SYMBOL],
+        timeframes: vec![TIMEFRAME],
+        history: 5,
+        extra: "[audit]\ninterval_secs = 3600\n",
+        ..AppOptions::default()
+    };
+    let mut app = spawn_app(&fake, options);
+    app.wait_for_log(&format!("Subscribed to {SYMBOL} {TIMEFRAME} candles"), PATIENCE);
+    let app = app;
+    wait_for("candles stored", &app, || stored_closed(&app.db(), SYMBOL, TIMEFRAME).len() >= 5);
+    wait_for("healthy", &app, || app.get("/health").1["status"] == "healthy");
+    // The audit's start-up passes are over (it makes one when a repair storm has been quiet for 5 s): from here on
+    // only the kept rows can fill the outage.
+    let audit_passes = || app.get("/api/v1/streams").1["streams"][0]["audit_passes"].as_u64().unwrap_or_default();
+    let mut seen = (audit_passes(), std::time::Instant::now());
+    wait_for("the audit settled", &app, || {
+        let passes = audit_passes();
+        if passes != seen.0 || passes == 0 {
+            seen = (passes, std::time::Instant::now());
+        }
+        seen.1.elapsed() >= Duration::from_secs(6)
+    });
+    let passes_before = seen.0;
+
+    let url = format!("http://127.0.0.1:{}/api/v1/test/tasks/storage/unreachable", app.port);
+    let injected = reqwest::blocking::Client::new().post(url).send().expect("the fault-injection route answers");
+    assert_eq!(injected.status().as_u16(), 204);
+    let outage_from = fake.now_ms();
+    // TC0: degraded, not unhealthy, while the store is unreachable; the storage task says why.
+    wait_for("/health 200 degraded", &app, || {
+        let (status, body) = app.get("/health");
+        status == 200 && body["status"] == "degraded" && body["tasks"]["degraded"] == 1
+    });
+    let task = storage_task(&app);
+    assert_eq!((task["state"].as_str(), task["restarts"].as_u64()), (Some("degraded"), Some(0)), "{task}");
+    assert!(task["last_error"].as_str().is_some_and(|e| e.contains("unreachable")), "{task}");
+    // TC1: healthy again once it answers, with no restart spent.
+    wait_for("healthy again", &app, || app.get("/health").1["status"] == "healthy");
+    let task = storage_task(&app);
+    assert_eq!((task["state"].as_str(), task["restarts"].as_u64()), (Some("running"), Some(0)), "{task}");
+    let outage_to = fake.now_ms();
+    let warned = app.log_lines().into_iter().filter(|line| line.contains("is unreachable (an injected outage)"));
+    assert_eq!(warned.count(), 1, "one WARN for the outage; log:\n{}", app.log_text());
+    wait_for("the recovery logged", &app, || app.log_lines().iter().any(|line| line.contains("answers again after")));
+    // TC2: every candle closed during the outage is stored, from the rows kept: exactly the exchange's.
+    let closed_in_outage: Vec<i64> =
+        fake.closed_candles(SYMBOL, TIMEFRAME, outage_from, outage_to).iter().map(|k| k.open_time).collect();
+    assert!(closed_in_outage.len() >= 5, "the outage spans candles: {closed_in_outage:?}");
+    wait_for("every candle of the outage stored", &app, || {
+        let stored = stored_closed(&app.db(), SYMBOL, TIMEFRAME);
+        closed_in_outage.iter().all(|open| stored.contains(open))
+    });
+    assert_closed_candles_exact(&fake, &app.db(), SYMBOL, TIMEFRAME);
+    let fetched = served_closed(&fake, SYMBOL, TIMEFRAME);
+    assert!(closed_in_outage.iter().all(|open| !fetched.contains(open)), "none fetched again over REST");
+    assert_eq!(audit_passes(), passes_before, "no audit pass ran meanwhile");
 }

@@ -4,7 +4,6 @@
 //! its repair deadline makes `/health` degraded until a later pass finds it repaired.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Gap, StreamId, StreamKey, audit_through, holes};
 use crate::metrics::Metrics;
 use crate::rest::{FetchError, RestClient, history_start};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{StoreBackend, StoreError};
 use crate::streams::{DataIssue, StreamHealth, describe_gaps};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
@@ -31,7 +30,8 @@ pub struct AuditSettings {
     pub close_grace: Duration,
     /// `market_data.history`: the window every stream holds at least, even when the store lost it.
     pub history: u32,
-    pub db_path: PathBuf,
+    /// The store the passes read.
+    pub store: StoreBackend,
 }
 
 /// One stream the audit checks, and where its repairs go.
@@ -154,7 +154,7 @@ impl AuditActor {
     /// One pass over every stream whose history has landed. A stream the exchange refused is checked, not fetched.
     fn pass(&mut self, exchange_now: i64) -> Result<(), StoreError> {
         // Opened for each pass: a database file replaced underneath is read as it is now.
-        let store = SqliteStore::open_read_only(&self.settings.db_path)?;
+        let store = self.settings.store.open_reader()?;
         let grace = self.settings.close_grace.as_millis() as i64;
         let deadline = 2 * grace + self.settings.interval.as_millis() as i64;
         for audited in &self.streams {

@@ -46,8 +46,9 @@ pub struct GetStreams;
 #[rtype(result = "HealthReport")]
 pub struct GetHealth;
 
-/// Healthy: everything runs. Degraded: a non-critical task is down, or a stream lacks closed candles past their
-/// repair deadline. Unhealthy: a critical task is down.
+/// Healthy: everything runs. Degraded: a non-critical task is down, a task is degraded (storage retrying an
+/// unreachable database), or a stream lacks closed candles past their repair deadline. Unhealthy: a critical task
+/// is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
@@ -66,6 +67,7 @@ pub struct TaskCounts {
     pub finished: usize,
     pub stopped: usize,
     pub stale: usize,
+    pub degraded: usize,
 }
 
 impl TaskCounts {
@@ -79,6 +81,7 @@ impl TaskCounts {
             TaskState::Finished => &mut self.finished,
             TaskState::Stopped => &mut self.stopped,
             TaskState::Stale => &mut self.stale,
+            TaskState::Degraded => &mut self.degraded,
         }
     }
 }
@@ -147,6 +150,11 @@ pub fn verdict(tasks: impl IntoIterator<Item = (Priority, bool, TaskState)>) -> 
     for (priority, auto_restart, state) in tasks {
         // A run-once task that finished did its job; one still running is not down either.
         if !state.is_down() {
+            continue;
+        }
+        // Alive and keeping its work: degraded whatever its priority.
+        if state == TaskState::Degraded {
+            status = HealthStatus::Degraded;
             continue;
         }
         if priority == Priority::Critical && auto_restart {
@@ -288,6 +296,9 @@ mod tests {
         assert_eq!(verdict([(Critical, true, Restarting), (Normal, true, Failed)]), HealthStatus::Unhealthy);
         // TC4: a run-once task that timed out degrades, whatever its priority.
         assert_eq!(verdict([(Critical, false, Failed)]), HealthStatus::Degraded);
+        // TC5: a degraded critical task (storage retrying its database) degrades; a down one still wins.
+        assert_eq!(verdict([(Critical, true, Degraded), (Normal, true, Running)]), HealthStatus::Degraded);
+        assert_eq!(verdict([(Critical, true, Degraded), (Critical, true, Failed)]), HealthStatus::Unhealthy);
     }
 
     #[actix::test]

@@ -274,15 +274,17 @@ mod tests {
         let streams = StreamRegistry::new([&key]);
         let names: Arc<[String]> = IndicatorSet::new(&config).names().into();
         let hub = Hub::default();
+        let backend = crate::store::StoreBackend::sqlite(&path);
         let settings = StorageSettings {
-            path: path.clone(),
+            backend: backend.clone(),
             batch_size: 64,
             flush_interval: Duration::from_millis(10),
             committed: CommittedCandles::with_hub(hub.clone()),
+            retry: crate::domain::BackoffPolicy::default(),
         };
         let mut closed_candles = hub.subscribe(Feed::CLOSED);
         closed_candles.subscribe(std::slice::from_ref(&key));
-        let store = SqliteStore::open(&path).expect("db");
+        let store = backend.open_writer().expect("db");
         let (tracker, metrics) = (RestartTracker::new(RestartPolicy::Never), Metrics::new());
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         let storage =

@@ -8,6 +8,7 @@ pub mod health;
 pub mod history;
 pub mod indicator;
 pub mod messages;
+pub mod publisher;
 pub mod storage;
 pub mod subscription;
 pub mod supervisor;

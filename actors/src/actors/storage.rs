@@ -1,10 +1,11 @@
-//! The storage actor: coalesces candle and indicator writes and commits them to SQLite in batches (candles, then
-//! the indicator values pending with them, in one transaction), by size and by time. It also serves the closed
-//! candles an indicator rebuild replays, after committing everything sent before. It notices when its database
-//! file is deleted or replaced underneath it, and then restarts on a fresh database at the same path.
+//! The storage actor: coalesces candle and indicator writes and commits them to the store (the config's
+//! [`StoreBackend`]) in batches (candles, then the indicator values pending with them, in one transaction), by size
+//! and by time. It also serves the closed candles an indicator rebuild replays, after committing everything sent
+//! before. It notices when its SQLite file is deleted or replaced underneath it, and then restarts on a fresh
+//! database at the same path. While the store is unreachable for a while (a database server restarting), it keeps
+//! every pending row, retries with back-off and reports itself degraded, without restarting.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,12 @@ use tokio::sync::broadcast;
 
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::messages::Retire;
-use crate::domain::{Candle, Gap, StreamId, StreamKey};
+use crate::domain::{Backoff, BackoffPolicy, Candle, Gap, StreamId, StreamKey};
 use crate::hub::{ClosedCandle, Hub};
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
-use crate::store::{IndicatorRow, SqliteStore, Store, StoreError};
+use crate::store::{IndicatorRow, Store, StoreBackend, StoreError};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// Store one candle (in progress or closed).
@@ -76,8 +77,8 @@ pub struct SetIndicatorNames(pub Arc<[String]>);
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Flush;
 
-/// Shutdown: commit everything pending, fold the WAL into the main database file, and close it, so that the
-/// `.db` file alone holds every candle.
+/// Shutdown: commit everything pending and close the store durably (SQLite: fold the WAL into the main database
+/// file, so that the `.db` file alone holds every candle).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct Close;
@@ -85,16 +86,71 @@ pub struct Close;
 /// How often the storage actor checks, between commits, that its file is still the one at the path.
 const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How the storage actor batches.
+/// Where the storage actor writes, and how it batches.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
-    pub path: PathBuf,
+    pub backend: StoreBackend,
     /// Commit as soon as this many rows are pending.
     pub batch_size: usize,
     /// Commit at least this often while rows are pending.
     pub flush_interval: Duration,
     /// Where every commit's candles are published (the dashboard's server-sent events).
     pub committed: CommittedCandles,
+    /// The waits between attempts while the store is unreachable (see [`StoreError::is_transient`]).
+    pub retry: BackoffPolicy,
+}
+
+/// What the storage actor does after a failed commit or check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The store is unreachable for now: keep the pending rows, stay up (degraded), and try again after the delay.
+    /// Nothing is lost and no restart is spent.
+    RetryAfter(Duration),
+    /// Restart the actor (the restart policy counts it); the rows stay pending.
+    Restart,
+}
+
+/// The retries of an unreachable store: the back-off, and when the next attempt is due.
+#[derive(Debug, Clone)]
+pub struct StoreRetry {
+    backoff: Backoff,
+    /// When the next commit may be attempted; `None` while the store answers.
+    next_attempt: Option<Instant>,
+}
+
+impl StoreRetry {
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Self { backoff: Backoff::new(policy), next_attempt: None }
+    }
+
+    /// The decision after a failure at `now`: a transient one ([`StoreError::is_transient`]) waits for the next
+    /// back-off delay, any other restarts.
+    pub fn after_failure(&mut self, transient: bool, now: Instant) -> AfterFailure {
+        if !transient {
+            return AfterFailure::Restart;
+        }
+        let delay = self.backoff.next_delay();
+        self.next_attempt = Some(now + delay);
+        AfterFailure::RetryAfter(delay)
+    }
+
+    /// Whether commits wait at `now` for the next attempt.
+    pub fn waiting(&self, now: Instant) -> bool {
+        self.next_attempt.is_some_and(|at| now < at)
+    }
+
+    /// Whether an outage is under way (a transient failure and no success since).
+    pub fn in_outage(&self) -> bool {
+        self.next_attempt.is_some()
+    }
+
+    /// The store answered: the next outage backs off from the start. Returns the failed attempts of the outage that
+    /// just ended, if one had.
+    pub fn on_success(&mut self) -> Option<u32> {
+        let failures = self.backoff.failures();
+        self.backoff.reset();
+        self.next_attempt.take().map(|_| failures)
+    }
 }
 
 /// A candle as it was just committed, in progress or closed.
@@ -250,18 +306,22 @@ impl PendingWrites {
     }
 }
 
-/// Owns the writing SQLite connection. Runs on its own arbiter: its handlers block on SQLite.
+/// Owns the writing store connection. Runs on its own arbiter: its handlers block on the store.
 pub struct StorageActor {
     settings: StorageSettings,
     /// Resolves the [`StreamId`]s of the writes.
     streams: StreamRegistry,
     /// The indicator output names ([`crate::indicators::IndicatorSet::names`]); `IndicatorValue::output` indexes it.
     indicator_names: Arc<[String]>,
-    store: Option<SqliteStore>,
+    store: Option<Box<dyn Store>>,
     pending: PendingWrites,
+    retry: StoreRetry,
     stats: Arc<TaskStats>,
     restarts: RestartTracker,
     metrics: Metrics,
+    /// An injected outage ([`crate::fault_injection::Fault::Unreachable`]): commits fail as transient until then.
+    #[cfg(feature = "fault-injection")]
+    unreachable_until: Option<Instant>,
 }
 
 impl StorageActor {
@@ -269,12 +329,13 @@ impl StorageActor {
         settings: StorageSettings,
         streams: StreamRegistry,
         indicator_names: Arc<[String]>,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         stats: Arc<TaskStats>,
         restarts: RestartTracker,
         metrics: Metrics,
     ) -> Self {
         Self {
+            retry: StoreRetry::new(settings.retry),
             settings,
             streams,
             indicator_names,
@@ -283,24 +344,26 @@ impl StorageActor {
             stats,
             restarts,
             metrics,
+            #[cfg(feature = "fault-injection")]
+            unreachable_until: None,
         }
     }
 
     /// The open connection, reopened after a failure.
-    fn store(&mut self) -> Result<&mut SqliteStore, StoreError> {
+    fn store(&mut self) -> Result<&mut dyn Store, StoreError> {
         let store = match self.store.take() {
             Some(store) => store,
-            None => SqliteStore::open(&self.settings.path)?,
+            None => self.settings.backend.open_writer()?,
         };
-        Ok(self.store.insert(store))
+        Ok(self.store.insert(store).as_mut())
     }
 
     /// The open connection, if its file is still the one at the path. When it is not (deleted, or replaced by
     /// another file), logs it once, counts it, and closes the connection, so that the next use opens the file now at
     /// the path (a fresh one if none is there). The pending rows stay pending.
-    fn checked_store(&mut self) -> Result<&mut SqliteStore, StoreError> {
-        let Err(error) = self.store()?.check_file() else { return self.store() };
-        if let (StoreError::FileChanged { .. }, Some(lost)) = (&error, self.store.take()) {
+    fn checked_store(&mut self) -> Result<&mut dyn Store, StoreError> {
+        let Err(error) = self.store()?.check() else { return self.store() };
+        if let (StoreError::FileChanged { .. }, Some(mut lost)) = (&error, self.store.take()) {
             self.metrics.storage_reopened.inc();
             log::error!(
                 "storage: {error}; reopening the database at that path, keeping {} pending row(s)",
@@ -308,7 +371,7 @@ impl StorageActor {
             );
             // SQLite does not fold the WAL of a moved file in on close, and leaves it at the path, where opening the
             // file that replaced it would read it as that file's WAL. Emptied, it is harmless.
-            if let Err(checkpoint) = lost.checkpoint() {
+            if let Err(checkpoint) = lost.close() {
                 log::warn!("storage: cannot empty the WAL of the lost database file: {checkpoint}");
             }
         }
@@ -320,6 +383,7 @@ impl StorageActor {
     fn flush(&mut self) -> Result<(), StoreError> {
         self.checked_store()?;
         if self.pending.is_empty() {
+            self.store_answered();
             return Ok(());
         }
         let batch = self.pending.take();
@@ -341,6 +405,7 @@ impl StorageActor {
                 self.settings.committed.publish(&self.streams, &batch.candles);
                 self.settings.committed.publish_closed(&self.streams, &self.indicator_names, batch.closed);
                 self.restarts.on_healthy();
+                self.store_answered();
                 Ok(())
             }
             Err(error) => {
@@ -374,9 +439,56 @@ impl StorageActor {
         self.store()?.closed_candles(&key.symbol, key.timeframe)
     }
 
+    /// Commits what is pending, unless an unreachable store's next attempt is not due yet.
     fn flush_or_restart(&mut self, ctx: &mut Context<Self>) {
+        if self.retry.waiting(Instant::now()) {
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if self.unreachable_until.is_some_and(|until| Instant::now() < until) {
+            if let AfterFailure::RetryAfter(delay) = self.retry.after_failure(true, Instant::now()) {
+                self.degraded(&"an injected outage", delay);
+            }
+            return;
+        }
         if let Err(error) = self.flush() {
-            self.restart(&error, ctx);
+            self.failed(&error, ctx);
+        }
+    }
+
+    /// After a failed commit or check: a transient failure (the store unreachable for now) keeps the rows pending
+    /// and is retried with back-off, the task degraded meanwhile; any other restarts the actor.
+    fn failed(&mut self, error: &StoreError, ctx: &mut Context<Self>) {
+        match self.retry.after_failure(error.is_transient(), Instant::now()) {
+            AfterFailure::RetryAfter(delay) => self.degraded(error, delay),
+            AfterFailure::Restart => self.restart(error, ctx),
+        }
+    }
+
+    /// The store is unreachable for now (`why`): the rows stay pending, the task is degraded, and the next commit
+    /// waits `delay`.
+    fn degraded(&mut self, why: &dyn std::fmt::Display, delay: Duration) {
+        if self.stats.state() != TaskState::Degraded {
+            log::warn!(
+                "storage: {} is unreachable ({why}); keeping {} pending row(s) and retrying with back-off",
+                self.settings.backend.describe(),
+                self.pending.len()
+            );
+            self.stats.set_state(TaskState::Degraded);
+        } else {
+            log::debug!("storage: still unreachable ({why}); next attempt in {} ms", delay.as_millis());
+        }
+        self.stats.record_error(format!("the store is unreachable, retrying: {why}"));
+    }
+
+    /// A commit or check succeeded: an outage under way is over.
+    fn store_answered(&mut self) {
+        if let Some(failures) = self.retry.on_success() {
+            log::info!(
+                "storage: {} answers again after {failures} failed attempt(s); nothing pending was lost",
+                self.settings.backend.describe()
+            );
+            self.stats.set_state(TaskState::Running);
         }
     }
 
@@ -412,8 +524,12 @@ impl Actor for StorageActor {
             act.flush_or_restart(ctx);
             ctx.run_interval(act.settings.flush_interval, |act, ctx| act.flush_or_restart(ctx));
             ctx.run_interval(FILE_CHECK_INTERVAL, |act, ctx| {
+                // During an outage the retried commits do the checking.
+                if act.retry.in_outage() {
+                    return;
+                }
                 if let Err(error) = act.checked_store() {
-                    act.restart(&error, ctx);
+                    act.failed(&error, ctx);
                 }
             });
         });
@@ -468,9 +584,10 @@ impl Handler<LoadClosedCandles> for StorageActor {
     fn handle(&mut self, msg: LoadClosedCandles, ctx: &mut Context<Self>) -> Self::Result {
         self.stats.record_handled();
         self.load_closed(msg.stream).inspect_err(|error| {
-            if !self.pending.is_empty() || matches!(error, StoreError::FileChanged { .. }) {
-                // The commit or the check failed: restart like any failed commit; the rows stay pending.
-                self.restart(error, ctx);
+            if !self.pending.is_empty() || matches!(error, StoreError::FileChanged { .. }) || error.is_transient() {
+                // The commit or the check failed: like any failed commit (the rows stay pending); the indicator
+                // asks again.
+                self.failed(error, ctx);
             }
         })
     }
@@ -496,8 +613,8 @@ impl Handler<Close> for StorageActor {
             flushed => flushed,
         };
         flushed?;
-        if let Some(store) = self.store.take() {
-            store.checkpoint()?;
+        if let Some(mut store) = self.store.take() {
+            store.close()?;
         }
         self.stats.set_state(TaskState::Stopped);
         Ok(())
@@ -553,7 +670,14 @@ impl Handler<crate::fault_injection::Inject> for StorageActor {
     type Result = ();
 
     fn handle(&mut self, fault: crate::fault_injection::Inject, ctx: &mut Context<Self>) {
-        fault.apply::<Self>("storage", ctx);
+        use crate::fault_injection::{Fault, UNREACHABLE_FOR};
+        match fault.0 {
+            Fault::Unreachable => {
+                log::warn!("fault injected: storage finds its store unreachable for {} s", UNREACHABLE_FOR.as_secs());
+                self.unreachable_until = Some(Instant::now() + UNREACHABLE_FOR);
+            }
+            _ => fault.apply::<Self>("storage", ctx),
+        }
     }
 }
 
@@ -652,6 +776,36 @@ mod tests {
             committed.publish(&registry, &[(StreamId(0), candle(0, 1.0, true))]);
         }
         assert!(matches!(listener.try_recv(), Err(broadcast::error::TryRecvError::Lagged(3))));
+    }
+
+    #[test]
+    fn an_unreachable_store_is_retried_with_back_off_and_anything_else_restarts() {
+        let policy = BackoffPolicy { initial: Duration::from_millis(100), max: Duration::from_millis(400) };
+        let mut retry = StoreRetry::new(policy);
+        let start = Instant::now();
+        // TC0: a lasting failure (SQLite's, a changed file) restarts, and starts no outage.
+        let sqlite = StoreError::UnknownOutput(3);
+        assert!(!sqlite.is_transient());
+        assert_eq!(retry.after_failure(sqlite.is_transient(), start), AfterFailure::Restart);
+        assert!(!retry.in_outage() && !retry.waiting(start));
+        // TC1: a transient failure waits a jittered back-off, doubling up to the cap; commits wait meanwhile.
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let AfterFailure::RetryAfter(delay) = retry.after_failure(true, start) else { panic!("a retry") };
+            delays.push(delay);
+        }
+        let ceilings = [100, 200, 400, 400].map(Duration::from_millis);
+        for (delay, ceiling) in delays.iter().zip(ceilings) {
+            assert!(*delay >= ceiling / 2 && *delay <= ceiling, "{delay:?} within [{:?}, {ceiling:?}]", ceiling / 2);
+        }
+        assert!(retry.in_outage() && retry.waiting(start));
+        assert!(!retry.waiting(start + Duration::from_millis(400)), "due once the delay has passed");
+        // TC2: a success ends the outage, counting its attempts, and the next one backs off from the start.
+        assert_eq!(retry.on_success(), Some(4));
+        assert!(!retry.in_outage() && !retry.waiting(start));
+        assert_eq!(retry.on_success(), None, "no outage to end");
+        let AfterFailure::RetryAfter(delay) = retry.after_failure(true, start) else { panic!("a retry") };
+        assert!(delay <= Duration::from_millis(100));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::actors::health::{HealthActor, RegisterStream, RegisterTask, Unregiste
 use crate::actors::history::{HistoryActor, StreamsRemoved};
 use crate::actors::indicator::{IndicatorActor, Rebuild};
 use crate::actors::messages::{Drain, HistoryLanded, Retire};
+use crate::actors::publisher::{PublisherActor, PublisherFeed, PublisherSettings};
 use crate::actors::storage::{Close, SetIndicatorNames, StorageActor, StorageSettings, StoreCandles};
 use crate::actors::subscription::{BackfillRestarted, SubscriptionActor, SubscriptionSettings};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
@@ -27,7 +28,7 @@ use crate::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
 use crate::rest::RestClient;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{Store, StoreBackend, StoreError};
 use crate::streams::StreamHealth;
 use crate::tasks::{
     Priority, RestartBudget, RestartDecision, RestartPolicy, RestartTracker, TaskKind, TaskSpec, TaskState, TaskStats,
@@ -126,6 +127,7 @@ impl SupervisionSettings {
             (Backfill, policy(High, true)),
             (History, policy(High, false)),
             (Audit, policy(High, true)),
+            (Publisher, policy(High, true)),
         ])
     }
 }
@@ -150,15 +152,17 @@ pub struct EngineSettings {
     /// The configured streams and their ids, shared with HTTP.
     pub registry: StreamRegistry,
     pub supervision: SupervisionSettings,
+    /// The NATS JetStream publisher, when `[nats] enabled`: its settings and the hub's feed of it.
+    pub publisher: Option<(PublisherSettings, PublisherFeed)>,
 }
 
 pub struct SupervisorActor {
     settings: EngineSettings,
     health: Addr<HealthActor>,
     metrics: Metrics,
-    store: Option<SqliteStore>,
+    store: Option<Box<dyn Store>>,
     rest: RestClient,
-    /// Storage and the audit block on SQLite: each runs on its own arbiter.
+    /// Storage and the audit block on the store: each runs on its own arbiter.
     arbiters: Vec<Arbiter>,
     running: Option<RunningTasks>,
     /// Set by [`Shutdown`]: from then on nothing is restarted.
@@ -174,6 +178,7 @@ enum TaskRef {
     Storage,
     Backfill,
     Audit,
+    Publisher,
     /// Run once: when it is gone before it finished, it is marked failed, never restarted.
     History,
     Indicator(StreamId),
@@ -224,6 +229,7 @@ struct RunningTasks {
     /// Storage, backfill and what else every stream is linked to.
     wiring: StreamWiring,
     audit: Mailbox<AuditActor>,
+    publisher: Option<Mailbox<PublisherActor>>,
     history: Option<Mailbox<HistoryActor>>,
     /// By id: the order streams were first configured in.
     streams: BTreeMap<StreamId, StreamTasks>,
@@ -244,6 +250,7 @@ impl RunningTasks {
             TaskRef::Storage => self.wiring.storage.connected(),
             TaskRef::Backfill => self.wiring.backfill.connected(),
             TaskRef::Audit => self.audit.connected(),
+            TaskRef::Publisher => self.publisher.as_ref().is_none_or(Mailbox::connected),
             TaskRef::History => self.history.as_ref().is_none_or(Mailbox::connected),
             TaskRef::Indicator(id) => self.streams.get(&id).is_some_and(|s| s.indicator.connected()),
             TaskRef::Subscription(id) => self.streams.get(&id).is_some_and(|s| s.subscription.connected()),
@@ -302,14 +309,14 @@ struct StoredState {
 }
 
 impl StoredState {
-    fn read(store: &SqliteStore) -> Result<Self, StoreError> {
+    fn read(store: &dyn Store) -> Result<Self, StoreError> {
         Ok(Self { last_closed: store.last_closed()?, exchange_gaps: store.exchange_gaps()? })
     }
 
     /// Read on a connection of its own (the storage actor owns the writing one). Unreadable, it says nothing: the
     /// streams then load their history, and the audit finds what that misses.
-    fn read_fresh(path: &std::path::Path) -> Self {
-        SqliteStore::open_read_only(path).and_then(|store| Self::read(&store)).unwrap_or_else(|error| {
+    fn read_fresh(backend: &StoreBackend) -> Self {
+        backend.open_reader().and_then(|store| Self::read(store.as_ref())).unwrap_or_else(|error| {
             log::warn!("cannot read the stored candles ({error}); new streams load their history");
             Self { last_closed: HashMap::new(), exchange_gaps: HashMap::new() }
         })
@@ -317,10 +324,11 @@ impl StoredState {
 }
 
 impl SupervisorActor {
-    /// `store` is the already opened database: opening it first makes a bad storage path fail at start.
+    /// `store` is the already opened writer of `settings.storage.backend`: opening it first makes a bad storage
+    /// path or an unreachable database fail at start.
     pub fn new(
         settings: EngineSettings,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         rest: RestClient,
         health: Addr<HealthActor>,
         metrics: Metrics,
@@ -378,7 +386,7 @@ impl SupervisorActor {
     fn start_storage(
         &self,
         arbiter: &ArbiterHandle,
-        store: SqliteStore,
+        store: Box<dyn Store>,
         stats: &Arc<TaskStats>,
         tracker: RestartTracker,
     ) -> Addr<StorageActor> {
@@ -418,6 +426,20 @@ impl SupervisorActor {
         })
     }
 
+    fn start_publisher(
+        &self,
+        arbiter: &ArbiterHandle,
+        stats: &Arc<TaskStats>,
+        tracker: RestartTracker,
+    ) -> Option<Addr<PublisherActor>> {
+        let (settings, feed) = self.settings.publisher.clone()?;
+        let (committed, registry) = (self.settings.storage.committed.clone(), self.settings.registry.clone());
+        let (stats, metrics) = (stats.clone(), self.metrics.nats.clone());
+        Some(Supervisor::start_in_arbiter(arbiter, move |_| {
+            PublisherActor::new(settings, feed, committed, registry, stats, tracker, metrics)
+        }))
+    }
+
     fn start_connection(
         &self,
         number: u32,
@@ -434,7 +456,7 @@ impl SupervisorActor {
     /// Starts storage, backfill and the history, then every configured stream with its connections, then the audit.
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
-        let stored = StoredState::read(&store).map_err(|e| format!("cannot read the stored candles: {e}"))?;
+        let stored = StoredState::read(store.as_ref()).map_err(|e| format!("cannot read the stored candles: {e}"))?;
         let mut watched = Vec::new();
 
         let storage_arbiter = Arbiter::new();
@@ -499,11 +521,26 @@ impl SupervisorActor {
             watched.push(w);
             mailbox
         };
+        let publisher =
+            self.settings.publisher.as_ref().map(|(publisher, _)| publisher.clone()).and_then(|publisher| {
+                let meta = vec![
+                    ("stream".into(), publisher.stream.clone()),
+                    ("url".into(), crate::actors::publisher::shown_url(&publisher.url)),
+                ];
+                let w =
+                    self.register(TaskRef::Publisher, self.spec("publisher".into(), TaskKind::Publisher, None, meta));
+                let tracker = RestartTracker::new(w.spec.policy);
+                let addr = self.start_publisher(&audit_arbiter.handle(), &w.stats, tracker)?;
+                let mailbox = Mailbox::new(addr, w.stats.clone());
+                watched.push(w);
+                Some(mailbox)
+            });
         log::info!("Registered {} background task(s)", watched.len());
         log::info!("Started {} tasks", watched.len());
         self.running = Some(RunningTasks {
             wiring,
             audit,
+            publisher,
             history,
             streams,
             connections,
@@ -627,7 +664,7 @@ impl SupervisorActor {
         // A stream carried for local subscribers already becomes a configured one where it is: no second SUBSCRIBE.
         let carried_for_hub: HashMap<StreamKey, u32> =
             keys.iter().filter_map(|key| Some((key.clone(), running.on_demand.remove(key)?))).collect();
-        let stored = StoredState::read_fresh(&self.settings.storage.path);
+        let stored = StoredState::read_fresh(&self.settings.storage.backend);
         let (started, new_connections) = self.start_streams(
             keys,
             &carried_for_hub,
@@ -907,8 +944,8 @@ impl SupervisorActor {
         match task {
             TaskRef::Storage => {
                 // The panicked actor's pending rows are lost with it; the audit finds the holes and repairs them.
-                let store = SqliteStore::open(&self.settings.storage.path)
-                    .map_err(|e| format!("cannot open the database: {e}"))?;
+                let backend = &self.settings.storage.backend;
+                let store = backend.open_writer().map_err(|e| format!("cannot open {}: {e}", backend.describe()))?;
                 let addr = self.start_storage(&running.storage_arbiter, store, stats, RestartTracker::new(policy));
                 running.wiring.storage.repoint(addr);
             }
@@ -930,6 +967,11 @@ impl SupervisorActor {
                 );
                 running.audit.repoint(addr);
             }
+            TaskRef::Publisher => {
+                let tracker = RestartTracker::new(policy);
+                let addr = self.start_publisher(&running.audit_arbiter, stats, tracker).ok_or("NATS is not enabled")?;
+                running.publisher.as_ref().ok_or("NATS is not enabled")?.repoint(addr);
+            }
             // Its policy never restarts it: `probe` marked it failed.
             TaskRef::History => return Err("a run-once task is not restarted".to_owned()),
             TaskRef::Indicator(id) => {
@@ -943,7 +985,7 @@ impl SupervisorActor {
                 // It continues from the newest stored closed candle and repairs from there once it is live. What
                 // storage has not committed yet is fetched again, harmlessly. Its in-flight fetches answer the dead
                 // actor and are lost; the new one asks again.
-                let last_stored = SqliteStore::open_read_only(&self.settings.storage.path)
+                let last_stored = (self.settings.storage.backend.open_reader())
                     .and_then(|store| store.last_closed_of(&tasks.key))
                     .unwrap_or_else(|error| {
                         log::warn!("{name}: cannot read the stored candles ({error}); the audit fills what is missed");
@@ -1059,6 +1101,10 @@ impl Handler<RestartTask> for SupervisorActor {
             TaskRef::History => return Err(ReconfigureError::RunOnce(name)),
             TaskRef::Storage => (running.wiring.storage.recipient(), true),
             TaskRef::Audit => (running.audit.recipient(), true),
+            TaskRef::Publisher => match &running.publisher {
+                Some(publisher) => (publisher.recipient(), true),
+                None => return Err(ReconfigureError::UnknownTask(name)),
+            },
             TaskRef::Connection(n) => (running.connections[&n].mailbox.recipient(), true),
             TaskRef::Backfill => (running.wiring.backfill.recipient(), false),
             TaskRef::Indicator(id) => (running.streams[&id].indicator.recipient(), false),
@@ -1139,6 +1185,7 @@ impl Handler<crate::fault_injection::InjectFault> for SupervisorActor {
             TaskRef::Storage => running.wiring.storage.do_send(inject),
             TaskRef::Backfill => running.wiring.backfill.do_send(inject),
             TaskRef::Audit => running.audit.do_send(inject),
+            TaskRef::Publisher => running.publisher.as_ref().ok_or("no publisher task")?.do_send(inject),
             TaskRef::History => running.history.as_ref().ok_or("no history task")?.do_send(inject),
             TaskRef::Indicator(id) => running.streams.get(&id).ok_or_else(gone)?.indicator.do_send(inject),
             TaskRef::Subscription(id) => running.streams.get(&id).ok_or_else(gone)?.subscription.do_send(inject),

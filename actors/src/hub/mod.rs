@@ -144,9 +144,28 @@ impl CutSignal {
     }
 }
 
+/// A tap: sees every message of every stream that its feed takes, without subscribing to any (so it never makes a
+/// stream wanted upstream). Called under the hub's lock: it must only hand the message on, never wait.
+pub type Tap = Arc<dyn Fn(&HubMessage) + Send + Sync>;
+
 struct HubState {
     table: SubscriberTable,
     upstream: Option<Recipient<UpstreamDemand>>,
+    taps: Vec<(u64, Feed, Tap)>,
+}
+
+impl HubState {
+    fn tapped(&self, message: &HubMessage) -> bool {
+        self.taps.iter().any(|(_, feed, _)| feed.takes(message))
+    }
+
+    fn tap(&self, message: &HubMessage) {
+        for (_, feed, tap) in &self.taps {
+            if feed.takes(message) {
+                tap(message);
+            }
+        }
+    }
 }
 
 struct HubInner {
@@ -176,7 +195,7 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// A hub giving each subscriber a buffer of `buffer` messages.
     pub fn new(buffer: usize, metrics: HubMetrics) -> Self {
-        let state = HubState { table: SubscriberTable::default(), upstream: None };
+        let state = HubState { table: SubscriberTable::default(), upstream: None, taps: Vec::new() };
         Self(Arc::new(HubInner {
             state: Mutex::new(state),
             next_id: AtomicU64::new(1),
@@ -239,6 +258,19 @@ impl Hub {
         state.table.watched()
     }
 
+    /// Hands every message that `feed` takes, of every stream, to `tap` (the NATS publisher), until
+    /// [`Hub::untap`]. Returns the tap's id.
+    pub fn tap(&self, feed: Feed, tap: Tap) -> u64 {
+        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
+        self.state().taps.push((id, feed, tap));
+        id
+    }
+
+    /// Removes a tap.
+    pub fn untap(&self, id: u64) {
+        self.state().taps.retain(|(tap, _, _)| *tap != id);
+    }
+
     /// Whether someone watches `key`.
     pub fn watches(&self, key: &StreamKey) -> bool {
         self.state().table.watches(key)
@@ -247,22 +279,32 @@ impl Hub {
     /// Hands a kline event of `key` to its subscribers; `event` builds it only if there are any.
     pub fn publish_event(&self, key: &StreamKey, event: impl FnOnce() -> Option<UpstreamEvent>) {
         let mut state = self.state();
-        if !state.table.watches(key) {
+        let tapped = state.taps.iter().any(|(_, feed, _)| feed.events);
+        let watched = state.table.watches(key);
+        if !watched && !tapped {
             return;
         }
         let Some(event) = event() else { return };
         let message = HubMessage::Event(Arc::new(event));
-        self.publish_locked(&mut state, key, &message);
+        state.tap(&message);
+        if watched {
+            self.publish_locked(&mut state, key, &message);
+        }
     }
 
     /// Hands a committed closed candle to the subscribers of its stream.
     pub fn publish_closed(&self, closed: ClosedCandle) {
         let mut state = self.state();
-        if !state.table.watches(&closed.key) {
+        let key = closed.key.clone();
+        let watched = state.table.watches(&key);
+        let message = HubMessage::Closed(Arc::new(closed));
+        if !watched && !state.tapped(&message) {
             return;
         }
-        let key = closed.key.clone();
-        self.publish_locked(&mut state, &key, &HubMessage::Closed(Arc::new(closed)));
+        state.tap(&message);
+        if watched {
+            self.publish_locked(&mut state, &key, &message);
+        }
     }
 
     fn publish_locked(&self, state: &mut HubState, key: &StreamKey, message: &HubMessage) {
@@ -490,6 +532,34 @@ mod tests {
         assert_eq!(closed.indicator("sma_20"), Some(2.5));
         assert_eq!(closed.indicator("sma_5"), None, "still warming up");
         assert_eq!(closed.indicator("rsi_14"), None, "not computed");
+    }
+
+    #[test]
+    fn a_tap_sees_every_stream_without_wanting_any_upstream() {
+        let hub = Hub::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tap = {
+            let seen = seen.clone();
+            hub.tap(Feed::CLOSED, Arc::new(move |m| seen.lock().unwrap().push(matches!(m, HubMessage::Closed(_)))))
+        };
+        let closed = |symbol: &str| ClosedCandle {
+            key: StreamKey::new(symbol, Timeframe::M1),
+            candle: crate::domain::fixtures::minute_candle(0, 1.0, true),
+            names: Arc::from(Vec::new()),
+            values: Vec::new(),
+        };
+        // TC0: closed candles of streams nobody subscribed to reach the tap; no stream becomes watched.
+        hub.publish_closed(closed("BTCUSDT"));
+        hub.publish_closed(closed("ETHUSDT"));
+        assert_eq!(*seen.lock().unwrap(), [true, true]);
+        assert!(!hub.watches(&StreamKey::new("BTCUSDT", Timeframe::M1)));
+        // TC1: a closed-only tap takes no events, so none is built for it.
+        let key = StreamKey::new("BTCUSDT", Timeframe::M1);
+        hub.publish_event(&key, || panic!("built for nobody"));
+        // TC2: untapped: nothing more.
+        hub.untap(tap);
+        hub.publish_closed(closed("BTCUSDT"));
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 
     #[actix::test]
