@@ -193,7 +193,12 @@ impl StorageConfig {
     pub fn backend(&self) -> Result<StoreBackend, UnsupportedBackend> {
         match self {
             Self::Sqlite { path } => Ok(StoreBackend::sqlite(path)),
-            Self::Postgres(_) => Err(UnsupportedBackend("postgres")),
+            Self::Postgres(postgres) => Ok(StoreBackend::postgres(candled_actors::store::PostgresConfig {
+                url: postgres.url.clone(),
+                password: postgres.password.clone(),
+                pool_size: postgres.pool_size,
+                schema: postgres.schema.clone(),
+            })),
         }
     }
 
@@ -1109,9 +1114,9 @@ mod tests {
         let keys = "url = \"postgresql://u@[::1]/db\"\npassword_env = \"PG\"\nschema = \"candled_1\"\npool_size = 3";
         let StorageConfig::Postgres(set) = Settings::parse(&postgres(keys), "c").unwrap().storage else { panic!() };
         assert_eq!((set.password_env.as_str(), set.schema.as_str(), set.pool_size), ("PG", "candled_1", 3));
-        // TC2: until the PostgreSQL store is built in, the backend says so.
-        let error = settings.storage.backend().unwrap_err().to_string();
-        assert!(error.contains("no PostgreSQL backend yet"), "{error}");
+        // TC2: the PostgreSQL store is opened from these settings.
+        let backend = settings.storage.backend().unwrap();
+        assert_eq!((backend.kind(), backend.sqlite_path()), ("postgres", None));
         // TC3: every mistake names its key and the problem, and never quotes a password.
         let cases = [
             (
