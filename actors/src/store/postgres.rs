@@ -294,14 +294,21 @@ impl PostgresBackend {
             .map_err(|error| StoreError::PostgresConfig(format!("cannot start the PostgreSQL runtime: {error}")))?;
         let manager =
             Manager::from_config(connection, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
+        let pool = match Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(TIMEOUT))
             .create_timeout(Some(TIMEOUT))
             .recycle_timeout(Some(TIMEOUT))
             .build()
-            .map_err(|error| StoreError::PostgresConfig(format!("cannot make the connection pool: {error}")))?;
+        {
+            Ok(pool) => pool,
+            Err(error) => {
+                // Dropped without waiting: the caller may be on an async runtime, where a blocking drop panics.
+                runtime.shutdown_background();
+                return Err(StoreError::PostgresConfig(format!("cannot make the connection pool: {error}")));
+            }
+        };
         let backend = Self {
             shared: Arc::new(Shared {
                 handle: runtime.handle().clone(),
@@ -1072,6 +1079,9 @@ mod tests {
         };
         let config = schema.config().clone();
         actix::System::new().block_on(async move {
+            // A failed connect lets go of its runtime there too.
+            let unreachable = PostgresConfig::new("postgres://postgres@127.0.0.1:1/test");
+            assert!(PostgresBackend::connect(&unreachable).unwrap_err().is_transient());
             let backend = PostgresBackend::connect(&config).unwrap();
             let mut store = backend.store();
             assert_eq!(store.write_candles(&streams(), &[(StreamId(0), candle(0, 11.0, true))]).unwrap(), 1);
