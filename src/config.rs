@@ -10,8 +10,8 @@ use std::time::Duration;
 use candled_actors::actors::supervisor::{SupervisionSettings, TaskPolicy};
 use candled_actors::domain::{BackoffPolicy, Cluster, ClusterError, StreamKey, Timeframe};
 use candled_actors::indicators::IndicatorConfig;
-use candled_actors::store::StoreBackend;
 use candled_actors::store::backend::redacted_url;
+use candled_actors::store::{PostgresBackend, PostgresConfig, StoreBackend, StoreError};
 use candled_actors::tasks::{Priority, RestartBudget, TaskKind};
 use serde::Deserialize;
 
@@ -175,10 +175,13 @@ impl fmt::Debug for PostgresSettings {
     }
 }
 
-/// The config names a backend this build cannot open.
+/// The configured store cannot be opened (a PostgreSQL that does not answer, or refuses the migrations).
 #[derive(Debug, thiserror::Error)]
-#[error("`storage.backend = \"{0}\"`: this build has no PostgreSQL backend yet")]
-pub struct UnsupportedBackend(&'static str);
+#[error("cannot open the store ({described}): {source}")]
+pub struct BackendError {
+    described: String,
+    source: StoreError,
+}
 
 impl StorageConfig {
     /// The backend's name, as `[storage] backend` spells it.
@@ -189,16 +192,21 @@ impl StorageConfig {
         }
     }
 
-    /// The store to open.
-    pub fn backend(&self) -> Result<StoreBackend, UnsupportedBackend> {
+    /// The store to open. PostgreSQL is connected to here, and its migrations run.
+    pub fn backend(&self) -> Result<StoreBackend, BackendError> {
         match self {
             Self::Sqlite { path } => Ok(StoreBackend::sqlite(path)),
-            Self::Postgres(postgres) => Ok(StoreBackend::postgres(candled_actors::store::PostgresConfig {
-                url: postgres.url.clone(),
-                password: postgres.password.clone(),
-                pool_size: postgres.pool_size,
-                schema: postgres.schema.clone(),
-            })),
+            Self::Postgres(postgres) => {
+                let config = PostgresConfig {
+                    url: postgres.url.clone(),
+                    password: postgres.password.clone(),
+                    pool_size: postgres.pool_size,
+                    schema: postgres.schema.clone(),
+                };
+                PostgresBackend::connect(&config)
+                    .map(StoreBackend::Postgres)
+                    .map_err(|source| BackendError { described: config.describe(), source })
+            }
         }
     }
 
@@ -1114,9 +1122,11 @@ mod tests {
         let keys = "url = \"postgresql://u@[::1]/db\"\npassword_env = \"PG\"\nschema = \"candled_1\"\npool_size = 3";
         let StorageConfig::Postgres(set) = Settings::parse(&postgres(keys), "c").unwrap().storage else { panic!() };
         assert_eq!((set.password_env.as_str(), set.schema.as_str(), set.pool_size), ("PG", "candled_1", 3));
-        // TC2: the PostgreSQL store is opened from these settings.
-        let backend = settings.storage.backend().unwrap();
-        assert_eq!((backend.kind(), backend.sqlite_path()), ("postgres", None));
+        // TC2: a PostgreSQL that does not answer: the error names the store, never its password.
+        let unreachable = postgres("url = \"postgres://u:s3cret@127.0.0.1:1/db\"");
+        let error = Settings::parse(&unreachable, "c").unwrap().storage.backend().unwrap_err().to_string();
+        assert!(error.starts_with("cannot open the store (host=127.0.0.1 port=1 dbname=db user=u"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
         // TC3: every mistake names its key and the problem, and never quotes a password.
         let cases = [
             (

@@ -14,7 +14,7 @@ use candled_actors::tls::{self, TlsError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::range::{RangeError, StreamArgs, TimeRange, format_time, parse_time};
-use crate::config::{ConfigError, Settings, UnsupportedBackend};
+use crate::config::{BackendError, ConfigError, Settings};
 
 /// Candles fetched (with one server-time request) and committed at a time: what an interruption can lose.
 const CHUNK: u64 = 5_000;
@@ -42,7 +42,7 @@ pub enum BackfillError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Backend(#[from] UnsupportedBackend),
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Range(#[from] RangeError),
     #[error(

@@ -17,7 +17,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 
 use super::range::{RangeError, StreamArgs, TimeRange, parse_time};
-use crate::config::{ConfigError, Settings, UnsupportedBackend};
+use crate::config::{BackendError, ConfigError, Settings};
 
 /// Candles read from the database, and written, at a time.
 const BATCH: usize = 65_536;
@@ -81,7 +81,7 @@ pub enum ExportError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Backend(#[from] UnsupportedBackend),
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Range(#[from] RangeError),
     #[error("cannot tell the format from {}: give --format csv or --format parquet", .0.display())]

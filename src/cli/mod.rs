@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use candled_actors::lock::LockError;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Settings, UnsupportedBackend};
+use crate::config::{BackendError, Settings};
 use crate::startup::{Application, UnlistedSymbols, shutdown_signal};
 
 /// The exit code for an invalid configuration, a database another candled holds, or an import refused.
@@ -103,7 +103,7 @@ async fn supervise(config: &Path) -> ExitCode {
     };
     match run.await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) if error.is::<UnlistedSymbols>() || error.is::<UnsupportedBackend>() => {
+        Err(error) if error.is::<UnlistedSymbols>() || error.is::<BackendError>() => {
             eprintln!("error: config file {}: {error}", config.display());
             ExitCode::from(CONFIG_ERROR)
         }

@@ -5,9 +5,8 @@
 //! Every method is one `match` over the backends: a new backend is a new variant and one arm in each.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use super::{PostgresBackend, PostgresConfig, SqliteStore, Store, StoreError};
+use super::{PostgresBackend, SqliteStore, Store, StoreError};
 use crate::lock::{DatabaseLock, LockError};
 
 /// The store the config names.
@@ -15,9 +14,8 @@ use crate::lock::{DatabaseLock, LockError};
 pub enum StoreBackend {
     /// One SQLite file, written by one candled at a time.
     Sqlite { path: PathBuf },
-    /// A PostgreSQL database, shared by replicas and shards. One pool per `StoreBackend` (and its clones), made on
-    /// the first open, which also runs the migrations; a failed first open is tried again on the next.
-    Postgres { config: PostgresConfig, pool: Arc<Mutex<Option<PostgresBackend>>> },
+    /// A PostgreSQL database (its pool, shared by every clone), which several candled may write at once.
+    Postgres(PostgresBackend),
 }
 
 impl StoreBackend {
@@ -25,30 +23,12 @@ impl StoreBackend {
         Self::Sqlite { path: path.into() }
     }
 
-    pub fn postgres(config: PostgresConfig) -> Self {
-        Self::Postgres { config, pool: Arc::default() }
-    }
-
     /// The backend's name, as `[storage] backend` spells it.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Sqlite { .. } => "sqlite",
-            Self::Postgres { .. } => "postgres",
+            Self::Postgres(_) => "postgres",
         }
-    }
-
-    /// The PostgreSQL pool, connected (and migrated) on first use.
-    fn postgres_pool(
-        config: &PostgresConfig,
-        pool: &Mutex<Option<PostgresBackend>>,
-    ) -> Result<PostgresBackend, StoreError> {
-        let mut pool = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(backend) = &*pool {
-            return Ok(backend.clone());
-        }
-        let backend = PostgresBackend::connect(config)?;
-        *pool = Some(backend.clone());
-        Ok(backend)
     }
 
     /// Opens the store for writing, its schema applied (SQLite: creating the file if needed; its folder must
@@ -56,7 +36,7 @@ impl StoreBackend {
     pub fn open_writer(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             Self::Sqlite { path } => Ok(Box::new(SqliteStore::open(path)?)),
-            Self::Postgres { config, pool } => Ok(Box::new(Self::postgres_pool(config, pool)?.store())),
+            Self::Postgres(backend) => Ok(Box::new(backend.store())),
         }
     }
 
@@ -64,7 +44,7 @@ impl StoreBackend {
     pub fn open_reader(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             Self::Sqlite { path } => Ok(Box::new(SqliteStore::open_read_only(path)?)),
-            Self::Postgres { config, pool } => Ok(Box::new(Self::postgres_pool(config, pool)?.store())),
+            Self::Postgres(backend) => Ok(Box::new(backend.store())),
         }
     }
 
@@ -72,7 +52,7 @@ impl StoreBackend {
     pub fn describe(&self) -> String {
         match self {
             Self::Sqlite { path } => format!("the SQLite database {}", path.display()),
-            Self::Postgres { config, .. } => format!("the PostgreSQL database at {}", config.describe()),
+            Self::Postgres(backend) => format!("the PostgreSQL database {}", backend.describe()),
         }
     }
 
@@ -80,7 +60,7 @@ impl StoreBackend {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Self::Sqlite { path } => Some(path),
-            Self::Postgres { .. } => None,
+            Self::Postgres(_) => None,
         }
     }
 
@@ -96,7 +76,7 @@ impl StoreBackend {
                 }
                 DatabaseLock::acquire(path).map(Some)
             }
-            Self::Postgres { .. } => Ok(None),
+            Self::Postgres(_) => Ok(None),
         }
     }
 }
@@ -171,36 +151,5 @@ mod tests {
         writer.close().expect("close");
         drop(lock);
         assert!(backend.lock().is_ok(), "free once dropped");
-    }
-
-    #[test]
-    fn the_postgres_backend_shares_one_pool_and_takes_no_lock() {
-        let test = "store::backend::tests::the_postgres_backend_shares_one_pool_and_takes_no_lock";
-        let Some(schema) = crate::store::test_support::TestSchema::create(test) else { return };
-        let backend = StoreBackend::postgres(schema.config().clone());
-        assert_eq!((backend.kind(), backend.sqlite_path()), ("postgres", None));
-        assert!(backend.lock().expect("no lock to take").is_none());
-        assert!(backend.describe().contains(schema.name()), "{}", backend.describe());
-        let key = StreamKey::new("BTCUSDT", Timeframe::M1);
-        let candle = Candle {
-            open_time: 0,
-            close_time: 59_999,
-            open: 1.0,
-            high: 2.0,
-            low: 0.5,
-            close: 1.5,
-            volume: 1.0,
-            quote_volume: 1.5,
-            trades: 1,
-            taker_buy_base: 0.5,
-            taker_buy_quote: 0.75,
-            is_closed: true,
-        };
-        let mut writer = backend.open_writer().expect("writer");
-        writer.write_candles(std::slice::from_ref(&key), &[(StreamId(0), candle)]).expect("write");
-        let reader = backend.clone().open_reader().expect("reader");
-        assert_eq!(reader.closed_candles("BTCUSDT", Timeframe::M1).expect("read"), [candle]);
-        let StoreBackend::Postgres { pool, .. } = &backend else { unreachable!() };
-        assert!(pool.lock().unwrap().is_some(), "connected once, kept");
     }
 }

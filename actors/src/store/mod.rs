@@ -1,11 +1,10 @@
 //! Where candles and indicator values are kept: the [`Store`] that the storage actor writes through and every reader
 //! (HTTP, the audit, rebuilds, the CLI) reads through, its rules, its implementations (SQLite, the embedded
-//! default, in [`sqlite`]; PostgreSQL, for instances sharing one database, in [`postgres`]), and the [`StoreBackend`]
-//! the config picks, which opens them.
+//! default, in [`sqlite`]), and the [`StoreBackend`] the config picks, which opens them.
 //!
 //! Every implementation keeps the same rules: an in-progress candle is replaced by any newer update; a closed candle
 //! is final, an identical duplicate changes nothing, and a differing closed candle is a recorded revision.
-//! Both implementations pass one suite (`conformance`).
+//! PostgreSQL, for instances sharing one database, is in [`postgres`]; both pass the suite in `conformance`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -169,10 +168,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the store may well answer again soon: the server or the connection went away (a PostgreSQL restart, a
-    /// pool timeout) or another writer conflicted, as opposed to a mistake in what was written or a setting. The
-    /// storage actor then keeps its rows and retries with back-off instead of restarting. Never for SQLite: its
-    /// errors are in the file or the data.
+    /// Whether trying again later may succeed: the server or the connection went away (a PostgreSQL restart, a pool
+    /// timeout, a busy SQLite file), as opposed to a mistake in what was written or a setting. The storage actor
+    /// keeps the pending rows and retries with back-off on a transient error.
     pub fn is_transient(&self) -> bool {
         use deadpool_postgres::PoolError;
         match self {
@@ -181,8 +179,11 @@ impl StoreError {
             Self::Pool(PoolError::Timeout(_) | PoolError::Closed) => true,
             Self::Pool(_) => false,
             Self::Unreachable(_) | Self::PostgresTaskLost => true,
-            Self::Sqlite(_)
-            | Self::UnknownStream(_)
+            Self::Sqlite(error) => matches!(
+                error.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::UnknownStream(_)
             | Self::BadTimeframe(_)
             | Self::UnknownOutput(_)
             | Self::File { .. }
