@@ -6,17 +6,21 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::postgres::Revision;
 use super::test_support::TestSchema;
 use super::{IndicatorPoint, IndicatorRow, PostgresBackend, SqliteStore, Store, StoredRange, Window};
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
+
+/// Reads the recorded revisions of a stream, oldest first.
+type RevisionHistory = Box<dyn Fn(&str, Timeframe) -> Vec<Revision>>;
 
 /// A store under test, with what the suite needs beside the trait.
 pub(crate) struct Subject {
     pub store: Box<dyn Store>,
     /// Opens another handle (another connection) on the same store.
-    pub another: Arc<dyn Fn() -> Box<dyn Store> + Send + Sync>,
+    pub another: Box<dyn Fn() -> Box<dyn Store>>,
     /// The recorded revisions of a stream, oldest first: the open time and the old values.
-    pub revision_history: Box<dyn Fn(&str, Timeframe) -> Vec<(i64, i64, Candle)>>,
+    pub revision_history: RevisionHistory,
     /// The temporary folder or schema: dropped last.
     _place: Box<dyn Any>,
 }
@@ -29,7 +33,7 @@ pub(crate) fn sqlite() -> Subject {
     let (another_path, history_path) = (path.clone(), path);
     Subject {
         store: Box::new(store),
-        another: Arc::new(move || Box::new(SqliteStore::open(&another_path).expect("the database opens again"))),
+        another: Box::new(move || Box::new(SqliteStore::open(&another_path).expect("the database opens again"))),
         revision_history: Box::new(move |symbol, timeframe| {
             let store = SqliteStore::open_read_only(&history_path).unwrap();
             let mut stmt = store
@@ -56,7 +60,7 @@ pub(crate) fn sqlite() -> Subject {
                         taker_buy_quote: row.get(10)?,
                         is_closed: true,
                     };
-                    Ok((row.get(0)?, row.get(1)?, candle))
+                    Ok(Revision { revised_at: row.get(1)?, old: candle })
                 })
                 .unwrap();
             rows.map(Result::unwrap).collect()
@@ -72,7 +76,7 @@ pub(crate) fn postgres(test: &str) -> Option<Subject> {
     let (another, history) = (backend.clone(), backend.store());
     Some(Subject {
         store: Box::new(backend.store()),
-        another: Arc::new(move || Box::new(another.store())),
+        another: Box::new(move || Box::new(another.store())),
         revision_history: Box::new(move |symbol, timeframe| history.revision_history(symbol, timeframe).unwrap()),
         _place: Box::new(schema),
     })
@@ -106,6 +110,9 @@ conformance!(
     concurrent_writers_of_the_same_candles_record_no_spurious_revision,
     concurrent_writers_of_differing_closed_candles_record_exactly_one_revision,
 );
+
+/// Candles to write, with their streams.
+type Rows = Vec<(StreamId, Candle)>;
 
 const BTC: StreamId = StreamId(0);
 const ETH: StreamId = StreamId(1);
@@ -188,22 +195,22 @@ fn a_differing_closed_candle_is_one_recorded_revision_with_the_old_values(mut s:
     assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
     let history = (s.revision_history)("BTCUSDT", Timeframe::M1);
     assert_eq!(history.len(), 1, "{history:?}");
-    let (open_time, revised_at, old) = history[0];
-    assert_eq!(open_time, 0);
+    let Revision { revised_at, old } = history[0];
+    assert_eq!(old.open_time, 0);
     assert!((before..=after).contains(&revised_at), "revised at {revised_at}, not in {before}..={after}");
     assert_eq!(old, Candle { close_time: 0, ..candle(0, 11.5, true) });
     // Two more versions in one batch: two more revisions, each keeping the values it replaced.
     let versions = [(BTC, candle(0, 12.0, true)), (BTC, candle(0, 13.0, true))];
     assert_eq!(store.write_candles(&streams, &versions).unwrap(), 2);
     assert_eq!(btc_all(store), [candle(0, 13.0, true)]);
-    let closes: Vec<f64> = (s.revision_history)("BTCUSDT", Timeframe::M1).iter().map(|(_, _, c)| c.close).collect();
+    let closes: Vec<f64> = (s.revision_history)("BTCUSDT", Timeframe::M1).iter().map(|r| r.old.close).collect();
     assert_eq!(closes, [11.5, 11.0, 12.0]);
     assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 3);
     assert_eq!(store.revisions("ETHUSDT", Timeframe::M5).unwrap(), 0);
 }
 
 /// 10,000 closed candles over two streams, then in-progress updates of the next ones, in one call each.
-fn ten_thousand() -> (Vec<(StreamId, Candle)>, Vec<(StreamId, Candle)>) {
+fn ten_thousand() -> (Rows, Rows) {
     let closed = (0..10_000i64)
         .map(|i| {
             let stream = if i % 2 == 0 { BTC } else { ETH };
@@ -400,14 +407,13 @@ fn every_read(mut s: Subject) {
     assert_eq!(reopened.closed_candles("BTCUSDT", Timeframe::M1).unwrap().len(), 4);
 }
 
-/// Runs `write` on two threads, each with its own handle, started together.
+/// Runs `write` on two threads, each with its own handle (opened beforehand), started together.
 fn on_two_writers(s: &Subject, write: fn(usize, &mut dyn Store)) {
     let barrier = Arc::new(std::sync::Barrier::new(2));
     let writers: Vec<_> = (0..2)
         .map(|writer| {
-            let (another, barrier) = (s.another.clone(), barrier.clone());
+            let (mut store, barrier) = ((s.another)(), barrier.clone());
             std::thread::spawn(move || {
-                let mut store = another();
                 barrier.wait();
                 write(writer, &mut *store);
             })
@@ -462,7 +468,8 @@ fn concurrent_writers_of_differing_closed_candles_record_exactly_one_revision(s:
     let kept: HashMap<i64, f64> = btc_all(store).iter().map(|c| (c.open_time, c.close)).collect();
     let history = (s.revision_history)("BTCUSDT", Timeframe::M1);
     assert_eq!(kept.len(), 2_000);
-    for (open_time, _, old) in history {
+    for Revision { old, .. } in history {
+        let open_time = old.open_time;
         // The revision kept the other writer's value.
         assert_eq!(old.close, 1.0 - kept[&open_time], "revision of {open_time}");
     }

@@ -294,14 +294,21 @@ impl PostgresBackend {
             .map_err(|error| StoreError::PostgresConfig(format!("cannot start the PostgreSQL runtime: {error}")))?;
         let manager =
             Manager::from_config(connection, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
+        let pool = match Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(TIMEOUT))
             .create_timeout(Some(TIMEOUT))
             .recycle_timeout(Some(TIMEOUT))
             .build()
-            .map_err(|error| StoreError::PostgresConfig(format!("cannot make the connection pool: {error}")))?;
+        {
+            Ok(pool) => pool,
+            Err(error) => {
+                // Dropped without waiting: the caller may be on an async runtime, where a blocking drop panics.
+                runtime.shutdown_background();
+                return Err(StoreError::PostgresConfig(format!("cannot make the connection pool: {error}")));
+            }
+        };
         let backend = Self {
             shared: Arc::new(Shared {
                 handle: runtime.handle().clone(),
@@ -350,10 +357,14 @@ async fn migrate(pool: Pool, schema: String) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext('candled migrations ' || $1))", &[&schema]).await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);"
-    ))
+    // Created only when missing: a user without the right to create schemas may be given one made for it.
+    let missing: bool = tx.query_one("SELECT to_regnamespace($1) IS NULL", &[&schema]).await?.get(0);
+    if missing {
+        tx.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
     .await?;
     let applied: Option<i32> = tx.query_one("SELECT MAX(version) FROM schema_migrations", &[]).await?.get(0);
     for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| Some(*version) > applied) {
@@ -559,9 +570,8 @@ impl PostgresStore {
         Ok(self.query_map(sql, params, |row| Ok(row.try_get::<_, Option<i64>>(0)?))?.into_iter().next().flatten())
     }
 
-    /// Every recorded revision of a stream, oldest first: `(open time, revised_at ms, the old values as a closed
-    /// candle)`.
-    pub fn revision_history(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<(i64, i64, Candle)>, StoreError> {
+    /// Every recorded revision of a stream, oldest first.
+    pub fn revision_history(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<Revision>, StoreError> {
         let sql = "SELECT timestamp, revised_at, open, high, low, close, volume, quote_volume, trades, taker_buy_base,
                           taker_buy_quote
                    FROM candle_revisions WHERE symbol = $1 AND timeframe = $2 ORDER BY revised_at, timestamp";
@@ -581,9 +591,18 @@ impl PostgresStore {
                 taker_buy_quote: row.try_get(10)?,
                 is_closed: true,
             };
-            Ok((open_time, row.try_get(1)?, candle))
+            Ok(Revision { revised_at: row.try_get(1)?, old: candle })
         })
     }
+}
+
+/// A recorded revision: the values a closed candle had before it was revised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Revision {
+    /// When, in ms UTC.
+    pub revised_at: i64,
+    /// The old values (`close_time` is not kept: 0).
+    pub old: Candle,
 }
 
 fn stream_params(symbol: &str, timeframe: Timeframe) -> Vec<Box<dyn ToSql + Send + Sync>> {
@@ -1060,6 +1079,9 @@ mod tests {
         };
         let config = schema.config().clone();
         actix::System::new().block_on(async move {
+            // A failed connect lets go of its runtime there too.
+            let unreachable = PostgresConfig::new("postgres://postgres@127.0.0.1:1/test");
+            assert!(PostgresBackend::connect(&unreachable).unwrap_err().is_transient());
             let backend = PostgresBackend::connect(&config).unwrap();
             let mut store = backend.store();
             assert_eq!(store.write_candles(&streams(), &[(StreamId(0), candle(0, 11.0, true))]).unwrap(), 1);
@@ -1090,8 +1112,8 @@ mod tests {
         schema.execute(&format!("UPDATE {}.candles SET close = 12 WHERE symbol = 'BTCUSDT'", schema.name())).unwrap();
         let history = store.revision_history("BTCUSDT", Timeframe::M1).unwrap();
         assert_eq!(history.len(), 1);
-        assert!(history[0].1 >= before && history[0].1 <= crate::tasks::unix_ms(), "{history:?}");
-        assert_eq!(history[0].2.close, 11.0);
+        assert!((before..=crate::tasks::unix_ms()).contains(&history[0].revised_at), "{history:?}");
+        assert_eq!(history[0].old.close, 11.0);
         assert_eq!(store.closed_candles("BTCUSDT", Timeframe::M1).unwrap()[0].close, 12.0);
     }
 
