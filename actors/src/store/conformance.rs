@@ -125,7 +125,8 @@ fn names() -> Vec<String> {
     vec!["sma_2".to_owned(), "rsi_2".to_owned()]
 }
 
-fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
+/// A one-minute candle opened at `open_time`, with `close` as its close: what every store test writes.
+pub(super) fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
     Candle {
         open_time,
         close_time: open_time + 59_999,

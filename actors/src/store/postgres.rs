@@ -972,24 +972,8 @@ mod tests {
     //! conformance suite.
 
     use super::*;
+    use crate::store::conformance::candle;
     use crate::store::test_support::TestSchema;
-
-    fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
-        Candle {
-            open_time,
-            close_time: open_time + 59_999,
-            open: 10.0,
-            high: 12.0,
-            low: 9.0,
-            close,
-            volume: 1.5,
-            quote_volume: 15.0,
-            trades: 3,
-            taker_buy_base: 0.5,
-            taker_buy_quote: 5.0,
-            is_closed,
-        }
-    }
 
     fn streams() -> Vec<StreamKey> {
         vec![StreamKey::new("BTCUSDT", Timeframe::M1)]

@@ -492,23 +492,7 @@ mod tests {
     //! The SQLite-only tests: the trigger, the file checks. The rules and reads are in the conformance suite.
 
     use super::*;
-
-    fn candle(open_time: i64, close: f64, is_closed: bool) -> Candle {
-        Candle {
-            open_time,
-            close_time: open_time + 59_999,
-            open: 10.0,
-            high: 12.0,
-            low: 9.0,
-            close,
-            volume: 1.5,
-            quote_volume: 15.0,
-            trades: 3,
-            taker_buy_base: 0.5,
-            taker_buy_quote: 5.0,
-            is_closed,
-        }
-    }
+    use crate::store::conformance::candle;
 
     fn store() -> (SqliteStore, Vec<StreamKey>) {
         (SqliteStore::open_in_memory().unwrap(), vec![StreamKey::new("BTCUSDT", Timeframe::M1)])
