@@ -26,7 +26,7 @@ use crate::metrics::NatsMetrics;
 use crate::publish::queue::{Queued, Taken};
 use crate::publish::{CandlePayload, Decision, Ledger, PublishQueue, Subjects, msg_id};
 use crate::registry::StreamRegistry;
-use crate::store::{Store, StoreBackend, StoreError, Window};
+use crate::store::{StoreBackend, StoreError, Window};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
 
 /// How long a publication may wait for JetStream's acknowledgement.
@@ -78,11 +78,6 @@ pub fn shown_url(url: &str) -> String {
         Some(at) => format!("{scheme}://[credentials]@{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
-}
-
-/// Where the publisher reads the committed candles it catches up: a reader of the configured store backend.
-pub fn open_store(store: &StoreBackend) -> Result<Box<dyn Store>, StoreError> {
-    store.open_reader()
 }
 
 /// The queues the hub fills for the publisher. Made once, they outlive the publisher's restarts.
@@ -568,7 +563,7 @@ async fn last_published(stream: &jetstream::stream::Stream, subject: &str) -> Re
 
 /// Reads a catch-up page for each marked stream: the closed candles from its mark on, with their indicator values.
 fn read_pages(store: &StoreBackend, marked: Vec<(StreamKey, i64)>) -> Result<Vec<Page>, StoreError> {
-    let store = open_store(store)?;
+    let store = store.open_reader()?;
     let mut pages = Vec::with_capacity(marked.len());
     for (key, from) in marked {
         let rows = store.candles_window(&key.symbol, key.timeframe, from, i64::MAX, CATCH_UP_PAGE, Window::Oldest)?;
