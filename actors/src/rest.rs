@@ -1,12 +1,13 @@
 //! The Binance REST client: server time, symbol checks and paged kline fetches, under one shared weight budget
 //! that honours `Retry-After`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    Candle, ExchangeClock, Gap, Permit, RejectReason, RequestGate, StreamKey, Timeframe, missing_ranges,
-    parse_rest_klines,
+    Candle, ExchangeClock, FetchRange, Gap, KLINES_REQUEST_WEIGHT, KlinesPage, Permit, RejectReason, RequestGate, StreamKey,
+    Timeframe, missing_ranges, newest_closed_open, parse_rest_klines,
 };
 use crate::error_chain;
 use crate::metrics::Metrics;
@@ -15,13 +16,11 @@ use crate::tasks::unix_ms;
 /// Binance allows 6000 request weight per minute per IP.
 pub const WEIGHT_PER_MINUTE: u32 = 6000;
 /// `GET /api/v3/klines` costs 2 for any limit up to 1000.
-const KLINES_WEIGHT: u32 = 2;
+const KLINES_WEIGHT: u32 = KLINES_REQUEST_WEIGHT;
 const TIME_WEIGHT: u32 = 1;
 const EXCHANGE_INFO_WEIGHT: u32 = 20;
 /// Symbols asked about in one `exchangeInfo` request.
 const EXCHANGE_INFO_CHUNK: usize = 100;
-/// The largest page `GET /api/v3/klines` serves.
-pub const KLINES_PAGE: usize = 1000;
 /// How often one request is tried before the error is returned.
 const ATTEMPTS: u32 = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -108,6 +107,9 @@ pub struct RestClient {
     base: Arc<str>,
     gate: Arc<Mutex<RequestGate>>,
     clock: Arc<ExchangeClock>,
+    /// The exchange's clock was read (`GET /api/v3/time`) since the start or the last failed fetch: fetches plan on
+    /// `clock` without asking it again.
+    clock_learned: Arc<AtomicBool>,
     metrics: Metrics,
 }
 
@@ -124,6 +126,7 @@ impl RestClient {
             base: base.trim_end_matches('/').into(),
             gate: Arc::new(Mutex::new(gate)),
             clock: Arc::default(),
+            clock_learned: Arc::default(),
             metrics,
         })
     }
@@ -138,8 +141,23 @@ impl RestClient {
         let (url, body) = self.get("/api/v3/time", &[], TIME_WEIGHT).await?;
         let time: ServerTime =
             serde_json::from_slice(&body).map_err(|_| RestError::Malformed { url, reason: RejectReason::WrongType })?;
+        // Read after the answer, so the offset can only understate the exchange's clock, never run ahead of it.
         self.clock.observe(time.server_time, unix_ms());
+        self.clock_learned.store(true, Ordering::Relaxed);
         Ok(time.server_time)
+    }
+
+    /// The exchange's clock now: the local clock plus the offset learned from the exchange (`GET /api/v3/time`
+    /// once at start and again after a failed fetch; every live event's time refines it), so a fetch costs no
+    /// request for the time. The offset is taken from answers already received, so it can only understate the
+    /// exchange's clock: a candle it calls closed has closed, whatever the skew of the local clock.
+    pub async fn exchange_now(&self) -> Result<i64, RestError> {
+        if self.clock_learned.load(Ordering::Relaxed)
+            && let Some(now) = self.clock.at(unix_ms())
+        {
+            return Ok(now);
+        }
+        self.server_time().await
     }
 
     /// The symbols among `symbols` that the exchange does not list. Binance accepts a stream for an unlisted
@@ -182,23 +200,15 @@ impl RestClient {
         Ok(info.symbols.into_iter().map(|listed| listed.symbol).collect())
     }
 
-    /// One page of klines from `start_open` (up to `end_open`, when given), every row parsed as closed: which rows
-    /// really are is for [`RestClient::closed_range`] to decide.
-    async fn klines_page(
-        &self,
-        key: &StreamKey,
-        start_open: i64,
-        end_open: Option<i64>,
-    ) -> Result<Vec<Candle>, RestError> {
-        let mut query = vec![
+    /// One page of klines: `page`'s rows, every row parsed as closed (`page` stops before the candle in progress).
+    async fn klines_page(&self, key: &StreamKey, page: KlinesPage) -> Result<Vec<Candle>, RestError> {
+        let query = [
             ("symbol", key.symbol.clone()),
             ("interval", key.timeframe.as_str().to_owned()),
-            ("startTime", start_open.to_string()),
-            ("limit", KLINES_PAGE.to_string()),
+            ("startTime", page.start_open.to_string()),
+            ("endTime", page.end_open.to_string()),
+            ("limit", page.limit.to_string()),
         ];
-        if let Some(end) = end_open {
-            query.push(("endTime", end.to_string()));
-        }
         let (url, body) = self.get("/api/v3/klines", &query, KLINES_WEIGHT).await?;
         parse_rest_klines(&body, key.timeframe, i64::MAX).map_err(|reason| RestError::Malformed { url, reason })
     }
@@ -206,47 +216,73 @@ impl RestClient {
     /// Every closed candle of `key` with an open time from `from_open` up to `to_open` (inclusive; `None` means up
     /// to the exchange's present), paged by 1000.
     ///
-    /// A row followed by a later one is closed: the later one has opened. Only the newest row can still be in
-    /// progress, and it counts as closed only if it closed before the exchange's clock read just before the
-    /// requests. That clock can only be behind the one the answer was served at, so a row it calls closed is
-    /// final; one read after the answer could call closed a row that was served in progress. When the clock is
-    /// stale (a request that waited out a 429), the newest row is left for the next fetch, never stored wrong.
+    /// The requests stop at the newest candle closed by the exchange's clock (`endTime`), so 1,000 closed candles
+    /// are one request of weight 2, and the clock costs nothing (see [`RestClient::exchange_now`]). That clock can
+    /// only be behind the one the answer was served at, so every row it lets through is final; a row that is not
+    /// (an exchange ignoring `endTime`) is left for the next fetch, never stored wrong. A failed fetch makes the
+    /// next one read the exchange's clock again.
     pub async fn closed_range(
         &self,
         key: &StreamKey,
         from_open: i64,
         to_open: Option<i64>,
     ) -> Result<ClosedRange, RestError> {
-        let server_time = self.server_time().await?;
-        let mut candles = Vec::new();
-        let mut start = from_open;
-        loop {
-            let page = self.klines_page(key, start, to_open).await?;
-            let full = page.len() == KLINES_PAGE;
-            let mut advanced = false;
-            for candle in page {
-                if candle.open_time >= start {
-                    start = key.timeframe.next_open(candle.open_time);
-                    candles.push(candle);
-                    advanced = true;
-                }
-            }
-            if !full || !advanced || to_open.is_some_and(|to| start > to) {
-                break;
-            }
+        let exchange_now = self.exchange_now().await?;
+        self.closed_range_learning(key, from_open, to_open, exchange_now).await
+    }
+
+    /// The closed candles of `key` that `range` asks for, planned on one reading of the exchange's clock: a first
+    /// history of 1,000 candles is one request of weight 2.
+    pub async fn fetch_range(&self, key: &StreamKey, range: FetchRange) -> Result<ClosedRange, RestError> {
+        let exchange_now = self.exchange_now().await?;
+        let (from_open, to_open) = range.bounds(key.timeframe, exchange_now);
+        self.closed_range_learning(key, from_open, to_open, exchange_now).await
+    }
+
+    /// [`RestClient::closed_range_at`]; after a failure the next fetch reads the exchange's clock again.
+    async fn closed_range_learning(
+        &self,
+        key: &StreamKey,
+        from_open: i64,
+        to_open: Option<i64>,
+        exchange_now: i64,
+    ) -> Result<ClosedRange, RestError> {
+        let fetched = self.closed_range_at(key, from_open, to_open, exchange_now).await;
+        if fetched.is_err() {
+            self.clock_learned.store(false, Ordering::Relaxed);
         }
-        if candles.last().is_some_and(|newest| newest.close_time >= server_time) {
-            candles.pop();
+        fetched
+    }
+
+    async fn closed_range_at(
+        &self,
+        key: &StreamKey,
+        from_open: i64,
+        to_open: Option<i64>,
+        exchange_now: i64,
+    ) -> Result<ClosedRange, RestError> {
+        let timeframe = key.timeframe;
+        let mut candles: Vec<Candle> = Vec::new();
+        let mut page = KlinesPage::first(timeframe, from_open, to_open, exchange_now);
+        while let Some(asked) = page {
+            let rows = self.klines_page(key, asked).await?;
+            let served = rows.len();
+            let newest = rows.last().map(|candle| candle.open_time);
+            let wanted = |candle: &Candle| candle.open_time >= asked.start_open && candle.open_time <= asked.end_open;
+            candles.extend(rows.into_iter().filter(wanted));
+            page = asked.next(timeframe, served, newest);
         }
+        candles.retain(|candle| candle.close_time < exchange_now);
+        candles.dedup_by_key(|candle| candle.open_time);
         self.metrics.candles_backfilled.inc_by(candles.len() as u64);
-        let newest_closed = key.timeframe.previous_open(key.timeframe.open_time_containing(server_time));
+        let newest_closed = newest_closed_open(timeframe, exchange_now);
         let checked_through = to_open.map_or(newest_closed, |to| to.min(newest_closed));
         let through_open = match candles.last() {
             Some(last) => Some(last.open_time.max(checked_through)),
             None => (checked_through >= from_open).then_some(checked_through),
         };
         let exchange_gaps = through_open.map_or_else(Vec::new, |through| {
-            missing_ranges(key.timeframe, from_open, through, candles.iter().map(|c| c.open_time))
+            missing_ranges(timeframe, from_open, through, candles.iter().map(|c| c.open_time))
         });
         Ok(ClosedRange { candles, through_open, exchange_gaps })
     }
@@ -314,9 +350,9 @@ impl RestClient {
                 // Nothing goes out before Retry-After expires: sending on after a 429 earns a 418 ban.
                 let wait = Duration::from_secs(retry_after.unwrap_or(60));
                 log::warn!("{url} answered {status}: no request for {}s", wait.as_secs());
-                permit.rate_limited(Instant::now() + wait);
+                permit.rate_limited(wait);
             } else {
-                permit.answered();
+                permit.answered(weight_used.and_then(|used| u32::try_from(used).ok()));
             }
             let body = response.bytes().await.map_err(|source| RestError::Http { url: url.clone(), source })?;
             if status == 200 {
@@ -356,22 +392,26 @@ struct HeldPermit<'a> {
 }
 
 impl HeldPermit<'_> {
-    fn answered(mut self) {
+    /// The exchange answered, saying it counts `reported_weight` used in its window (`X-MBX-USED-WEIGHT-1M`).
+    fn answered(mut self, reported_weight: Option<u32>) {
         if let Some(permit) = self.permit.take() {
-            self.client.gate().answered(permit);
+            self.client.gate().answered(permit, Instant::now(), reported_weight);
         }
     }
 
-    fn rate_limited(mut self, until: Instant) {
-        self.permit = None;
-        self.client.gate().rate_limited(until);
+    /// A 429 or 418 asking for `wait`.
+    fn rate_limited(mut self, wait: Duration) {
+        if let Some(permit) = self.permit.take() {
+            let now = Instant::now();
+            self.client.gate().rate_limited(permit, now, now + wait);
+        }
     }
 }
 
 impl Drop for HeldPermit<'_> {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
-            self.client.gate().unanswered(permit);
+            self.client.gate().unanswered(permit, Instant::now());
         }
     }
 }
@@ -384,11 +424,7 @@ fn is_unknown_symbol(error: &RestError) -> bool {
 /// The open time `count` candles before the one current at `server_time`: where a history of `count` closed
 /// candles starts.
 pub fn history_start(key: &StreamKey, server_time: i64, count: u32) -> i64 {
-    let mut open = key.timeframe.open_time_containing(server_time);
-    for _ in 0..count {
-        open = key.timeframe.previous_open(open);
-    }
-    open
+    crate::domain::history_start(key.timeframe, server_time, count)
 }
 
 #[cfg(test)]

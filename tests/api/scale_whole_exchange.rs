@@ -454,9 +454,18 @@ fn whole_exchange_history_loads_within_the_exchange_weight_limit_without_429() {
         })
         .collect();
     let time_requests = log.iter().filter(|r| r.path == "/api/v3/time").count();
+    // Every request stops before the candle in progress: no answer carries one.
+    let in_progress_answers =
+        log.iter().filter(|r| r.path == "/api/v3/klines" && r.in_progress_open_time.is_some()).count();
     println!("klines per stream      {}", per_interval.join(", "));
     println!("server time requests   {time_requests} ({:.2} per stream)", time_requests as f64 / streams as f64);
+    println!("in-progress rows       {in_progress_answers} klines answers carried the candle in progress");
     let weight_per_stream = weight_used as f64 / streams as f64;
+    let ratio = took.as_secs_f64() / klines_only_secs;
+    println!(
+        "weight per stream      {weight_per_stream:.3} (floor {KLINES_WEIGHT}: one request of up to 1,000 closed \
+         candles); history took {ratio:.2}× the floor"
+    );
     let whole = (WHOLE_EXCHANGE_SYMBOLS * ALL_INTERVALS.len()) as f64;
     println!(
         "pace                   {:.0} weight/min achieved over the run; {weight_per_stream:.2} weight per stream: \
@@ -465,4 +474,9 @@ fn whole_exchange_history_loads_within_the_exchange_weight_limit_without_429() {
         weight_per_stream * whole / WEIGHT_PER_MINUTE as f64
     );
     assert_eq!(stats.rest_429s + stats.rest_418s, 0, "the exchange refused requests: {stats:?}");
+    assert_eq!(in_progress_answers, 0, "requests asked for the candle in progress");
+    // One request of weight 2 per stream, plus the symbol check, the clock and a few repairs of closes that
+    // happened while the history loaded.
+    assert!(weight_per_stream <= KLINES_WEIGHT as f64 * 1.05, "{weight_per_stream:.3} weight per stream");
+    assert!(ratio <= 1.10, "history took {ratio:.2}× the weight limit's floor (target ≤ 1.10×)");
 }

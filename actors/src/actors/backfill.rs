@@ -9,7 +9,7 @@ use actix::prelude::*;
 use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::messages::{BackfillPurpose, Backfilled, FetchRange, Retire};
 use crate::domain::{StreamId, StreamKey};
-use crate::rest::{ClosedRange, FetchError, RestClient, RestError, history_start};
+use crate::rest::{FetchError, RestClient};
 use crate::tasks::{TaskState, TaskStats};
 
 /// Fetch the closed candles of `key` in `range`, and send them to `reply`.
@@ -42,7 +42,7 @@ impl BackfillActor {
             self.in_flight += 1;
             let client = self.client.clone();
             let (key, range) = (job.key.clone(), job.range);
-            let fetch = async move { fetch(&client, &key, range).await };
+            let fetch = async move { client.fetch_range(&key, range).await };
             ctx.spawn(fetch.into_actor(self).map(move |result, act, ctx| {
                 act.in_flight -= 1;
                 let reply = match result {
@@ -66,18 +66,6 @@ impl BackfillActor {
             }));
         }
     }
-}
-
-/// One fetch. Only a first history load needs the exchange's clock before it asks (to know where `count` candles
-/// back starts); which rows are closed is decided on the clock after the answer, inside the client.
-async fn fetch(client: &RestClient, key: &StreamKey, range: FetchRange) -> Result<ClosedRange, RestError> {
-    let (from, to) = match range {
-        FetchRange::From(open) => (open, None),
-        FetchRange::Between { from, to } => (from, Some(to)),
-        FetchRange::History { after: Some(after), .. } => (key.timeframe.next_open(after), None),
-        FetchRange::History { count, after: None } => (history_start(key, client.server_time().await?, count), None),
-    };
-    client.closed_range(key, from, to).await
 }
 
 impl Actor for BackfillActor {

@@ -27,7 +27,10 @@ pub use candle::{Candle, StreamId, StreamKey};
 pub use clock::ExchangeClock;
 pub use control::{Control, ControlQueue};
 pub use deferred::{DeferredUpdate, PendingUpdate};
-pub use fetch::{BackfillPurpose, FetchRange};
+pub use fetch::{
+    BackfillPurpose, FetchRange, KLINES_PAGE_LIMIT, KLINES_REQUEST_WEIGHT, KlinesPage, closed_end_bound, history_start,
+    newest_closed_open,
+};
 pub use handover::{Handover, HandoverFailed, HandoverKind};
 pub use kline::{
     Frame, KlineEvent, RejectReason, parse_decimal, parse_frame, parse_frame_generic, parse_rest_klines, validate,
