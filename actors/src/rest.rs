@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    Candle, ExchangeClock, FetchRange, Gap, KLINES_REQUEST_WEIGHT, KlinesPage, Permit, RejectReason, RequestGate, StreamKey,
-    Timeframe, missing_ranges, newest_closed_open, parse_rest_klines,
+    Candle, ExchangeClock, FetchRange, Gap, KLINES_REQUEST_WEIGHT, KlinesPage, Permit, RejectReason, RequestGate,
+    StreamKey, Timeframe, missing_ranges, newest_closed_open, parse_rest_klines,
 };
 use crate::error_chain;
 use crate::metrics::Metrics;

@@ -180,11 +180,14 @@ mod tests {
         // TC1: the exact request on 1m: startTime 1,000 minutes before 18:37, endTime 18:36, limit 1000.
         let page = pages(Timeframe::M1, history, now)[0];
         let minute = 60_000;
-        assert_eq!(page, KlinesPage {
-            start_open: utc(2026, 12, 7, 18, 37, 0, 0) - 1000 * minute,
-            end_open: utc(2026, 12, 7, 18, 36, 0, 0),
-            limit: 1000
-        });
+        assert_eq!(
+            page,
+            KlinesPage {
+                start_open: utc(2026, 12, 7, 18, 37, 0, 0) - 1000 * minute,
+                end_open: utc(2026, 12, 7, 18, 36, 0, 0),
+                limit: 1000
+            }
+        );
         // TC2: 1M: the 1,000 months through November 2026.
         let page = pages(Timeframe::Mo1, history, now)[0];
         assert_eq!((page.end_open, page.limit), (utc(2026, 11, 1, 0, 0, 0, 0), 1000));
@@ -198,11 +201,14 @@ mod tests {
         // 18:37:00.000: the 18:36 minute closed at 18:36:59.999, the 18:37 one is in progress.
         let now = utc(2026, 12, 7, 18, 37, 0, 0);
         let page = pages(Timeframe::M1, FetchRange::History { count: 3, after: None }, now)[0];
-        assert_eq!(page, KlinesPage {
-            start_open: utc(2026, 12, 7, 18, 34, 0, 0),
-            end_open: utc(2026, 12, 7, 18, 36, 0, 0),
-            limit: 3
-        });
+        assert_eq!(
+            page,
+            KlinesPage {
+                start_open: utc(2026, 12, 7, 18, 34, 0, 0),
+                end_open: utc(2026, 12, 7, 18, 36, 0, 0),
+                limit: 3
+            }
+        );
         // One millisecond earlier, 18:36 is still in progress.
         let page = pages(Timeframe::M1, FetchRange::History { count: 3, after: None }, now - 1)[0];
         assert_eq!(page.end_open, utc(2026, 12, 7, 18, 35, 0, 0));
@@ -233,11 +239,10 @@ mod tests {
         assert_eq!(pages(Timeframe::M1, range, now)[0].limit, 2);
         // TC4: a range reaching into the future stops at the newest closed candle.
         let range = FetchRange::Between { from: newest_closed, to: newest_closed + 10 * minute };
-        assert_eq!(pages(Timeframe::M1, range, now), [KlinesPage {
-            start_open: newest_closed,
-            end_open: newest_closed,
-            limit: 1
-        }]);
+        assert_eq!(
+            pages(Timeframe::M1, range, now),
+            [KlinesPage { start_open: newest_closed, end_open: newest_closed, limit: 1 }]
+        );
     }
 
     #[test]
