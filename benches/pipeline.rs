@@ -380,9 +380,12 @@ fn assert_same_rows(actors_db: &Path, floor_db: &Path) {
     let names = IndicatorSet::new(&IndicatorConfig::default()).names().to_vec();
     let outputs: String = names.iter().map(|n| format!(", r.\"{n}\"")).collect();
     let tables = [
-        ("candle_rows", "r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume, \
+        (
+            "candle_rows",
+            "r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume, \
                          r.trades, r.taker_buy_base, r.taker_buy_quote, r.is_closed"
-            .to_owned()),
+                .to_owned(),
+        ),
         ("indicator_rows", format!("r.timestamp{outputs}")),
     ];
     for (table, columns) in tables {
@@ -462,7 +465,11 @@ fn pipeline(c: &mut Criterion) {
         let rounds = bench_rounds(&mut group, &format!("floor_mpsc_rusqlite/{case}"), &streams, closed, 1, |frames| {
             runtime.block_on(floor.run(frames))
         });
-        assert_eq!(count_rows(&floor_db, closed), expected_rows(rounds, &streams, closed), "floor/{case}: rows committed");
+        assert_eq!(
+            count_rows(&floor_db, closed),
+            expected_rows(rounds, &streams, closed),
+            "floor/{case}: rows committed"
+        );
     }
     group.finish();
     // The process ends here. Dropping the system would drop the actors' contexts outside its runtime, and actix

@@ -290,7 +290,12 @@ impl PendingWrites {
         let mut indicators = Vec::with_capacity(by_candle.iter().map(|(_, values)| values.len()).sum());
         for ((stream, open_time), mut values) in by_candle {
             values.sort_unstable_by_key(|(output, _)| *output);
-            indicators.extend(values.into_iter().map(|(output, value)| IndicatorRow { stream, open_time, output, value }));
+            indicators.extend(values.into_iter().map(|(output, value)| IndicatorRow {
+                stream,
+                open_time,
+                output,
+                value,
+            }));
         }
         Batch { candles, event_times, indicators, closed: std::mem::take(&mut self.closed) }
     }

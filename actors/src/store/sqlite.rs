@@ -82,7 +82,11 @@ impl Columns {
 
     /// `"a" IS NOT NULL OR "b" IS NOT NULL …`: the row holds a value.
     fn any_value(&self) -> String {
-        self.names.iter().map(|n| format!("{} IS NOT NULL", schema::quote_identifier(n))).collect::<Vec<_>>().join(" OR ")
+        self.names
+            .iter()
+            .map(|n| format!("{} IS NOT NULL", schema::quote_identifier(n)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
     }
 }
 
@@ -207,7 +211,8 @@ impl SqliteStore {
 
     /// `MIN` or `MAX` of a stream's closed open times: one step down its primary key.
     fn closed_bound(&self, key: &StreamKey, aggregate: &str) -> Result<Option<i64>, StoreError> {
-        let sql = format!("SELECT {aggregate}(timestamp) FROM candle_rows WHERE stream_id = {STREAM} AND is_closed = 1");
+        let sql =
+            format!("SELECT {aggregate}(timestamp) FROM candle_rows WHERE stream_id = {STREAM} AND is_closed = 1");
         Ok(self.conn.query_row(&sql, params![key.symbol, key.timeframe.as_str()], |row| row.get(0))?)
     }
 
@@ -720,8 +725,20 @@ mod tests {
         conn.execute_batch(migrate::version_1::SCHEMA).unwrap();
         let c = candle(0, 11.5, true);
         let row = params![
-            "BTCUSDT", "1m", c.open_time, c.open, c.high, c.low, c.close, c.volume, c.close_time, c.quote_volume,
-            c.trades as i64, c.taker_buy_base, c.taker_buy_quote, c.is_closed
+            "BTCUSDT",
+            "1m",
+            c.open_time,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.close_time,
+            c.quote_volume,
+            c.trades as i64,
+            c.taker_buy_base,
+            c.taker_buy_quote,
+            c.is_closed
         ];
         conn.execute(migrate::version_1::UPSERT_CANDLE, row).unwrap();
         conn.execute_batch(TRIGGER_NEEDING_3_42).unwrap();
@@ -784,7 +801,10 @@ mod tests {
         let columns = "symbol, timeframe, timestamp, open, high, low, close, volume, close_time, quote_volume, \
                        trades, taker_buy_base, taker_buy_quote, is_closed";
         let values = |symbol: &str, open_time: i64, close: f64| {
-            format!("('{symbol}', '1m', {open_time}, 10, 12, 9, {close}, 1.5, {}, 15, 3, 0.5, 5, 1)", open_time + 59_999)
+            format!(
+                "('{symbol}', '1m', {open_time}, 10, 12, 9, {close}, 1.5, {}, 15, 3, 0.5, 5, 1)",
+                open_time + 59_999
+            )
         };
         // TC0: inserts, of a known stream and of a new one; INSERT OR REPLACE of an existing candle.
         sqlite3(&path, &format!("INSERT INTO candles ({columns}) VALUES {};", values("BTCUSDT", 60_000, 11.0)));
@@ -819,7 +839,10 @@ mod tests {
         let values = [value(0, 0, 1.0), value(0, 1, 2.0), value(60_000, 1, 3.0)];
         store.write_batch(&streams, &names, &[], &values).unwrap();
         let all = "SELECT symbol, timeframe, timestamp, name, value FROM indicators ORDER BY timestamp, name;";
-        assert_eq!(sqlite3(&path, all), "BTCUSDT|1m|0|ema_26|2.0\nBTCUSDT|1m|0|sma_2|1.0\nBTCUSDT|1m|60000|ema_26|3.0\n");
+        assert_eq!(
+            sqlite3(&path, all),
+            "BTCUSDT|1m|0|ema_26|2.0\nBTCUSDT|1m|0|sma_2|1.0\nBTCUSDT|1m|60000|ema_26|3.0\n"
+        );
         // TC1: DELETE by name: the other output stays; the row of 60000, left with no value, goes.
         sqlite3(&path, "DELETE FROM indicators WHERE name = 'ema_26';");
         assert_eq!(sqlite3(&path, all), "BTCUSDT|1m|0|sma_2|1.0\n");
@@ -828,11 +851,14 @@ mod tests {
         sqlite3(&path, "UPDATE indicators SET value = 1.5 WHERE name = 'sma_2';");
         sqlite3(&path, "INSERT INTO indicators VALUES ('BTCUSDT', '1m', 120000, 'ema_26', 4.0);");
         assert_eq!(sqlite3(&path, all), "BTCUSDT|1m|0|sma_2|1.5\nBTCUSDT|1m|120000|ema_26|4.0\n");
-        let refused = store.connection().execute("INSERT INTO indicators VALUES ('BTCUSDT', '1m', 0, 'rsi_9', 1.0)", []);
+        let refused =
+            store.connection().execute("INSERT INTO indicators VALUES ('BTCUSDT', '1m', 0, 'rsi_9', 1.0)", []);
         assert!(refused.is_err_and(|e| e.to_string().contains("no indicator output column")));
         // The store reads what the view shows.
         let mut seen = Vec::new();
-        store.for_each_indicator_value(&streams[0], 0, i64::MAX, &mut |t, n, v| seen.push((t, n.to_owned(), v))).unwrap();
+        store
+            .for_each_indicator_value(&streams[0], 0, i64::MAX, &mut |t, n, v| seen.push((t, n.to_owned(), v)))
+            .unwrap();
         seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
         assert_eq!(seen, [(0, "sma_2".to_owned(), 1.5), (120_000, "ema_26".to_owned(), 4.0)]);
     }

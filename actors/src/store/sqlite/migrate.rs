@@ -103,9 +103,9 @@ pub fn backup_path(path: &Path) -> PathBuf {
 /// Writes a copy of the database beside it (`VACUUM INTO`, which never overwrites) and returns its path.
 fn backup(conn: &Connection, path: &Path) -> Result<PathBuf, StoreError> {
     let backup = backup_path(path);
-    let target = backup.to_str().ok_or_else(|| {
-        StoreError::Schema(format!("cannot back up to {}: the path is not UTF-8", backup.display()))
-    })?;
+    let target = backup
+        .to_str()
+        .ok_or_else(|| StoreError::Schema(format!("cannot back up to {}: the path is not UTF-8", backup.display())))?;
     conn.execute("VACUUM INTO ?1", [target])?;
     Ok(backup)
 }
@@ -330,8 +330,20 @@ mod tests {
             for c in candles {
                 upsert_candle
                     .execute(params![
-                        key.symbol, tf, c.open_time, c.open, c.high, c.low, c.close, c.volume, c.close_time,
-                        c.quote_volume, c.trades as i64, c.taker_buy_base, c.taker_buy_quote, c.is_closed
+                        key.symbol,
+                        tf,
+                        c.open_time,
+                        c.open,
+                        c.high,
+                        c.low,
+                        c.close,
+                        c.volume,
+                        c.close_time,
+                        c.quote_volume,
+                        c.trades as i64,
+                        c.taker_buy_base,
+                        c.taker_buy_quote,
+                        c.is_closed
                     ])
                     .unwrap();
             }
@@ -344,9 +356,20 @@ mod tests {
         let revised = streams[0].1[5];
         upsert_candle
             .execute(params![
-                "BTCUSDT", "1m", revised.open_time, revised.open, revised.high, revised.low, revised.close + 1.0,
-                revised.volume, revised.close_time, revised.quote_volume, revised.trades as i64,
-                revised.taker_buy_base, revised.taker_buy_quote, true
+                "BTCUSDT",
+                "1m",
+                revised.open_time,
+                revised.open,
+                revised.high,
+                revised.low,
+                revised.close + 1.0,
+                revised.volume,
+                revised.close_time,
+                revised.quote_volume,
+                revised.trades as i64,
+                revised.taker_buy_base,
+                revised.taker_buy_quote,
+                true
             ])
             .unwrap();
         conn.execute_batch(
@@ -365,7 +388,8 @@ mod tests {
         while let Some(at) = rest.find("\nsqlite3 ") {
             rest = &rest[at + "\nsqlite3 ".len()..];
             let (head, after) = rest.split_once('"').expect("a quoted query");
-            let flags: Vec<String> = head.split_whitespace().filter(|w| w.starts_with('-')).map(str::to_owned).collect();
+            let flags: Vec<String> =
+                head.split_whitespace().filter(|w| w.starts_with('-')).map(str::to_owned).collect();
             assert!(head.contains("data/tradingbot.db"), "a query of the README's database: {head}");
             let (sql, after) = after.split_once('"').expect("the query's closing quote");
             queries.push((flags, sql.to_owned()));
@@ -401,7 +425,8 @@ mod tests {
         assert!(dump(&backup).contains("CREATE TABLE candles"));
         // TC1: the migrated file is at version 2, `candles` and `indicators` are views.
         assert_eq!(inspect(store.connection()).unwrap(), Found::Current);
-        let kinds = sqlite3(&[], &path, "SELECT type, name FROM sqlite_master WHERE name IN ('candles', 'indicators');");
+        let kinds =
+            sqlite3(&[], &path, "SELECT type, name FROM sqlite_master WHERE name IN ('candles', 'indicators');");
         assert_eq!(kinds, "view|candles\nview|indicators\n");
         // TC2: every README query answers the same; the data exercises them (each has an answer).
         let queries = readme_queries();
@@ -418,17 +443,25 @@ mod tests {
         assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
         let mut values = 0;
         store.for_each_indicator_value(&btc, i64::MIN, i64::MAX, &mut |_, _, _| values += 1).unwrap();
-        let stored: usize = sqlite3(&[], &version_1_copy, "SELECT COUNT(*) FROM indicators WHERE symbol = 'BTCUSDT' \
-            AND timeframe = '1m';").trim().parse().unwrap();
+        let stored: usize = sqlite3(
+            &[],
+            &version_1_copy,
+            "SELECT COUNT(*) FROM indicators WHERE symbol = 'BTCUSDT' \
+            AND timeframe = '1m';",
+        )
+        .trim()
+        .parse()
+        .unwrap();
         assert_eq!(values, stored);
         // TC4: opening it again changes nothing and writes no other backup.
         drop(store);
         let migrated = dump(&path);
         drop(SqliteStore::open(&path).unwrap());
         assert_eq!(dump(&path), migrated);
-        let backups = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| {
-            e.file_name().to_string_lossy().contains("v1-backup")
-        });
+        let backups = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("v1-backup"));
         assert_eq!(backups.count(), 1);
     }
 
@@ -443,7 +476,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.path().join("candles.db.v1-backup")).unwrap(), "an earlier backup");
         let stamped: Vec<i64> = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_prefix("candles.db.v1-backup-")?.parse().ok())
+            .filter_map(|e| {
+                e.unwrap().file_name().to_string_lossy().strip_prefix("candles.db.v1-backup-")?.parse().ok()
+            })
             .collect();
         assert!(matches!(stamped[..], [at] if at >= before), "{stamped:?}");
     }

@@ -206,7 +206,8 @@ CREATE TRIGGER indicators_delete INSTEAD OF DELETE ON indicators BEGIN SELECT 1;
     let updated = set_to(&|column, literal| {
         format!("CASE WHEN new.name = {literal} THEN new.value WHEN old.name = {literal} THEN NULL ELSE {column} END")
     });
-    let inserted = set_to(&|column, literal| format!("CASE WHEN new.name = {literal} THEN new.value ELSE {column} END"));
+    let inserted =
+        set_to(&|column, literal| format!("CASE WHEN new.name = {literal} THEN new.value ELSE {column} END"));
     let (old_row, new_row) = (row_of("old"), row_of("new"));
     sql.push_str(&format!(
         "CREATE TRIGGER indicators_delete INSTEAD OF DELETE ON indicators
