@@ -851,9 +851,8 @@ impl PreparedBatch {
     ) -> Result<Self, StoreError> {
         let mut keys: HashMap<StreamId, StreamKey> = HashMap::new();
         for stream in candles.iter().map(|(stream, _)| *stream).chain(indicators.iter().map(|row| row.stream)) {
-            if !keys.contains_key(&stream) {
-                let key = streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(stream))?;
-                keys.insert(stream, key.clone());
+            if let std::collections::hash_map::Entry::Vacant(entry) = keys.entry(stream) {
+                entry.insert(streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(stream))?.clone());
             }
         }
         let candle_rounds = rounds(candles.iter().map(|(stream, c)| ((*stream, c.open_time), (*stream, *c))));
@@ -1843,7 +1842,7 @@ WHERE i.value IS DISTINCT FROM EXCLUDED.value
             IndicatorRow { stream: StreamId(0), open_time: 29 * 60_000, output: 1, value: 2.5 },
         ];
         let closing = [(StreamId(0), candle(29 * 60_000, 130.0, true))];
-        assert_eq!(store.write_batch(&[btc.clone()], &names, &closing, &rows).unwrap(), 2);
+        assert_eq!(store.write_batch(std::slice::from_ref(&btc), &names, &closing, &rows).unwrap(), 2);
         let last = psql(&schema, "SELECT name, value FROM indicators WHERE timestamp = 1740000 ORDER BY name");
         assert_eq!(last, ["ema_9|2.5", "sma_5|1.5"]);
         assert_eq!(store.indicator_names(&btc, 0, i64::MAX).unwrap(), ["bb_20_2_upper", "ema_9", "rsi_3", "sma_5"]);
