@@ -1,20 +1,65 @@
 //! The same 10,000 closed candles, and 10,000 in-progress updates of existing candles, written in one batch by
 //! `SqliteStore` (a WAL file) and by `PostgresStore` (multi-row `UNNEST` upserts under the store's rules), beside the
-//! floor: a raw binary `COPY` of the closed candles into a plain table of the same columns, without keys or indexes.
-//! Each closed-candle write starts from empty tables (emptied untimed). PostgreSQL runs in a schema of its own,
-//! dropped at the end; when the server is unreachable, a note says so and only SQLite is measured.
+//! floor: a raw binary `COPY` of the closed candles into a plain table of the v1 `candles` columns (symbol and
+//! timeframe as text), without keys or indexes; and, on PostgreSQL, the same closed candles with 11 indicator
+//! outputs each (110,000 values), the write path's real shape. Each closed-candle write starts from empty tables
+//! (the physical ones, emptied untimed: `candle_rows` and `indicator_rows` in schema v2, `candles` and `indicators`
+//! in v1). PostgreSQL runs in a schema of its own, dropped at the end; when the server is unreachable, a note says so
+//! and only SQLite is measured.
 
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
 use candled_actors::store::test_support::{TestSchema, postgres_url};
-use candled_actors::store::{PostgresBackend, PostgresStore, SqliteStore, Store};
+use candled_actors::store::{IndicatorRow, PostgresBackend, PostgresStore, SqliteStore, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 const BATCH: usize = 10_000;
+
+/// The default indicator set's outputs: what a closed candle carries.
+const OUTPUTS: [&str; 11] = [
+    "sma_20",
+    "sma_50",
+    "ema_12",
+    "ema_26",
+    "rsi_14",
+    "macd_12_26_9",
+    "macd_12_26_9_signal",
+    "macd_12_26_9_hist",
+    "bb_20_2_upper",
+    "bb_20_2_middle",
+    "bb_20_2_lower",
+];
+
+/// Every output of every candle of `rows`.
+fn indicator_rows(rows: &[(StreamId, Candle)]) -> Vec<IndicatorRow> {
+    rows.iter()
+        .flat_map(|(stream, c)| {
+            (0..OUTPUTS.len() as u16).map(move |output| IndicatorRow {
+                stream: *stream,
+                open_time: c.open_time,
+                output,
+                value: c.close + f64::from(output) / 7.0,
+            })
+        })
+        .collect()
+}
+
+/// Empties the SQLite tables candles are stored in: `candle_rows` (schema v2) or `candles` (v1).
+fn clear_sqlite(sqlite: &SqliteStore) {
+    let connection = sqlite.connection();
+    let v2: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'candle_rows')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    connection.execute_batch(if v2 { "DELETE FROM candle_rows" } else { "DELETE FROM candles" }).unwrap();
+}
 
 fn streams() -> Vec<StreamKey> {
     ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT"].iter().map(|s| StreamKey::new(*s, Timeframe::M1)).collect()
@@ -91,6 +136,17 @@ impl Postgres {
         self.runtime.block_on(self.client.batch_execute(&sql)).unwrap();
     }
 
+    /// Empties the physical tables of candles, indicator values and revisions, whichever schema version.
+    fn clear(&self) {
+        let table = format!("{}.candle_rows", self.schema.name());
+        let row = self.runtime.block_on(self.client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]));
+        if row.unwrap().get(0) {
+            self.execute("TRUNCATE {schema}.candle_rows, {schema}.indicator_rows, {schema}.candle_revisions");
+        } else {
+            self.execute("TRUNCATE {schema}.candles, {schema}.indicators, {schema}.candle_revisions");
+        }
+    }
+
     /// The floor: one binary `COPY` of the rows.
     fn copy(&self, streams: &[StreamKey], rows: &[(StreamId, Candle)]) {
         let f8 = Type::FLOAT8;
@@ -155,12 +211,12 @@ fn postgres_writes(c: &mut Criterion) {
             timed(
                 iterations,
                 &mut sqlite,
-                |sqlite| sqlite.connection().execute_batch("DELETE FROM candles").unwrap(),
+                |sqlite| clear_sqlite(sqlite),
                 |sqlite| assert_eq!(sqlite.write_candles(&streams, &closed).unwrap(), BATCH),
             )
         })
     });
-    sqlite.connection().execute_batch("DELETE FROM candles").unwrap();
+    clear_sqlite(&sqlite);
     sqlite.write_candles(&streams, &in_progress).unwrap();
     group.bench_function("sqlite/in_progress_updates", |b| {
         b.iter(|| assert_eq!(sqlite.write_candles(&streams, &in_progress).unwrap(), BATCH))
@@ -172,12 +228,28 @@ fn postgres_writes(c: &mut Criterion) {
                 timed(
                     iterations,
                     &mut postgres,
-                    |postgres| postgres.execute("TRUNCATE {schema}.candles, {schema}.candle_revisions"),
+                    |postgres| postgres.clear(),
                     |postgres| assert_eq!(postgres.store.write_candles(&streams, &closed).unwrap(), BATCH),
                 )
             })
         });
-        postgres.execute("TRUNCATE {schema}.candles");
+        let (names, values): (Vec<String>, _) =
+            (OUTPUTS.iter().map(|n| n.to_string()).collect(), indicator_rows(&closed));
+        group.bench_function("postgres/closed_with_11_outputs", |b| {
+            b.iter_custom(|iterations| {
+                timed(
+                    iterations,
+                    &mut postgres,
+                    |postgres| postgres.clear(),
+                    |postgres| {
+                        let changed = postgres.store.write_batch(&streams, &names, &closed, &values).unwrap();
+                        // v2: a row per candle in each table; v1: a row per candle and per value.
+                        assert!(changed == 2 * BATCH || changed == BATCH + values.len(), "{changed} rows changed");
+                    },
+                )
+            })
+        });
+        postgres.clear();
         postgres.store.write_candles(&streams, &in_progress).unwrap();
         group.bench_function("postgres/in_progress_updates", |b| {
             b.iter(|| assert_eq!(postgres.store.write_candles(&streams, &in_progress).unwrap(), BATCH))

@@ -599,3 +599,76 @@ fn concurrent_writers_of_differing_closed_candles_record_exactly_one_revision(s:
         assert_eq!(old.close, 1.0 - kept[&open_time], "revision of {open_time}");
     }
 }
+
+// ---- Schema v2 (issue 13), from the PostgreSQL side: wide indicator rows keep the per-value rules. ----
+
+/// The indicator cases of schema v2, run on both backends like the ones above (`wide_rows::sqlite::…`,
+/// `wide_rows::postgres::…`).
+mod wide_rows {
+    use super::*;
+
+    conformance!(
+        outputs_absent_from_a_batch_keep_their_stored_values,
+        repeated_outputs_in_one_batch_leave_each_ones_last_value,
+    );
+
+    /// Every stored value of BTCUSDT 1m by (open time, name).
+    fn btc_values(store: &dyn Store) -> BTreeMap<(i64, String), f64> {
+        all_indicators(store, &streams()[0])
+    }
+
+    fn outputs_absent_from_a_batch_keep_their_stored_values(mut s: Subject) {
+        let store = &mut *s.store;
+        let streams = streams();
+        let first = vec!["sma_2".to_owned(), "rsi_2".to_owned(), "ema_3".to_owned()];
+        store.write_candles(&streams, &[(BTC, candle(0, 10.0, true))]).unwrap();
+        store
+            .write_batch(&streams, &first, &[], &[ind(BTC, 0, 0, 1.0), ind(BTC, 0, 1, 2.0), ind(BTC, 0, 2, 3.0)])
+            .unwrap();
+        // Warm-up: a batch with only one of the outputs of the candle changes only that one.
+        store.write_batch(&streams, &first, &[], &[ind(BTC, 0, 1, 20.0)]).unwrap();
+        // The indicator set changed (another order, ema_3 gone, a new output): the names index the new set.
+        let second = vec!["macd".to_owned(), "sma_2".to_owned()];
+        store.write_batch(&streams, &second, &[], &[ind(BTC, 0, 0, 4.0), ind(BTC, 0, 1, 10.0)]).unwrap();
+        let want = BTreeMap::from([
+            ((0, "ema_3".to_owned()), 3.0),
+            ((0, "macd".to_owned()), 4.0),
+            ((0, "rsi_2".to_owned()), 20.0),
+            ((0, "sma_2".to_owned()), 10.0),
+        ]);
+        assert_eq!(btc_values(store), want);
+        let point = IndicatorPoint {
+            timestamp: 0,
+            values: want.iter().map(|((_, name), value)| (name.clone(), *value)).collect(),
+        };
+        assert_eq!(store.indicator_series("BTCUSDT", Timeframe::M1, 5).unwrap(), [point]);
+        assert_eq!(store.indicator_names(&streams[0], 0, 1).unwrap(), ["ema_3", "macd", "rsi_2", "sma_2"]);
+        // Writing the stored values again changes nothing.
+        assert_eq!(store.write_batch(&streams, &second, &[], &[ind(BTC, 0, 0, 4.0), ind(BTC, 0, 1, 10.0)]).unwrap(), 0);
+    }
+
+    fn repeated_outputs_in_one_batch_leave_each_ones_last_value(mut s: Subject) {
+        let store = &mut *s.store;
+        let (streams, names) = (streams(), names());
+        // Interleaved repeats over two candles and both streams: per (candle, output), the last value wins.
+        let values = [
+            ind(BTC, 0, 0, 1.0),
+            ind(BTC, 0, 1, 2.0),
+            ind(BTC, 60_000, 0, 5.0),
+            ind(BTC, 0, 0, 3.0),
+            ind(ETH, 0, 0, 7.0),
+            ind(BTC, 0, 0, 4.0),
+            ind(BTC, 60_000, 1, 6.0),
+            ind(BTC, 0, 1, 8.0),
+        ];
+        store.write_batch(&streams, &names, &[], &values).unwrap();
+        let want = BTreeMap::from([
+            ((0, "rsi_2".to_owned()), 8.0),
+            ((0, "sma_2".to_owned()), 4.0),
+            ((60_000, "rsi_2".to_owned()), 6.0),
+            ((60_000, "sma_2".to_owned()), 5.0),
+        ]);
+        assert_eq!(btc_values(store), want);
+        assert_eq!(all_indicators(store, &streams[1]), BTreeMap::from([((0, "sma_2".to_owned()), 7.0)]));
+    }
+}
