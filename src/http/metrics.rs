@@ -114,7 +114,9 @@ impl Family<'_> {
 fn task_series(text: &mut Exposition, tasks: &[TaskStatus], per_stream: bool) {
     let mut shown: Vec<&TaskStatus> = tasks.iter().filter(|task| per_stream || task.symbol.is_none()).collect();
     shown.sort_by(|a, b| (a.kind.as_str(), a.name.as_str()).cmp(&(b.kind.as_str(), b.name.as_str())));
-    let labels = |task: &TaskStatus| [("kind", task.kind.as_str()), ("task", task.name.as_str())];
+    fn labels(task: &TaskStatus) -> [(&str, &str); 2] {
+        [("kind", task.kind.as_str()), ("task", task.name.as_str())]
+    }
     let mut mailbox = text.family("task_mailbox_depth", "gauge", "Messages queued in the task's mailbox");
     for task in &shown {
         mailbox.sample(&labels(task), task.counters.mailbox_depth as f64);
@@ -159,7 +161,9 @@ fn stream_series(
 ) {
     let mut sorted: Vec<&(StreamKey, StreamCounters)> = streams.iter().collect();
     sorted.sort_by(|(a, _), (b, _)| (&a.symbol, a.timeframe.as_str()).cmp(&(&b.symbol, b.timeframe.as_str())));
-    let labels = |key: &StreamKey| [("symbol", key.symbol.as_str()), ("timeframe", key.timeframe.as_str())];
+    fn labels(key: &StreamKey) -> [(&str, &str); 2] {
+        [("symbol", key.symbol.as_str()), ("timeframe", key.timeframe.as_str())]
+    }
     // What the store says of each stream: (age in seconds, missing, revisions).
     let read: Vec<Option<(Option<f64>, u64, u64)>> = (sorted.iter())
         .map(|(key, counters)| {
