@@ -121,8 +121,7 @@ fn task_series(text: &mut Exposition, tasks: &[TaskStatus], per_stream: bool) {
     for task in &shown {
         mailbox.sample(&labels(task), task.counters.mailbox_depth as f64);
     }
-    let mut restarts =
-        text.family("task_restarts_total", "counter", "Restarts of the task since candled started");
+    let mut restarts = text.family("task_restarts_total", "counter", "Restarts of the task since candled started");
     for task in &shown {
         restarts.sample(&labels(task), task.counters.restarts as f64);
     }
@@ -141,7 +140,8 @@ fn task_series(text: &mut Exposition, tasks: &[TaskStatus], per_stream: bool) {
 /// `/health` reports): what the per-stream series tell, as two series that stay when those are off.
 fn stream_count_series(text: &mut Exposition, streams: &[(StreamKey, StreamCounters)], data_issues: usize) {
     let stale = streams.iter().filter(|(_, counters)| counters.stale).count();
-    text.family("streams_stale", "gauge", "Streams delivering no event past their stale limit").sample(&[], stale as f64);
+    text.family("streams_stale", "gauge", "Streams delivering no event past their stale limit")
+        .sample(&[], stale as f64);
     text.family(
         "streams_with_data_issue",
         "gauge",

@@ -608,7 +608,10 @@ mod tests {
         assert_eq!(repair.watch(start, exchange_at(10, 2_001), false).overdue_close, Some(10 * MIN));
         // TC2: while its repair is in flight, no close is watched; on a connection, the silence still is (10 s).
         assert_eq!(repair.next_watch(start, exchange_at(10, 3_000), false), None);
-        assert_eq!(repair.next_watch(start, exchange_at(10, 3_000), true), Some(10 * SECOND + Duration::from_millis(1)));
+        assert_eq!(
+            repair.next_watch(start, exchange_at(10, 3_000), true),
+            Some(10 * SECOND + Duration::from_millis(1))
+        );
         // TC3: answered: the next close is watched again; a deadline already past is checked soon, not at once (a
         // close that no repair can fetch yet must not spin the timer).
         repair.on_fetched(answered(repair_from(10), Some(10)));
