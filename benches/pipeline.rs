@@ -25,6 +25,7 @@ use candled_actors::domain::route_frame;
 use candled_actors::domain::{
     BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe, Verdict,
 };
+use candled_actors::in_progress::InProgressUpdates;
 use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
@@ -116,6 +117,7 @@ impl Pipeline {
         let config = IndicatorConfig::default();
         let board = ProvisionalBoard::new(IndicatorSet::new(&config).names().into());
         let arbiter = Arbiter::new();
+        let in_progress = InProgressUpdates::default();
         let storage = {
             let stats = TaskStats::new(MAILBOX_CAPACITY);
             let settings = StorageSettings {
@@ -124,6 +126,7 @@ impl Pipeline {
                 flush_interval: FLUSH_INTERVAL,
                 committed: Default::default(),
                 retry: BackoffPolicy::default(),
+                in_progress: in_progress.clone(),
             };
             let store = settings.backend.open_writer().expect("open the bench database");
             let (registry, names) = (StreamRegistry::new(streams), board.names());
@@ -144,7 +147,7 @@ impl Pipeline {
         let rest = RestClient::new("http://127.0.0.1:9", tls, metrics.clone()).expect("REST client");
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         let backfill = Mailbox::new(BackfillActor::new(rest, 1, stats.clone()).start(), stats);
-        let wiring = StreamWiring { storage, backfill, board, clock: Default::default(), metrics };
+        let wiring = StreamWiring { storage, in_progress, backfill, board, clock: Default::default(), metrics };
         let (mut subscriptions, mut indicators) = (Vec::new(), Vec::new());
         for (index, key) in streams.iter().enumerate() {
             let id = StreamId(index as u32);

@@ -364,6 +364,7 @@ pub(crate) fn engine_settings(
             committed: CommittedCandles::default(),
             // An unreachable database is retried as the supervisor restarts tasks.
             retry: settings.supervision.backoff,
+            in_progress: Default::default(),
         },
         history: settings.history,
         backfill_concurrency: exchange.backfill_concurrency,

@@ -5,6 +5,7 @@ pub mod actors;
 pub mod domain;
 pub mod fault_injection;
 pub mod hub;
+pub mod in_progress;
 pub mod indicators;
 pub mod local_api;
 pub mod lock;

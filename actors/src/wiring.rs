@@ -13,6 +13,7 @@ use crate::actors::messages::HistoryLanded;
 use crate::actors::storage::{StorageActor, StorageSettings};
 use crate::actors::subscription::{SubscriptionActor, SubscriptionLinks, SubscriptionSettings};
 use crate::domain::{ExchangeClock, StreamId, StreamKey};
+use crate::in_progress::InProgressUpdates;
 use crate::indicators::{IndicatorConfig, ProvisionalBoard};
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
@@ -41,6 +42,8 @@ pub fn start_storage(
 #[derive(Clone)]
 pub struct StreamWiring {
     pub storage: Mailbox<StorageActor>,
+    /// Where in-progress updates wait for storage (the same as storage's [`StorageSettings::in_progress`]).
+    pub in_progress: InProgressUpdates,
     pub backfill: Mailbox<BackfillActor>,
     pub board: ProvisionalBoard,
     pub clock: Arc<ExchangeClock>,
@@ -80,6 +83,7 @@ impl StreamWiring {
         let links = SubscriptionLinks {
             load_history: start.load_history && settings.history > 0,
             storage: self.storage.clone(),
+            in_progress: self.in_progress.clone(),
             indicator: indicator.clone(),
             backfill: self.backfill.clone(),
             history: start.history,

@@ -9,8 +9,7 @@ use candled_actors::domain::StreamKey;
 use candled_actors::streams::StreamCounters;
 use candled_actors::tasks::{TaskState, unix_ms};
 use prometheus::core::Collector as _;
-use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, TextEncoder};
 
 use super::AppState;
 use super::client_errors::CLIENT_ERRORS;
@@ -24,10 +23,14 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let per_stream = state.metrics.per_stream();
     let mut families = state.metrics.registry.gather();
     families.extend(CLIENT_ERRORS.collect());
+    let mut body = Vec::new();
+    TextEncoder::new().encode(&families, &mut body)?;
+    drop(families);
     let streams = state.health.send(GetStreams).await.unwrap_or_default();
+    let mut text = Exposition::default();
     if let Some(report) = &report {
-        families.extend(task_families(&report.task_list, per_stream));
-        families.extend(stream_count_families(&streams, report.data_issues.len()));
+        task_series(&mut text, &report.task_list, per_stream);
+        stream_count_series(&mut text, &streams, report.data_issues.len());
     }
     if per_stream {
         // Without the store, the series read from it are left out rather than shown wrong; the rest still show.
@@ -38,126 +41,186 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         // Ages are judged on the exchange's clock, like every deadline (the local one until it is known).
         let now_ms = unix_ms();
         let now_ms = state.exchange_clock.at(now_ms).unwrap_or(now_ms);
-        families.extend(stream_families(now_ms, &streams, stored.as_ref()));
+        stream_series(&mut text, now_ms, &streams, stored.as_ref());
     }
-    let mut body = Vec::new();
-    TextEncoder::new().encode(&families, &mut body)?;
+    body.extend_from_slice(text.0.as_bytes());
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
 }
 
-/// A registry for series built for one scrape, under the `candled_` prefix like the process-wide one.
-fn scrape_registry() -> Registry {
-    Registry::new_custom(Some("candled".into()), None).expect("a valid prefix")
+/// The series built for one scrape, written straight as Prometheus text, as `TextEncoder` writes them (families
+/// by name, series by label values, labels by name, empty families left out), under the `candled_` prefix. With
+/// tens of thousands of streams these are hundreds of thousands of series: built as `prometheus` metrics and
+/// gathered, each took about a kilobyte for the scrape, a gigabyte for 24,000 streams.
+#[derive(Default)]
+struct Exposition(String);
+
+/// One family being written: its header goes out with its first sample.
+struct Family<'a> {
+    text: &'a mut Exposition,
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    headed: bool,
 }
 
-/// Registers a metric built for one scrape: names are fixed here, so a failure is a bug caught by the tests.
-fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
-    registry.register(Box::new(metric.clone())).expect("a valid metric, registered once");
-    metric
+impl Exposition {
+    fn family(&mut self, name: &'static str, kind: &'static str, help: &'static str) -> Family<'_> {
+        Family { text: self, name, help, kind, headed: false }
+    }
+}
+
+/// Escapes a help text (`\` and newlines) or a label value (and `"`), as the text format wants.
+fn escaped(text: &str, quotes: bool) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| c == '\\' || c == '\n' || (quotes && c == '"');
+    if !text.contains(special) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if special(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+impl Family<'_> {
+    /// One sample; `labels` sorted by name.
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        use std::fmt::Write as _;
+        let out = &mut self.text.0;
+        if !self.headed {
+            self.headed = true;
+            let _ = writeln!(out, "# HELP candled_{} {}", self.name, escaped(self.help, false));
+            let _ = writeln!(out, "# TYPE candled_{} {}", self.name, self.kind);
+        }
+        out.push_str("candled_");
+        out.push_str(self.name);
+        for (index, (label, value)) in labels.iter().enumerate() {
+            out.push_str(if index == 0 { "{" } else { "," });
+            let _ = write!(out, "{label}=\"{}\"", escaped(value, true));
+        }
+        if !labels.is_empty() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
 }
 
 /// Per task (`task`, `kind`): its state (one series per state, 1 for the current one), restarts and mailbox depth.
 /// With the per-stream series off, the tasks of one stream (subscription, indicator) are left out too.
-fn task_families(tasks: &[TaskStatus], per_stream: bool) -> Vec<MetricFamily> {
-    let registry = scrape_registry();
-    let labels = ["task", "kind"];
-    let state = registered(
-        &registry,
-        IntGaugeVec::new(
-            Opts::new("task_state", "Task state: 1 for the state the task is in, 0 for the others"),
-            &["task", "kind", "state"],
-        )
-        .expect("valid"),
-    );
-    let restarts = registered(
-        &registry,
-        IntCounterVec::new(Opts::new("task_restarts_total", "Restarts of the task since candled started"), &labels)
-            .expect("valid"),
-    );
-    let mailbox = registered(
-        &registry,
-        IntGaugeVec::new(Opts::new("task_mailbox_depth", "Messages queued in the task's mailbox"), &labels)
-            .expect("valid"),
-    );
-    for task in tasks.iter().filter(|task| per_stream || task.symbol.is_none()) {
-        let (name, kind) = (task.name.as_str(), task.kind.as_str());
-        for candidate in TaskState::ALL {
-            let value = i64::from(candidate == task.counters.state);
-            state.with_label_values(&[name, kind, candidate.as_str()]).set(value);
-        }
-        restarts.with_label_values(&[name, kind]).inc_by(task.counters.restarts);
-        mailbox.with_label_values(&[name, kind]).set(task.counters.mailbox_depth as i64);
+fn task_series(text: &mut Exposition, tasks: &[TaskStatus], per_stream: bool) {
+    let mut shown: Vec<&TaskStatus> = tasks.iter().filter(|task| per_stream || task.symbol.is_none()).collect();
+    shown.sort_by(|a, b| (a.kind.as_str(), a.name.as_str()).cmp(&(b.kind.as_str(), b.name.as_str())));
+    fn labels(task: &TaskStatus) -> [(&str, &str); 2] {
+        [("kind", task.kind.as_str()), ("task", task.name.as_str())]
     }
-    registry.gather()
+    let mut mailbox = text.family("task_mailbox_depth", "gauge", "Messages queued in the task's mailbox");
+    for task in &shown {
+        mailbox.sample(&labels(task), task.counters.mailbox_depth as f64);
+    }
+    let mut restarts = text.family("task_restarts_total", "counter", "Restarts of the task since candled started");
+    for task in &shown {
+        restarts.sample(&labels(task), task.counters.restarts as f64);
+    }
+    let mut states: Vec<TaskState> = TaskState::ALL.to_vec();
+    states.sort_by_key(|state| state.as_str());
+    let mut state = text.family("task_state", "gauge", "Task state: 1 for the state the task is in, 0 for the others");
+    for task in &shown {
+        for candidate in &states {
+            let value = f64::from(u8::from(*candidate == task.counters.state));
+            state.sample(&[("kind", task.kind.as_str()), ("state", candidate.as_str()), ("task", &task.name)], value);
+        }
+    }
 }
 
 /// Streams stale, and streams with a data issue (closed candles missing or stuck past their repair deadline, as
 /// `/health` reports): what the per-stream series tell, as two series that stay when those are off.
-fn stream_count_families(streams: &[(StreamKey, StreamCounters)], data_issues: usize) -> Vec<MetricFamily> {
-    let registry = scrape_registry();
-    let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help).expect("valid"));
-    let stale = gauge("streams_stale", "Streams delivering no event past their stale limit");
-    stale.set(streams.iter().filter(|(_, counters)| counters.stale).count() as i64);
-    let issues =
-        gauge("streams_with_data_issue", "Streams with closed candles missing or stuck past their repair deadline");
-    issues.set(data_issues as i64);
-    registry.gather()
+fn stream_count_series(text: &mut Exposition, streams: &[(StreamKey, StreamCounters)], data_issues: usize) {
+    let stale = streams.iter().filter(|(_, counters)| counters.stale).count();
+    text.family("streams_stale", "gauge", "Streams delivering no event past their stale limit")
+        .sample(&[], stale as f64);
+    text.family(
+        "streams_with_data_issue",
+        "gauge",
+        "Streams with closed candles missing or stuck past their repair deadline",
+    )
+    .sample(&[], data_issues as f64);
 }
 
-/// Per stream (`symbol`, `timeframe`) at `now_ms` (exchange time): the age of the last stored closed candle (since its close), stale,
-/// missing and overdue candles, repairs and revisions. `stored` is `None` when the store could not be read: the
-/// series read from it (age, missing, revisions) are then left out.
-fn stream_families(
+/// Per stream (`symbol`, `timeframe`) at `now_ms` (exchange time): the age of the last stored closed candle (since
+/// its close), stale, missing and overdue candles, repairs and revisions. `stored` is `None` when the store could not
+/// be read: the series read from it (age, missing, revisions) are then left out.
+fn stream_series(
+    text: &mut Exposition,
     now_ms: i64,
     streams: &[(StreamKey, StreamCounters)],
     stored: Option<&StoredRanges>,
-) -> Vec<MetricFamily> {
-    let registry = scrape_registry();
-    let labels = ["symbol", "timeframe"];
-    let gauge = |name: &str, help: &str| {
-        registered(&registry, IntGaugeVec::new(Opts::new(name, help), &labels).expect("valid"))
-    };
-    let counter = |name: &str, help: &str| {
-        registered(&registry, IntCounterVec::new(Opts::new(name, help), &labels).expect("valid"))
-    };
-    let age = registered(
-        &registry,
-        GaugeVec::new(
-            Opts::new(
-                "stream_last_closed_age_seconds",
-                "Seconds since the close of the last closed candle stored (absent while none is stored)",
-            ),
-            &labels,
-        )
-        .expect("valid"),
+) {
+    let mut sorted: Vec<&(StreamKey, StreamCounters)> = streams.iter().collect();
+    sorted.sort_by(|(a, _), (b, _)| (&a.symbol, a.timeframe.as_str()).cmp(&(&b.symbol, b.timeframe.as_str())));
+    fn labels(key: &StreamKey) -> [(&str, &str); 2] {
+        [("symbol", key.symbol.as_str()), ("timeframe", key.timeframe.as_str())]
+    }
+    // What the store says of each stream: (age in seconds, missing, revisions).
+    let read: Vec<Option<(Option<f64>, u64, u64)>> = (sorted.iter())
+        .map(|(key, counters)| {
+            let range = StoredRange::of(stored?, key);
+            let (_, absent) = range.expected_and_missing(key.timeframe, &counters.exchange_gaps);
+            let age = range.last_closed.map(|last| (now_ms - key.timeframe.next_open(last)).max(0) as f64 / 1000.0);
+            Some((age, absent, range.revisions))
+        })
+        .collect();
+    let mut age = text.family(
+        "stream_last_closed_age_seconds",
+        "gauge",
+        "Seconds since the close of the last closed candle stored (absent while none is stored)",
     );
-    let stale = gauge("stream_stale", "1 while the stream delivers no event past its stale limit, else 0");
-    let missing = gauge(
-        "stream_missing_candles",
-        "Closed candles between the first and last stored that are neither stored nor a known exchange gap",
-    );
-    let overdue = gauge(
-        "stream_overdue_candles",
-        "Closed candles the last audit found missing or stuck past their repair deadline (the /health data issue)",
-    );
-    let repairs = counter("stream_repairs_total", "REST repairs completed (after reconnects, gaps, missed closes)");
-    let revisions = counter("stream_revisions_total", "Stored closed candles the exchange later revised");
-    for (key, counters) in streams {
-        let values = [key.symbol.as_str(), key.timeframe.as_str()];
-        stale.with_label_values(&values).set(i64::from(counters.stale));
-        overdue.with_label_values(&values).set(counters.data_issue.as_ref().map_or(0, |issue| issue.candles as i64));
-        repairs.with_label_values(&values).inc_by(counters.repairs);
-        let Some(stored) = stored else { continue };
-        let range = StoredRange::of(stored, key);
-        let (_, absent) = range.expected_and_missing(key.timeframe, &counters.exchange_gaps);
-        missing.with_label_values(&values).set(absent as i64);
-        revisions.with_label_values(&values).inc_by(range.revisions);
-        if let Some(last) = range.last_closed {
-            let closed_at = key.timeframe.next_open(last);
-            age.with_label_values(&values).set((now_ms - closed_at).max(0) as f64 / 1000.0);
+    for ((key, _), read) in sorted.iter().zip(&read) {
+        if let Some((Some(seconds), _, _)) = read {
+            age.sample(&labels(key), *seconds);
         }
     }
-    registry.gather()
+    let mut missing = text.family(
+        "stream_missing_candles",
+        "gauge",
+        "Closed candles between the first and last stored that are neither stored nor a known exchange gap",
+    );
+    for ((key, _), read) in sorted.iter().zip(&read) {
+        if let Some((_, absent, _)) = read {
+            missing.sample(&labels(key), *absent as f64);
+        }
+    }
+    let mut overdue = text.family(
+        "stream_overdue_candles",
+        "gauge",
+        "Closed candles the last audit found missing or stuck past their repair deadline (the /health data issue)",
+    );
+    for (key, counters) in &sorted {
+        overdue.sample(&labels(key), counters.data_issue.as_ref().map_or(0, |issue| issue.candles) as f64);
+    }
+    let mut repairs = text.family(
+        "stream_repairs_total",
+        "counter",
+        "REST repairs completed (after reconnects, gaps, missed closes)",
+    );
+    for (key, counters) in &sorted {
+        repairs.sample(&labels(key), counters.repairs as f64);
+    }
+    let mut revisions =
+        text.family("stream_revisions_total", "counter", "Stored closed candles the exchange later revised");
+    for ((key, _), read) in sorted.iter().zip(&read) {
+        if let Some((_, _, revised)) = read {
+            revisions.sample(&labels(key), *revised as f64);
+        }
+    }
+    let mut stale =
+        text.family("stream_stale", "gauge", "1 while the stream delivers no event past its stale limit, else 0");
+    for (key, counters) in &sorted {
+        stale.sample(&labels(key), f64::from(u8::from(counters.stale)));
+    }
 }
 
 #[cfg(test)]
@@ -170,11 +233,49 @@ mod tests {
 
     use super::*;
 
-    /// The exposition text of `families`.
-    fn text(families: &[MetricFamily]) -> String {
-        let mut body = Vec::new();
-        TextEncoder::new().encode(families, &mut body).expect("encodes");
-        String::from_utf8(body).expect("UTF-8")
+    /// The exposition text written.
+    fn text(written: &str) -> String {
+        written.to_owned()
+    }
+
+    fn written(write: impl FnOnce(&mut Exposition)) -> String {
+        let mut text = Exposition::default();
+        write(&mut text);
+        text.0
+    }
+
+    fn stream_families(now_ms: i64, streams: &[(StreamKey, StreamCounters)], stored: Option<&StoredRanges>) -> String {
+        written(|text| stream_series(text, now_ms, streams, stored))
+    }
+
+    fn stream_count_families(streams: &[(StreamKey, StreamCounters)], data_issues: usize) -> String {
+        written(|text| stream_count_series(text, streams, data_issues))
+    }
+
+    fn task_families(tasks: &[TaskStatus], per_stream: bool) -> String {
+        written(|text| task_series(text, tasks, per_stream))
+    }
+
+    #[test]
+    fn written_series_read_as_the_prometheus_encoder_writes_them() {
+        // The same series through `prometheus` and through `Exposition`: byte for byte equal.
+        let registry = prometheus::Registry::new_custom(Some("candled".into()), None).expect("a valid prefix");
+        let opts = prometheus::Opts::new("stream_stale", "1 while \\ stale,\nelse \"0\"");
+        let vec = prometheus::GaugeVec::new(opts, &["timeframe", "symbol"]).expect("valid");
+        registry.register(Box::new(vec.clone())).expect("registered");
+        vec.with_label_values(&["1m", "ETH\"USDT"]).set(2.5);
+        vec.with_label_values(&["1m", "BTC\\USDT\n"]).set(0.0);
+        vec.with_label_values(&["15m", "BTC\\USDT\n"]).set(-1.0);
+        let mut expected = Vec::new();
+        TextEncoder::new().encode(&registry.gather(), &mut expected).expect("encodes");
+        let ours = written(|text| {
+            let mut family = text.family("stream_stale", "gauge", "1 while \\ stale,\nelse \"0\"");
+            family.sample(&[("symbol", "BTC\\USDT\n"), ("timeframe", "15m")], -1.0);
+            family.sample(&[("symbol", "BTC\\USDT\n"), ("timeframe", "1m")], 0.0);
+            family.sample(&[("symbol", "ETH\"USDT"), ("timeframe", "1m")], 2.5);
+            text.family("never_sampled", "gauge", "left out");
+        });
+        assert_eq!(ours, String::from_utf8(expected).expect("UTF-8"));
     }
 
     /// The value of the sample line starting with `series`, if present.

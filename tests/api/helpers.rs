@@ -90,7 +90,12 @@ pub fn spawn_in_with_env(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestAp
     // Built before the child starts, so that nothing can panic between starting it and owning it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::blocking::Client::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_candled"))
+    // A profiler to run candled under, such as `heaptrack -o /tmp/candled` (then `pid()` is the profiler's).
+    let wrapper = std::env::var("CANDLED_TEST_WRAPPER").unwrap_or_default();
+    let mut command = wrapper.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    command.push(env!("CARGO_BIN_EXE_candled").to_owned());
+    let mut child = Command::new(&command[0])
+        .args(&command[1..])
         .args(["--config", "config.toml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "info")

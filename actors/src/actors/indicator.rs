@@ -281,6 +281,7 @@ mod tests {
             flush_interval: Duration::from_millis(10),
             committed: CommittedCandles::with_hub(hub.clone()),
             retry: crate::domain::BackoffPolicy::default(),
+            in_progress: Default::default(),
         };
         let mut closed_candles = hub.subscribe(Feed::CLOSED);
         closed_candles.subscribe(std::slice::from_ref(&key));

@@ -16,6 +16,7 @@ use crate::actors::MAILBOX_CAPACITY;
 use crate::actors::messages::Retire;
 use crate::domain::{Backoff, BackoffPolicy, Candle, Gap, StreamId, StreamKey};
 use crate::hub::{ClosedCandle, Hub};
+use crate::in_progress::InProgressUpdates;
 use crate::indicators::IndicatorValue;
 use crate::metrics::Metrics;
 use crate::registry::StreamRegistry;
@@ -98,6 +99,8 @@ pub struct StorageSettings {
     pub committed: CommittedCandles,
     /// The waits between attempts while the store is unreachable (see [`StoreError::is_transient`]).
     pub retry: BackoffPolicy,
+    /// The subscriptions' in-progress updates, taken at every commit.
+    pub in_progress: InProgressUpdates,
 }
 
 /// What the storage actor does after a failed commit or check.
@@ -394,9 +397,12 @@ impl StorageActor {
         Err(error)
     }
 
-    /// Commits everything pending. On failure the rows stay pending, to be written after the restart.
+    /// Commits everything pending, with the in-progress updates waiting. On failure the rows stay pending, to be
+    /// written after the restart.
     fn flush(&mut self) -> Result<(), StoreError> {
         self.checked_store()?;
+        let pending = &mut self.pending;
+        (self.settings.in_progress).take_all(|stream, update| pending.push(stream, update.candle, update.event_time));
         if self.pending.is_empty() {
             self.store_answered();
             return Ok(());

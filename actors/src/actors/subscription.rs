@@ -14,9 +14,10 @@ use crate::actors::messages::{BackfillPurpose, Backfilled, Drain, HistoryLanded,
 use crate::actors::storage::{RecordExchangeGaps, StorageActor, StoreCandle, StoreCandles};
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{
-    Candle, DeferredUpdate, ExchangeClock, FailedFetch, Fetch, FetchAnswer, FetchFailure, Gap, PendingUpdate,
-    SilenceStep, SilenceWatch, StreamId, StreamKey, StreamRepair, Verdict,
+    Candle, ExchangeClock, FailedFetch, Fetch, FetchAnswer, FetchFailure, Gap, PendingUpdate, SilenceStep,
+    SilenceWatch, StreamId, StreamKey, StreamRepair, Verdict,
 };
+use crate::in_progress::InProgressUpdates;
 use crate::metrics::Metrics;
 use crate::rest::FetchError;
 use crate::streams::{StreamHealth, describe_gaps};
@@ -61,12 +62,11 @@ pub struct SubscriptionSettings {
     pub history: u32,
 }
 
-/// How often the silence and close-deadline checks run.
-const WATCH_INTERVAL: Duration = Duration::from_millis(250);
-
 /// What a subscription is wired to.
 pub struct SubscriptionLinks {
     pub storage: Mailbox<StorageActor>,
+    /// Where the in-progress updates wait for storage's next commit.
+    pub in_progress: InProgressUpdates,
     pub indicator: Mailbox<IndicatorActor>,
     pub backfill: Mailbox<BackfillActor>,
     /// Load the history (the last `history` closed candles, or the catch-up since the newest stored one) before
@@ -81,6 +81,10 @@ pub struct SubscriptionLinks {
 }
 
 /// A thin shell: [`StreamRepair`] decides, the actor sends what it says and keeps the books (health, stats, logs).
+///
+/// Its checks (silence, overdue closes) run on one timer set for the first thing that can fall due
+/// ([`StreamRepair::next_watch`]), not on a fixed tick: an update only delays a silence step, so the hot path never
+/// touches the timer, except when a new candle starts (its close may be due before the timer).
 pub struct SubscriptionActor {
     stream: StreamId,
     key: StreamKey,
@@ -89,8 +93,10 @@ pub struct SubscriptionActor {
     /// Where the stream's silence steps go, once it is live on a connection.
     connection: Option<Recipient<StreamSilent>>,
     repair: StreamRepair,
-    /// The newest in-progress update storage had no room for.
-    deferred: DeferredUpdate,
+    /// The pending check, and when it runs.
+    watch_timer: Option<(SpawnHandle, Instant)>,
+    /// The open time of the newest candle seen live.
+    newest_open: i64,
 }
 
 impl SubscriptionActor {
@@ -107,7 +113,7 @@ impl SubscriptionActor {
         }
         let silence = SilenceWatch::new(settings.stale_after, settings.replace_after, Instant::now());
         let repair = StreamRepair::new(key.timeframe, last_stored_closed, history, settings.close_grace, silence);
-        Self { stream, key, settings, links, connection: None, repair, deferred: DeferredUpdate::default() }
+        Self { stream, key, settings, links, connection: None, repair, watch_timer: None, newest_open: i64::MIN }
     }
 
     /// Applies the rules to one candle and feeds the indicators; returns it if it must be stored.
@@ -130,29 +136,14 @@ impl SubscriptionActor {
         }
     }
 
-    /// Sends a candle to storage. Closed candles are never dropped; an in-progress one is deferred (only the
-    /// newest) while storage's mailbox is full.
+    /// Sends a candle to storage. Closed candles are sent, never dropped; an in-progress one waits for storage's
+    /// next commit, replacing the stream's update that waits there, if any (coalesced).
     fn store(&mut self, candle: Candle, event_time: Option<i64>) {
-        let msg = StoreCandle { stream: self.stream, candle, event_time };
         if candle.is_closed {
-            self.deferred.closed(candle.open_time);
-            self.links.storage.do_send(msg);
-        } else if self.links.storage.try_send(msg).is_err() && self.deferred.defer(PendingUpdate { candle, event_time })
-        {
-            self.links.metrics.in_progress_coalesced.inc();
-        }
-    }
-
-    /// Writes the deferred update whatever storage's mailbox holds (the actor is about to stop).
-    fn write_deferred(&mut self) {
-        if let Some(PendingUpdate { candle, event_time }) = self.deferred.take() {
+            self.links.in_progress.closed(self.stream, candle.open_time);
             self.links.storage.do_send(StoreCandle { stream: self.stream, candle, event_time });
-        }
-    }
-
-    fn retry_deferred(&mut self) {
-        if let Some(update) = self.deferred.take() {
-            self.store(update.candle, update.event_time);
+        } else if self.links.in_progress.put(self.stream, PendingUpdate { candle, event_time }) {
+            self.links.metrics.in_progress_coalesced.inc();
         }
     }
 
@@ -175,10 +166,35 @@ impl SubscriptionActor {
         });
     }
 
-    /// The periodic checks: a silent stream climbs its escalation ladder, an overdue close is fetched, a deferred
-    /// update retried.
+    /// Sets the check for the first thing that can fall due from now, replacing the pending one.
+    fn arm_watch(&mut self, ctx: &mut Context<Self>) {
+        if let Some((timer, _)) = self.watch_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let now = Instant::now();
+        let exchange_now = self.links.clock.at(unix_ms());
+        let Some(wait) = self.repair.next_watch(now, exchange_now, self.connection.is_some()) else { return };
+        let timer = ctx.run_later(wait, |act, ctx| {
+            act.watch_timer = None;
+            act.watch(ctx);
+            act.arm_watch(ctx);
+        });
+        self.watch_timer = Some((timer, now + wait));
+    }
+
+    /// A new candle started: its close may fall due before the pending check (a stream with nothing closed yet had
+    /// no close to await).
+    fn on_new_candle(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let exchange_now = self.links.clock.at(unix_ms());
+        let Some(wait) = self.repair.next_watch(now, exchange_now, self.connection.is_some()) else { return };
+        if self.watch_timer.is_none_or(|(_, at)| now + wait < at) {
+            self.arm_watch(ctx);
+        }
+    }
+
+    /// The checks: a silent stream climbs its escalation ladder, an overdue close is fetched.
     fn watch(&mut self, ctx: &mut Context<Self>) {
-        self.retry_deferred();
         let exchange_now = self.links.clock.at(unix_ms());
         let outcome = self.repair.watch(Instant::now(), exchange_now, self.connection.is_some());
         if let Some(connection) = &self.connection
@@ -226,7 +242,10 @@ impl SubscriptionActor {
         );
         for &gap in suspected {
             self.links.health.set_suspected_gap(gap, true);
-            ctx.run_later(self.settings.recheck_empty, move |act, ctx| act.fetch(act.repair.recheck(gap), ctx));
+            ctx.run_later(self.settings.recheck_empty, move |act, ctx| {
+                act.fetch(act.repair.recheck(gap), ctx);
+                act.arm_watch(ctx);
+            });
         }
     }
 
@@ -251,6 +270,7 @@ impl SubscriptionActor {
                     ctx.run_later(after, move |act, ctx| {
                         let retry = act.repair.retry(failed);
                         act.fetch(retry, ctx);
+                        act.arm_watch(ctx);
                     });
                 }
             }
@@ -275,7 +295,7 @@ impl Actor for SubscriptionActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.links.stats.set_state(TaskState::Running);
         self.fetch(self.repair.start(), ctx);
-        ctx.run_interval(WATCH_INTERVAL, |act, ctx| act.watch(ctx));
+        self.arm_watch(ctx);
     }
 }
 
@@ -298,6 +318,10 @@ impl Handler<KlineUpdate> for SubscriptionActor {
         self.rebuild_indicators();
         let repair = self.repair.next_repair();
         self.fetch(repair, ctx);
+        if msg.candle.open_time > self.newest_open {
+            self.newest_open = msg.candle.open_time;
+            self.on_new_candle(ctx);
+        }
     }
 }
 
@@ -310,6 +334,7 @@ impl Handler<StreamLive> for SubscriptionActor {
         self.connection = Some(msg.connection);
         let repair = self.repair.on_live(Instant::now());
         self.fetch(repair, ctx);
+        self.arm_watch(ctx);
     }
 }
 
@@ -357,6 +382,7 @@ impl Handler<Backfilled> for SubscriptionActor {
             }
         }
         self.fetch(landing.next, ctx);
+        self.arm_watch(ctx);
     }
 }
 
@@ -367,6 +393,7 @@ impl Handler<BackfillRestarted> for SubscriptionActor {
         self.links.stats.record_handled();
         let again = self.repair.on_backfill_restarted();
         self.fetch(again, ctx);
+        self.arm_watch(ctx);
     }
 }
 
@@ -375,8 +402,7 @@ impl Handler<Drain> for SubscriptionActor {
 
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
-        // Shutting down: what storage had no room for is written now.
-        self.write_deferred();
+        // Shutting down: the in-progress update waiting is taken by storage's last commit.
     }
 }
 
@@ -385,8 +411,7 @@ impl Handler<Retire> for SubscriptionActor {
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         self.links.stats.record_handled();
-        // What storage had no room for is written before the actor goes.
-        self.write_deferred();
+        // Its in-progress update waiting, if any, is taken by storage's next commit.
         ctx.stop();
     }
 }

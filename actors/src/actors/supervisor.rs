@@ -206,6 +206,19 @@ struct Watched {
     stats: Arc<TaskStats>,
     tracker: RestartTracker,
     watch: Watch,
+    /// The task's mailbox, for a stream's tasks: probed directly, without finding the stream among thousands.
+    mailbox: Option<Box<dyn Probed>>,
+}
+
+/// A mailbox the probe asks whether its actor is still there.
+trait Probed {
+    fn alive(&self) -> bool;
+}
+
+impl<A: Actor> Probed for Mailbox<A> {
+    fn alive(&self) -> bool {
+        self.connected()
+    }
 }
 
 /// One configured stream's tasks.
@@ -372,7 +385,7 @@ impl SupervisorActor {
     fn register(&self, task: TaskRef, spec: TaskSpec) -> Watched {
         let stats = TaskStats::new(MAILBOX_CAPACITY);
         self.health.do_send(RegisterTask { spec: spec.clone(), stats: stats.clone() });
-        Watched { task, tracker: RestartTracker::new(spec.policy), spec, stats, watch: Watch::Alive }
+        Watched { task, tracker: RestartTracker::new(spec.policy), spec, stats, watch: Watch::Alive, mailbox: None }
     }
 
     fn connection_spec(&self, number: u32, streams: usize) -> TaskSpec {
@@ -490,6 +503,7 @@ impl SupervisorActor {
         let mut connections = BTreeMap::new();
         let wiring = StreamWiring {
             storage,
+            in_progress: self.settings.storage.in_progress.clone(),
             backfill,
             board: self.settings.provisional.clone(),
             clock: self.rest.clock().clone(),
@@ -597,7 +611,7 @@ impl SupervisorActor {
             );
             let addr = wiring.start_indicator(id, key, &self.settings.indicators, &w.stats);
             let indicator = Mailbox::new(addr, w.stats.clone());
-            watched.push(w);
+            watched.push(Watched { mailbox: Some(Box::new(indicator.clone())), ..w });
 
             let health = StreamHealth::new(key.clone());
             health.record_exchange_gaps(stored.exchange_gaps.get(&stored_key).map_or(&[], Vec::as_slice));
@@ -615,7 +629,7 @@ impl SupervisorActor {
             };
             let addr = self.start_subscription(wiring, id, start, &indicator, &w.stats);
             let subscription = Mailbox::new(addr, w.stats.clone());
-            watched.push(w);
+            watched.push(Watched { mailbox: Some(Box::new(subscription.clone())), ..w });
 
             routed
                 .entry(connection)
@@ -869,7 +883,9 @@ impl SupervisorActor {
             return;
         }
         let Some(running) = &mut self.running else { return };
-        let alive: Vec<bool> = running.watched.iter().map(|w| running.is_alive(w.task)).collect();
+        let alive: Vec<bool> = (running.watched.iter())
+            .map(|w| w.mailbox.as_ref().map_or_else(|| running.is_alive(w.task), |mailbox| mailbox.alive()))
+            .collect();
         for (watched, alive) in running.watched.iter_mut().zip(alive) {
             if watched.watch != Watch::Alive {
                 continue;

@@ -26,7 +26,7 @@ pub use backoff::{Backoff, BackoffPolicy};
 pub use candle::{Candle, StreamId, StreamKey};
 pub use clock::ExchangeClock;
 pub use control::{Control, ControlQueue};
-pub use deferred::{DeferredUpdate, PendingUpdate};
+pub use deferred::{LatestUpdates, PendingUpdate};
 pub use fetch::{
     BackfillPurpose, FetchRange, KLINES_PAGE_LIMIT, KLINES_REQUEST_WEIGHT, KlinesPage, closed_end_bound, history_start,
     newest_closed_open,

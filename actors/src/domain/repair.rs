@@ -13,6 +13,14 @@ use crate::domain::{
 
 /// How long to wait before retrying a failed fetch.
 pub const FETCH_RETRY: Duration = Duration::from_secs(5);
+/// How often the closes are looked at while the exchange's time is not known yet (no event and no REST answer
+/// so far).
+pub const CLOCK_UNKNOWN_RECHECK: Duration = Duration::from_secs(1);
+/// How soon a close already past its deadline is looked at again (the check that found it could not repair it:
+/// nothing closed is known to repair from yet).
+pub const OVERDUE_RECHECK: Duration = Duration::from_millis(250);
+/// A check runs this long after a deadline: a step or a close is due only once its deadline is past.
+const ONE_MS: Duration = Duration::from_millis(1);
 
 /// A REST fetch of the stream's closed candles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +217,32 @@ impl StreamRepair {
             self.repair_wanted = true;
         }
         WatchOutcome { silence, overdue_close, fetch: self.next_repair() }
+    }
+
+    /// How long the periodic check may sleep from `now` before [`watch`](Self::watch) could find something due,
+    /// if nothing but updates arrives meanwhile (updates only delay a step); `None`: nothing can fall due until
+    /// another message arrives (the stream is refused, or off a connection with no close that could be overdue).
+    /// A close that could be overdue is not watched while a repair is wanted, in flight or waiting for the history:
+    /// the answer to that fetch is the message after which to ask again. Until the exchange's time is known, the
+    /// closes are looked at every [`CLOCK_UNKNOWN_RECHECK`], and one already past its deadline every
+    /// [`OVERDUE_RECHECK`].
+    pub fn next_watch(&self, now: Instant, exchange_now: Option<i64>, connected: bool) -> Option<Duration> {
+        if self.refused {
+            return None;
+        }
+        let silence = connected.then(|| self.silence.next_step_at().saturating_duration_since(now) + ONE_MS);
+        let close_watched = self.history_done && !self.repair_in_flight && !self.repair_wanted;
+        let close = match exchange_now {
+            _ if !close_watched => None,
+            None => Some(CLOCK_UNKNOWN_RECHECK),
+            Some(exchange_now) => self.rules.close_deadline(self.close_grace_ms).map(|deadline| {
+                match u64::try_from(deadline - exchange_now) {
+                    Ok(wait) => Duration::from_millis(wait) + ONE_MS,
+                    Err(_) => OVERDUE_RECHECK,
+                }
+            }),
+        };
+        [silence, close].into_iter().flatten().min()
     }
 
     /// The backfill task restarted and lost its queue: a history load or repair waiting for its answer is asked
@@ -558,6 +592,39 @@ mod tests {
         assert_eq!(repair.apply(&closed(14)), Verdict::Closed);
         let wanted = WatchOutcome { fetch: Some(repair_from(12)), ..WatchOutcome::default() };
         assert_eq!(repair.watch(now, after_close_of(15, 60_000), false), wanted);
+    }
+
+    #[test]
+    fn the_watch_sleeps_until_the_first_thing_that_can_fall_due() {
+        let start = Instant::now();
+        let mut repair = stream(Some(9), None, start);
+        let exchange_at = |minute: i64, ms: i64| after_close_of(minute, ms);
+        // TC0: off a connection, before the exchange's time is known: the closes are looked at every second.
+        assert_eq!(repair.next_watch(start, None, false), Some(CLOCK_UNKNOWN_RECHECK));
+        // TC1: the close of 10 is due 2 s (the grace) after its close time; right after that, the check finds it.
+        let wait = repair.next_watch(start, exchange_at(10, 500), false).expect("a close awaited");
+        assert_eq!(wait, Duration::from_millis(1_501));
+        assert_eq!(repair.watch(start, exchange_at(10, 2_000), false), WatchOutcome::default());
+        assert_eq!(repair.watch(start, exchange_at(10, 2_001), false).overdue_close, Some(10 * MIN));
+        // TC2: while its repair is in flight, no close is watched; on a connection, the silence still is (10 s).
+        assert_eq!(repair.next_watch(start, exchange_at(10, 3_000), false), None);
+        assert_eq!(
+            repair.next_watch(start, exchange_at(10, 3_000), true),
+            Some(10 * SECOND + Duration::from_millis(1))
+        );
+        // TC3: answered: the next close is watched again; a deadline already past is checked soon, not at once (a
+        // close that no repair can fetch yet must not spin the timer).
+        repair.on_fetched(answered(repair_from(10), Some(10)));
+        assert_eq!(repair.next_watch(start, exchange_at(11, 5_000), false), Some(OVERDUE_RECHECK));
+        // TC4: the earlier of the silence step and the close deadline wins; an update moves the silence later.
+        repair.on_update(start + 9 * SECOND);
+        let wait = repair.next_watch(start + 9 * SECOND, exchange_at(11, -60_000), true);
+        assert_eq!(wait, Some(10 * SECOND + Duration::from_millis(1)));
+        let wait = repair.next_watch(start + 9 * SECOND, exchange_at(11, -1_000), true);
+        assert_eq!(wait, Some(Duration::from_millis(3_001)));
+        // TC5: a refused stream is never watched.
+        repair.on_fetched(failed(repair_from(12), FetchFailure::Permanent));
+        assert_eq!(repair.next_watch(start, exchange_at(11, 0), true), None);
     }
 
     #[test]

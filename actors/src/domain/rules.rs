@@ -161,15 +161,22 @@ impl CandleRules {
     /// progress whose final update has not come, or the one after the newest close (which a silent stream never
     /// shows in progress). Its close must be fetched over REST.
     pub fn overdue_close(&self, exchange_now: i64, grace_ms: i64) -> Option<i64> {
+        self.awaited_closes().filter(|&(_, close)| exchange_now > close + grace_ms).map(|(o, _)| o).min()
+    }
+
+    /// The exchange time after which [`overdue_close`](Self::overdue_close) finds a close overdue (with `grace_ms`),
+    /// if nothing changes meanwhile; `None` while no close is awaited.
+    pub fn close_deadline(&self, grace_ms: i64) -> Option<i64> {
+        self.awaited_closes().map(|(_, close)| close + grace_ms).min()
+    }
+
+    /// The candles whose close is awaited, as (open time, close time): the oldest seen in progress, and the one
+    /// after the newest close.
+    fn awaited_closes(&self) -> impl Iterator<Item = (i64, i64)> {
         let awaited = self.awaiting_close.first_key_value().map(|(&open, &close)| (open, close));
         let next = self.last_closed().map(|last| self.timeframe.next_open(last));
         let next = next.map(|open| (open, self.timeframe.close_time(open)));
-        [awaited, next]
-            .into_iter()
-            .flatten()
-            .filter(|&(_, close)| exchange_now > close + grace_ms)
-            .map(|(o, _)| o)
-            .min()
+        [awaited, next].into_iter().flatten()
     }
 
     fn advance(&mut self) {
@@ -238,8 +245,10 @@ mod tests {
         let mut rules = CandleRules::new(Timeframe::M1, Some(9 * MIN));
         rules.apply(&candle(10, false));
         let close_time = 11 * MIN - 1;
-        // TC0: within the grace period: not overdue.
+        // TC0: within the grace period: not overdue. The deadline is the last instant it is not.
         assert_eq!(rules.overdue_close(close_time + 500, 1_000), None);
+        assert_eq!(rules.close_deadline(1_000), Some(close_time + 1_000));
+        assert_eq!(rules.overdue_close(close_time + 1_000, 1_000), None);
         // TC1: past it.
         assert_eq!(rules.overdue_close(close_time + 1_001, 1_000), Some(10 * MIN));
         // TC2: the next candle started without the close: still overdue, oldest first.
@@ -253,6 +262,7 @@ mod tests {
         rules.apply(&candle(11, true));
         let next_close = 13 * MIN - 1;
         assert_eq!(rules.overdue_close(next_close + 1_000, 1_000), None);
+        assert_eq!(rules.close_deadline(1_000), Some(next_close + 1_000));
         assert_eq!(rules.overdue_close(next_close + 1_001, 1_000), Some(12 * MIN));
     }
 
@@ -263,8 +273,10 @@ mod tests {
         let close = 2 * 5 * MIN - 1;
         assert_eq!(rules.overdue_close(close + 500, 1_000), None);
         assert_eq!(rules.overdue_close(close + 1_001, 1_000), Some(5 * MIN));
+        assert_eq!(rules.close_deadline(1_000), Some(close + 1_000));
         // A fresh stream with nothing closed yet has nothing due.
         assert_eq!(CandleRules::new(Timeframe::M5, None).overdue_close(i64::MAX / 2, 0), None);
+        assert_eq!(CandleRules::new(Timeframe::M5, None).close_deadline(0), None);
     }
 
     #[test]

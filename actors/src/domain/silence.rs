@@ -44,18 +44,30 @@ impl SilenceWatch {
         }
     }
 
-    /// The step due at `now`, if any. Each step is returned once; the ladder climbs while the silence lasts.
-    pub fn check(&mut self, now: Instant) -> Option<SilenceStep> {
-        let (since, wait, step) = match self.last_step {
+    /// The next step of the ladder: since when the silence is counted, how long it may last, and the step then.
+    fn next_step(&self) -> (Instant, Duration, SilenceStep) {
+        match self.last_step {
             None => (self.last_update, self.stale_after, SilenceStep::Resubscribe),
             Some((SilenceStep::Resubscribe, at)) => (at, self.replace_after, SilenceStep::ReplaceConnection),
             Some((SilenceStep::ReplaceConnection, at)) => (at, self.stale_after, SilenceStep::Resubscribe),
-        };
+        }
+    }
+
+    /// The step due at `now`, if any. Each step is returned once; the ladder climbs while the silence lasts.
+    pub fn check(&mut self, now: Instant) -> Option<SilenceStep> {
+        let (since, wait, step) = self.next_step();
         if now.saturating_duration_since(since) <= wait {
             return None;
         }
         self.last_step = Some((step, now));
         Some(step)
+    }
+
+    /// The instant the next step falls due unless data arrives meanwhile: [`check`](Self::check) returns it at any
+    /// time after this one.
+    pub fn next_step_at(&self) -> Instant {
+        let (since, wait, _) = self.next_step();
+        since + wait
     }
 }
 
@@ -91,5 +103,22 @@ mod tests {
         watch.on_live(start + 21 * SECOND);
         assert_eq!(watch.check(start + 23 * SECOND), None);
         assert_eq!(watch.check(start + 23 * SECOND + Duration::from_millis(1)), Some(SilenceStep::Resubscribe));
+    }
+
+    #[test]
+    fn the_next_step_falls_due_right_after_the_instant_it_names() {
+        let start = Instant::now();
+        let mut watch = SilenceWatch::new(2 * SECOND, 3 * SECOND, start);
+        // TC0: the first step counts from the last update; data moves it.
+        assert_eq!(watch.next_step_at(), start + 2 * SECOND);
+        watch.on_update(start + SECOND);
+        assert_eq!(watch.next_step_at(), start + 3 * SECOND);
+        assert_eq!(watch.check(watch.next_step_at()), None);
+        // TC1: right after it, the step is taken; the next one counts from it.
+        let at = watch.next_step_at() + Duration::from_millis(1);
+        assert_eq!(watch.check(at), Some(SilenceStep::Resubscribe));
+        assert_eq!(watch.next_step_at(), at + 3 * SECOND);
+        assert_eq!(watch.check(at + 3 * SECOND), None);
+        assert_eq!(watch.check(at + 3 * SECOND + Duration::from_millis(1)), Some(SilenceStep::ReplaceConnection));
     }
 }
