@@ -280,11 +280,16 @@ fn faults_move_the_per_stream_counters_and_a_removed_stream_leaves() {
     assert_eq!(total(&text, "candled_frames_rejected_total", &[r#"reason="high_below_low""#]), 1.0);
     assert_eq!(total(&text, "candled_stream_frames_rejected_total", &[]), 1.0, "only the attributable one");
 
-    // Connections reset: every stream repairs what it missed over REST, the first klines request answered 429.
+    // Closes missed for 6 minutes of exchange time (every stream misses one), then connections reset: every stream
+    // repairs what it missed over REST, the first klines request answered 429.
     let repairs_before: Vec<f64> = samples(&text, "candled_stream_repairs_total", &[]).iter().map(|s| s.1).collect();
     assert_eq!(repairs_before.len(), 4);
+    fake.set_drop_closed_events(true);
+    let missed_until = fake.now_ms() + 6 * 60_000;
+    wait_until(SETTLE, || (fake.now_ms() >= missed_until).then_some(())).expect("the exchange's clock moves on");
     fake.rest_rate_limit_klines(1, Duration::from_secs(1));
     fake.drop_all_connections();
+    fake.set_drop_closed_events(false);
     let text = wait_for_scrape("a repair on every stream and a 429", &app, |text| {
         let repairs = samples(text, "candled_stream_repairs_total", &[]);
         repairs.len() == 4
