@@ -2,7 +2,7 @@
 """The documented run behind `candled import`'s speed: N generated 1m candles, written as data.binance.vision monthly
 CSV files (no header, ms times), loaded by `candled import` (indicators rebuilt, with the repo's config.toml
 `[indicators]`), beside Python's `sqlite3.executemany` of the same rows into the same schema (copied from the
-database candled made), timed side by side. Python's time counts only `executemany` and the commit; candled's counts
+database candled made: the stream's `streams` row, then the candles into `candle_rows`), timed side by side. Python's time counts only `executemany` and the commit; candled's counts
 the whole process: reading and parsing the files, storing, rebuilding and storing the indicators.
 
     cargo build --release --bin candled
@@ -34,7 +34,7 @@ atr = []
 
 
 def generate(rows):
-    """The candles as tuples in the `candles` column order, and their CSV lines by month."""
+    """The candles as tuples in the `candle_rows` column order (stream id 1), and their CSV lines by month."""
     rng = random.Random(11)
     price = 40_000.0
     candles, months = [], {}
@@ -51,8 +51,8 @@ def generate(rows):
         taker_quote = round(taker_base * close, 8)
         close_time = open_time + MINUTE - 1
         price = close
-        candles.append(("BTCUSDT", "1m", open_time, open_, high, low, close, volume, close_time, quote, trades,
-                        taker_base, taker_quote, 1))
+        candles.append((1, open_time, open_, high, low, close, volume, close_time, quote, trades, taker_base,
+                        taker_quote, 1))
         month = datetime.fromtimestamp(open_time / 1000, tz=timezone.utc).strftime("%Y-%m")
         months.setdefault(month, []).append(
             f"{open_time},{open_:.8f},{high:.8f},{low:.8f},{close:.8f},{volume:.8f},{close_time},{quote:.8f},"
@@ -82,7 +82,7 @@ def run_import(binary, folder, files, indicators):
 def run_executemany(schema_from, folder, candles):
     source = sqlite3.connect(schema_from)
     statements = [sql for (sql,) in source.execute(
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'")]
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
     source.close()
     db = sqlite3.connect(os.path.join(folder, "python.db"))
     db.execute("PRAGMA journal_mode=WAL")
@@ -91,10 +91,11 @@ def run_executemany(schema_from, folder, candles):
         db.execute(sql)
     db.commit()
     started = time.perf_counter()
-    db.executemany("INSERT INTO candles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", candles)
+    db.execute("INSERT INTO streams (id, symbol, timeframe) VALUES (1, 'BTCUSDT', '1m')")
+    db.executemany("INSERT INTO candle_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", candles)
     db.commit()
     elapsed = time.perf_counter() - started
-    count = db.execute("SELECT COUNT(*) FROM candles").fetchone()[0]
+    count = db.execute("SELECT COUNT(*) FROM candles WHERE symbol = 'BTCUSDT'").fetchone()[0]
     db.close()
     return elapsed, count
 

@@ -4,8 +4,11 @@
 //! after every subscription and indicator drained, so everything fed is committed.
 //!
 //! Two cases: `closed` (every frame a distinct closed candle, every one must become a row) and `in_progress`
-//! (100 updates per candle, coalesced to one row each). Beside each, the floor: the same parse and candle rules on
-//! a plain tokio mpsc chain (parse → channel → rules → channel → a writer thread doing a batched rusqlite upsert).
+//! (100 updates per candle, coalesced to one row each). Beside each, the floor: the same parse, candle rules and
+//! indicators (the library's `IndicatorSet`, default config) on a plain tokio mpsc chain (parse → channel → rules
+//! and indicators → channel → a writer thread doing batched rusqlite upserts). The floor writes the same rows in the
+//! same order as the store: each batch's candle rows, then its indicator rows (one per closed candle), each sorted by
+//! (stream, open time), into the same schema's tables; a check before the timed runs compares both databases.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,8 +22,10 @@ use candled_actors::actors::storage::{Flush, StorageActor, StorageSettings};
 use candled_actors::actors::subscription::{KlineUpdate, SubscriptionActor, SubscriptionSettings};
 use candled_actors::actors::{MAILBOX_CAPACITY, Mailbox};
 use candled_actors::domain::route_frame;
-use candled_actors::domain::{BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe};
-use candled_actors::indicators::{IndicatorConfig, IndicatorSet, ProvisionalBoard};
+use candled_actors::domain::{
+    BackoffPolicy, Candle, CandleRules, Routed, Router, StreamId, StreamKey, Timeframe, Verdict,
+};
+use candled_actors::indicators::{IndicatorConfig, IndicatorSet, IndicatorValue, ProvisionalBoard};
 use candled_actors::metrics::Metrics;
 use candled_actors::registry::StreamRegistry;
 use candled_actors::rest::RestClient;
@@ -188,20 +193,50 @@ impl Pipeline {
 enum FloorMsg {
     Frame(String),
     Row(StreamId, Candle),
+    /// The indicator values computed on a closed candle (its stream and open time).
+    Values(StreamId, i64, Vec<IndicatorValue>),
     Flush(oneshot::Sender<()>),
 }
 
-/// The floor: the same parse and rules on a plain tokio mpsc chain, the writer on its own thread.
+/// The floor: the same parse, rules and indicators on a plain tokio mpsc chain, the writer on its own thread.
 struct Floor {
     input: mpsc::UnboundedSender<FloorMsg>,
 }
 
-/// The floor's upsert: replace an in-progress row, keep everything else as is.
-const FLOOR_UPSERT: &str = "INSERT INTO candles VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-    ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET open = excluded.open, high = excluded.high,
+/// The floor's candle upsert: replace an in-progress row, keep everything else as is.
+const FLOOR_UPSERT: &str = "INSERT INTO candle_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+    ON CONFLICT (stream_id, timestamp) DO UPDATE SET open = excluded.open, high = excluded.high,
     low = excluded.low, close = excluded.close, volume = excluded.volume, quote_volume = excluded.quote_volume,
     trades = excluded.trades, taker_buy_base = excluded.taker_buy_base, taker_buy_quote = excluded.taker_buy_quote,
-    is_closed = excluded.is_closed WHERE candles.is_closed = 0";
+    is_closed = excluded.is_closed WHERE candle_rows.is_closed = 0";
+
+/// The floor's indicator upsert of one candle's row: every output column, an absent value keeping what is stored.
+fn floor_indicator_upsert(names: &[String]) -> String {
+    let columns: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let params: Vec<String> = (0..names.len()).map(|i| format!("?{}", i + 3)).collect();
+    let set: Vec<String> = columns.iter().map(|c| format!("{c} = COALESCE(excluded.{c}, {c})")).collect();
+    format!(
+        "INSERT INTO indicator_rows (stream_id, timestamp, {}) VALUES (?1, ?2, {}) \
+         ON CONFLICT (stream_id, timestamp) DO UPDATE SET {}",
+        columns.join(", "),
+        params.join(", "),
+        set.join(", ")
+    )
+}
+
+/// The floor writer's pending rows: candles and indicator values, each by (stream, open time).
+#[derive(Default)]
+struct FloorPending {
+    candles: HashMap<(StreamId, i64), Candle>,
+    values: HashMap<(StreamId, i64), Vec<Option<f64>>>,
+}
+
+impl FloorPending {
+    /// Rows to write: candle rows and indicator rows.
+    fn len(&self) -> usize {
+        self.candles.len() + self.values.len()
+    }
+}
 
 impl Floor {
     /// Must run inside a tokio runtime (the parse and rules tasks are spawned on it).
@@ -222,35 +257,68 @@ impl Floor {
                 let _ = to_rules.send(routed);
             }
         });
+        let config = IndicatorConfig::default();
+        let names = IndicatorSet::new(&config).names().to_vec();
         let mut rules: Vec<CandleRules> = streams.iter().map(|k| CandleRules::new(k.timeframe, None)).collect();
+        let mut sets: Vec<IndicatorSet> = streams.iter().map(|_| IndicatorSet::new(&config)).collect();
         tokio::spawn(async move {
+            let mut out = Vec::new();
             while let Some(msg) = rules_in.recv().await {
-                if let FloorMsg::Row(stream, candle) = &msg {
-                    rules[stream.0 as usize].apply(candle);
+                let mut values = None;
+                if let FloorMsg::Row(stream, candle) = &msg
+                    && rules[stream.0 as usize].apply(candle) == Verdict::Closed
+                {
+                    out.clear();
+                    sets[stream.0 as usize].update(candle, &mut out);
+                    if !out.is_empty() {
+                        values = Some(FloorMsg::Values(*stream, candle.open_time, out.clone()));
+                    }
                 }
                 let _ = to_writer.send(msg);
+                if let Some(values) = values {
+                    let _ = to_writer.send(values);
+                }
             }
         });
         let mut conn = Connection::open(db).expect("open the floor database");
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        let keys = streams.to_vec();
+        // Stream `i` is `streams` row `i + 1`; one column per output.
+        for key in streams {
+            let stream = [key.symbol.as_str(), key.timeframe.as_str()];
+            conn.execute("INSERT INTO streams (symbol, timeframe) VALUES (?1, ?2)", stream).unwrap();
+        }
+        for name in &names {
+            conn.execute_batch(&format!("ALTER TABLE indicator_rows ADD COLUMN \"{name}\" REAL")).unwrap();
+        }
+        let upsert_values = floor_indicator_upsert(&names);
+        let outputs = names.len();
         std::thread::spawn(move || {
-            let mut pending: HashMap<(StreamId, i64), Candle> = HashMap::new();
+            let mut pending = FloorPending::default();
             while let Some(msg) = writer_in.blocking_recv() {
                 match msg {
                     FloorMsg::Row(stream, candle) => {
-                        pending.insert((stream, candle.open_time), candle);
-                        if pending.len() >= BATCH_SIZE {
-                            floor_commit(&mut conn, &keys, &mut pending);
+                        let slot = pending.candles.entry((stream, candle.open_time)).or_insert(candle);
+                        if candle.is_closed || !slot.is_closed {
+                            *slot = candle;
+                        }
+                    }
+                    FloorMsg::Values(stream, open_time, values) => {
+                        let row = pending.values.entry((stream, open_time)).or_insert_with(|| vec![None; outputs]);
+                        for value in values {
+                            row[usize::from(value.output)] = Some(value.value);
                         }
                     }
                     FloorMsg::Flush(done) => {
-                        floor_commit(&mut conn, &keys, &mut pending);
+                        floor_commit(&mut conn, &upsert_values, &mut pending);
                         let _ = done.send(());
+                        continue;
                     }
                     FloorMsg::Frame(_) => unreachable!("frames are parsed upstream"),
+                }
+                if pending.len() >= BATCH_SIZE {
+                    floor_commit(&mut conn, &upsert_values, &mut pending);
                 }
             }
         });
@@ -275,12 +343,26 @@ impl Floor {
     }
 }
 
-fn floor_commit(conn: &mut Connection, keys: &[StreamKey], pending: &mut HashMap<(StreamId, i64), Candle>) {
+/// Writes the pending candle rows, then the indicator rows, each sorted by (stream, open time), in one transaction.
+fn floor_commit(conn: &mut Connection, upsert_values: &str, pending: &mut FloorPending) {
+    let mut candles: Vec<_> = pending.candles.drain().collect();
+    candles.sort_unstable_by_key(|(key, _)| *key);
+    let mut values: Vec<_> = pending.values.drain().collect();
+    values.sort_unstable_by_key(|(key, _)| *key);
     let tx = conn.transaction().unwrap();
     {
         let mut stmt = tx.prepare_cached(FLOOR_UPSERT).unwrap();
-        for ((stream, _), c) in pending.drain() {
-            floor::execute_candle(&mut stmt, &keys[stream.0 as usize], &c);
+        for ((stream, _), c) in candles {
+            floor::execute_candle(&mut stmt, i64::from(stream.0) + 1, &c);
+        }
+        let mut stmt = tx.prepare_cached(upsert_values).unwrap();
+        for ((stream, open_time), row) in values {
+            stmt.raw_bind_parameter(1, i64::from(stream.0) + 1).unwrap();
+            stmt.raw_bind_parameter(2, open_time).unwrap();
+            for (index, value) in row.iter().enumerate() {
+                stmt.raw_bind_parameter(index + 3, value).unwrap();
+            }
+            stmt.raw_execute().expect("the floor's indicator upsert");
         }
     }
     tx.commit().unwrap();
@@ -288,18 +370,51 @@ fn floor_commit(conn: &mut Connection, keys: &[StreamKey], pending: &mut HashMap
 
 fn count_rows(db: &Path, closed: bool) -> i64 {
     let conn = Connection::open(db).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM candles WHERE is_closed = ?1", [closed], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT COUNT(*) FROM candle_rows WHERE is_closed = ?1", [closed], |r| r.get(0)).unwrap()
 }
 
-/// Benchmarks `run` on a new iteration's frames per criterion iteration, timing `run` only. Returns the rounds run.
+/// Asserts that two databases hold the same candle and indicator rows, stream by stream.
+fn assert_same_rows(actors_db: &Path, floor_db: &Path) {
+    let conn = Connection::open(actors_db).unwrap();
+    conn.execute("ATTACH DATABASE ?1 AS floor", [floor_db.to_str().expect("a UTF-8 path")]).unwrap();
+    let names = IndicatorSet::new(&IndicatorConfig::default()).names().to_vec();
+    let outputs: String = names.iter().map(|n| format!(", r.\"{n}\"")).collect();
+    let tables = [
+        (
+            "candle_rows",
+            "r.timestamp, r.open, r.high, r.low, r.close, r.volume, r.close_time, r.quote_volume, \
+                         r.trades, r.taker_buy_base, r.taker_buy_quote, r.is_closed"
+                .to_owned(),
+        ),
+        ("indicator_rows", format!("r.timestamp{outputs}")),
+    ];
+    for (table, columns) in tables {
+        let rows = |schema: &str| {
+            format!(
+                "SELECT s.symbol, s.timeframe, {columns} FROM {schema}.{table} r \
+                 JOIN {schema}.streams s ON s.id = r.stream_id"
+            )
+        };
+        let count = |sql: String| conn.query_row(&format!("SELECT COUNT(*) FROM ({sql})"), [], |r| r.get::<_, i64>(0));
+        let (actors, floor) = (rows("main"), rows("floor"));
+        let stored = count(actors.clone()).unwrap();
+        assert_eq!(stored, count(floor.clone()).unwrap(), "{table}: as many rows on both paths");
+        assert_eq!(count(format!("{actors} EXCEPT {floor}")).unwrap(), 0, "{table}: the same rows on both paths");
+        assert!(stored > 0, "{table}: the check round wrote rows");
+    }
+}
+
+/// Benchmarks `run` on a new iteration's frames per criterion iteration, from round `first_round` on, timing `run`
+/// only. Returns the rounds run, counting the rounds before `first_round`.
 fn bench_rounds(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     streams: &[StreamKey],
     closed: bool,
+    first_round: i64,
     mut run: impl FnMut(Vec<String>),
 ) -> i64 {
-    let mut rounds = 0i64;
+    let mut rounds = first_round;
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut elapsed = Duration::ZERO;
@@ -329,20 +444,32 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements((streams.len() * PER_STREAM) as u64));
     for (case, closed) in [("closed", true), ("in_progress", false)] {
-        let db = dir.path().join(format!("actors-{case}.db"));
-        let actors = system.block_on(async { Pipeline::start(&streams, &db) });
-        let rounds = bench_rounds(&mut group, &format!("actors/{case}"), &streams, closed, |frames| {
+        let (actors_db, floor_db) =
+            (dir.path().join(format!("actors-{case}.db")), dir.path().join(format!("floor-{case}.db")));
+        let actors = system.block_on(async { Pipeline::start(&streams, &actors_db) });
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        let floor = runtime.block_on(async { Floor::start(&streams, &floor_db) });
+        // Untimed: round 0 through both, which must write the same rows.
+        system.block_on(actors.run(&iteration_frames(&streams, 0, closed)));
+        runtime.block_on(floor.run(iteration_frames(&streams, 0, closed)));
+        if closed {
+            assert_same_rows(&actors_db, &floor_db);
+        }
+
+        let rounds = bench_rounds(&mut group, &format!("actors/{case}"), &streams, closed, 1, |frames| {
             system.block_on(actors.run(&frames))
         });
-        assert_eq!(count_rows(&db, closed), expected_rows(rounds, &streams, closed), "actors/{case}: rows committed");
+        let committed = count_rows(&actors_db, closed);
+        assert_eq!(committed, expected_rows(rounds, &streams, closed), "actors/{case}: rows committed");
 
-        let db = dir.path().join(format!("floor-{case}.db"));
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
-        let floor = runtime.block_on(async { Floor::start(&streams, &db) });
-        let rounds = bench_rounds(&mut group, &format!("floor_mpsc_rusqlite/{case}"), &streams, closed, |frames| {
+        let rounds = bench_rounds(&mut group, &format!("floor_mpsc_rusqlite/{case}"), &streams, closed, 1, |frames| {
             runtime.block_on(floor.run(frames))
         });
-        assert_eq!(count_rows(&db, closed), expected_rows(rounds, &streams, closed), "floor/{case}: rows committed");
+        assert_eq!(
+            count_rows(&floor_db, closed),
+            expected_rows(rounds, &streams, closed),
+            "floor/{case}: rows committed"
+        );
     }
     group.finish();
     // The process ends here. Dropping the system would drop the actors' contexts outside its runtime, and actix

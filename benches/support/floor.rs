@@ -1,14 +1,14 @@
-//! The benches' floors write candle rows with plain rusqlite, sharing nothing with the engine they are measured
-//! against; this is their one row-binding step.
+//! The benches' floors write candle rows with plain rusqlite into the schema's physical tables, sharing nothing with
+//! the engine they are measured against; this is their one row-binding step.
 
-use candled_actors::domain::{Candle, StreamKey};
+use candled_actors::domain::Candle;
 use rusqlite::{CachedStatement, params};
 
-/// Executes a 14-parameter candle statement (the `candles` columns, in table order) for one row.
-pub fn execute_candle(stmt: &mut CachedStatement<'_>, key: &StreamKey, c: &Candle) {
+/// Executes a 13-parameter `candle_rows` statement (its columns, in table order) for one row of stream `stream_id`
+/// (the `streams` id).
+pub fn execute_candle(stmt: &mut CachedStatement<'_>, stream_id: i64, c: &Candle) {
     stmt.execute(params![
-        key.symbol,
-        key.timeframe.as_str(),
+        stream_id,
         c.open_time,
         c.open,
         c.high,

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::fake_exchange::{FakeConfig, FakeExchange, Interval, MalformedKind};
 use crate::helpers::{
-    AppOptions, TestApp, assert_streams_complete_through, klines_requests, open_db, open_db_read_write, spawn_app,
-    stored_closed, stream_row, task_row, wait_until,
+    AppOptions, TestApp, assert_streams_complete_through, edit_candles, klines_requests, open_db, open_db_read_write,
+    spawn_app, stored_closed, stream_row, task_row, wait_until,
 };
 
 /// 300 exchange ms per real ms: a 1m candle closes every 0.2 s, a 5m one every second.
@@ -98,12 +98,11 @@ fn wait_for_stored(app: &TestApp, symbol: &str, timeframe: &str, count: usize) -
 /// Deletes the closed rows of a stream with open times in `[from, to]` through a second connection, as a user's tool
 /// would; returns how many went.
 fn delete_closed(app: &TestApp, symbol: &str, timeframe: &str, from: i64, to: i64) -> usize {
-    open_db_read_write(&app.db_path)
-        .execute(
-            "DELETE FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp BETWEEN ?3 AND ?4 AND is_closed = 1",
-            rusqlite::params![symbol, timeframe, from, to],
-        )
-        .expect("delete closed rows")
+    edit_candles(
+        &open_db_read_write(&app.db_path),
+        "DELETE FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp BETWEEN ?3 AND ?4 AND is_closed = 1",
+        rusqlite::params![symbol, timeframe, from, to],
+    )
 }
 
 /// Marks closed rows of a stream in progress again (`is_closed = 0`); returns how many changed.
@@ -112,11 +111,11 @@ fn reopen(app: &TestApp, symbol: &str, timeframe: &str, opens: &[i64]) -> usize 
     opens
         .iter()
         .map(|open| {
-            db.execute(
+            edit_candles(
+                &db,
                 "UPDATE candles SET is_closed = 0 WHERE symbol = ?1 AND timeframe = ?2 AND timestamp = ?3",
                 rusqlite::params![symbol, timeframe, open],
             )
-            .expect("reopen a closed row")
         })
         .sum()
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::fake_exchange::{FakeConfig, FakeExchange, FakeStats};
 use crate::helpers::{
-    AppOptions, CandleRow, assert_closed_candles_exact, klines_requests, open_db, open_db_read_write, spawn_app,
-    stored_candles, wait_until, write_config,
+    AppOptions, CandleRow, assert_closed_candles_exact, edit_candles, klines_requests, open_db, open_db_read_write,
+    spawn_app, stored_candles, wait_until, write_config,
 };
 
 const MINUTE: i64 = 60_000;
@@ -105,12 +105,11 @@ fn a_backfill_stores_the_range_exactly_for_a_symbol_the_config_does_not_name() {
 
     // A hole inside the range (100 candles from 2025-01-05) is found and filled, and nothing else is asked for.
     let hole_from = JAN_1_2025 + 4 * 1440 * MINUTE;
-    let deleted = open_db_read_write(&dir.path().join("data/candles.db"))
-        .execute(
-            "DELETE FROM candles WHERE symbol = 'ETHUSDT' AND timestamp >= ?1 AND timestamp < ?2",
-            [hole_from, hole_from + 100 * MINUTE],
-        )
-        .expect("make a hole");
+    let deleted = edit_candles(
+        &open_db_read_write(&dir.path().join("data/candles.db")),
+        "DELETE FROM candles WHERE symbol = 'ETHUSDT' AND timestamp >= ?1 AND timestamp < ?2",
+        [hole_from, hole_from + 100 * MINUTE],
+    );
     assert_eq!(deleted, 100);
     let filled = run(dir.path(), &backfill_args("ETHUSDT", &from, to));
     assert!(filled.status.success(), "{}", text(&filled));

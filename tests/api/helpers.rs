@@ -395,6 +395,22 @@ pub fn open_db_read_write(path: &Path) -> Connection {
     db
 }
 
+/// Runs one hand edit of the `candles` view (a user's `DELETE` or `UPDATE`) through `db` and returns how many
+/// candles it changed. SQLite counts nothing changed through a view's INSTEAD OF triggers in `changes()` (what
+/// `execute` returns), so the count is `total_changes()`, which does count them, less the revisions the revision
+/// trigger recorded on the way; in one write transaction, so that candled's commits do not mix in.
+pub fn edit_candles(db: &Connection, sql: &str, params: impl rusqlite::Params) -> usize {
+    let revisions = |tx: &Connection| {
+        tx.query_row("SELECT COUNT(*) FROM candle_revisions", [], |row| row.get::<_, i64>(0)).expect("revisions") as u64
+    };
+    let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate).expect("a transaction");
+    let (changes, recorded) = (tx.total_changes(), revisions(&tx));
+    tx.execute(sql, params).unwrap_or_else(|error| panic!("{sql}: {error}"));
+    let changed = tx.total_changes() - changes - (revisions(&tx) - recorded);
+    tx.commit().expect("commit the edit");
+    changed as usize
+}
+
 /// Open times of the rows of a stream still `is_closed = 0` although their close time is before `before_ms`.
 pub fn in_progress_closed_before(
     db: &(impl CandleSource + ?Sized),

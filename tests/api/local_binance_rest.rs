@@ -176,12 +176,11 @@ fn unconfigured_streams_and_holes_are_read_through() {
     // A hole in a configured stream: three stored candles deleted behind candled's back.
     let current = Interval::parse("1m").unwrap().open_time_at(fake.now_ms());
     let writer = crate::helpers::open_db_read_write(&app.db_path);
-    let deleted = writer
-        .execute(
-            "DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND timestamp BETWEEN ?1 AND ?2",
-            [current - 12 * MINUTE, current - 10 * MINUTE],
-        )
-        .expect("delete");
+    let deleted = crate::helpers::edit_candles(
+        &writer,
+        "DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND timestamp BETWEEN ?1 AND ?2",
+        [current - 12 * MINUTE, current - 10 * MINUTE],
+    );
     assert_eq!(deleted, 3);
     let hole = format!("startTime={}", current - 15 * MINUTE);
     assert_same(&fake, &app, &format!("/api/v3/klines?symbol=BTCUSDT&interval=1m&{hole}&limit=10"));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fake_exchange::{FakeConfig, FakeExchange, MalformedKind};
-use crate::helpers::{AppOptions, TestApp, open_db_read_write, spawn_app, wait_until};
+use crate::helpers::{AppOptions, TestApp, edit_candles, open_db_read_write, spawn_app, wait_until};
 
 /// 300 exchange ms per real ms: a 1m candle closes every 0.2 s.
 const SPEED: f64 = 300.0;
@@ -300,12 +300,11 @@ fn faults_move_the_per_stream_counters_and_a_removed_stream_leaves() {
         .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
         .expect("stored open times");
     let (from, to) = (opens[5], opens[14]);
-    let deleted = open_db_read_write(&app.db_path)
-        .execute(
-            "DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND is_closed = 1 AND timestamp BETWEEN ?1 AND ?2",
-            [from, to],
-        )
-        .expect("delete closed rows");
+    let deleted = edit_candles(
+        &open_db_read_write(&app.db_path),
+        "DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND is_closed = 1 AND timestamp BETWEEN ?1 AND ?2",
+        [from, to],
+    );
     assert_eq!(deleted, 10);
     let text = scrape(&app);
     assert_eq!(stream_value(&text, "candled_stream_missing_candles", btc, one_minute), Some(10.0), "{text}");

@@ -212,12 +212,14 @@ impl CommittedCandles {
 }
 
 /// Pending writes, coalesced per (stream, open time): a closed candle is never replaced by an in-progress one.
-/// Indicator values are coalesced per (stream, open time, output): the latest value wins.
+/// Indicator values are kept per (stream, open time), the store's indicator row, then per output: the latest value
+/// wins.
 #[derive(Debug, Default)]
 pub struct PendingWrites {
     /// Each candle with the event time of the update it holds, if known.
     rows: HashMap<(StreamId, i64), (Candle, Option<i64>)>,
-    indicators: HashMap<(StreamId, i64, u16), f64>,
+    /// The values of each candle's indicator row, by output (a handful each: searched in order).
+    indicators: HashMap<(StreamId, i64), Vec<(u16, f64)>>,
     /// Live closed candles whose values are pending: published to the hub once committed.
     closed: Vec<ClosedWithValues>,
 }
@@ -244,14 +246,18 @@ impl PendingWrites {
         }
     }
 
-    /// Queues one indicator value. A non-finite one is left out with a warning: SQLite would store NaN as NULL,
-    /// which `value REAL NOT NULL` rejects, failing the whole batch on every retry.
+    /// Queues one indicator value. A non-finite one is left out with a warning: SQLite would store NaN as NULL (no
+    /// value), and PostgreSQL would store it as a value no reader expects.
     pub fn push_indicator(&mut self, stream: StreamId, open_time: i64, value: IndicatorValue) {
         if !value.value.is_finite() {
             log::warn!("storage: indicator output {} at {open_time} is {}; not stored", value.output, value.value);
             return;
         }
-        self.indicators.insert((stream, open_time, value.output), value.value);
+        let row = self.indicators.entry((stream, open_time)).or_default();
+        match row.iter_mut().find(|(output, _)| *output == value.output) {
+            Some(slot) => slot.1 = value.value,
+            None => row.push((value.output, value.value)),
+        }
     }
 
     /// Queues a live closed candle, to be published with its values once they are committed.
@@ -265,9 +271,9 @@ impl PendingWrites {
         self.closed.clear();
     }
 
-    /// Pending rows, candles and indicator values together (and closed candles awaiting publication).
+    /// Pending rows as the store writes them: candle rows and indicator rows (one per candle with values).
     pub fn len(&self) -> usize {
-        self.rows.len() + self.indicators.len() + self.closed.len()
+        self.rows.len() + self.indicators.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -279,12 +285,18 @@ impl PendingWrites {
         let mut rows: Vec<_> = self.rows.drain().map(|((stream, _), (candle, at))| ((stream, candle), at)).collect();
         rows.sort_unstable_by_key(|((stream, candle), _)| (*stream, candle.open_time));
         let (candles, event_times) = rows.into_iter().unzip();
-        let mut indicators: Vec<_> = self
-            .indicators
-            .drain()
-            .map(|((stream, open_time, output), value)| IndicatorRow { stream, open_time, output, value })
-            .collect();
-        indicators.sort_unstable_by_key(|row| (row.stream, row.open_time, row.output));
+        let mut by_candle: Vec<_> = self.indicators.drain().collect();
+        by_candle.sort_unstable_by_key(|(key, _)| *key);
+        let mut indicators = Vec::with_capacity(by_candle.iter().map(|(_, values)| values.len()).sum());
+        for ((stream, open_time), mut values) in by_candle {
+            values.sort_unstable_by_key(|(output, _)| *output);
+            indicators.extend(values.into_iter().map(|(output, value)| IndicatorRow {
+                stream,
+                open_time,
+                output,
+                value,
+            }));
+        }
         Batch { candles, event_times, indicators, closed: std::mem::take(&mut self.closed) }
     }
 
@@ -299,7 +311,10 @@ impl PendingWrites {
             }
         }
         for row in batch.indicators {
-            self.indicators.entry((row.stream, row.open_time, row.output)).or_insert(row.value);
+            let values = self.indicators.entry((row.stream, row.open_time)).or_default();
+            if !values.iter().any(|(output, _)| *output == row.output) {
+                values.push((row.output, row.value));
+            }
         }
         let newer = std::mem::replace(&mut self.closed, batch.closed);
         self.closed.extend(newer);
@@ -809,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn indicator_values_coalesce_per_output_and_count_towards_the_batch() {
+    fn indicator_values_coalesce_per_output_and_count_one_row_per_candle_towards_the_batch() {
         let mut pending = PendingWrites::default();
         let (a, b) = (StreamId(0), StreamId(1));
         pending.push(a, candle(0, 1.0, true), None);
@@ -818,7 +833,8 @@ mod tests {
         pending.push_indicator(a, 0, IndicatorValue { output: 1, value: 3.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 0, value: 2.0 });
         pending.push_indicator(a, 0, IndicatorValue { output: 2, value: f64::NAN });
-        assert_eq!(pending.len(), 4);
+        // One candle row and two indicator rows (a's and b's at 0), as the store writes them.
+        assert_eq!(pending.len(), 3);
         let rows = pending.take().indicators;
         let keys: Vec<_> = rows.iter().map(|r| (r.stream, r.output, r.value)).collect();
         assert_eq!(keys, [(a, 0, 2.0), (a, 1, 3.0), (b, 1, 1.0)]);

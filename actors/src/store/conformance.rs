@@ -21,6 +21,8 @@ pub(crate) struct Subject {
     pub another: Box<dyn Fn() -> Box<dyn Store>>,
     /// The recorded revisions of a stream, oldest first: the open time and the old values.
     pub revision_history: RevisionHistory,
+    /// Runs SQL statements on a connection of their own, as a user does with `sqlite3` or `psql` (tables unqualified).
+    pub user_sql: Box<dyn Fn(&str)>,
     /// The temporary folder or schema: dropped last.
     _place: Box<dyn Any>,
 }
@@ -30,7 +32,7 @@ pub(crate) fn sqlite() -> Subject {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let path = dir.path().join("candles.db");
     let store = SqliteStore::open(&path).expect("the database opens");
-    let (another_path, history_path) = (path.clone(), path);
+    let (another_path, history_path, user_path) = (path.clone(), path.clone(), path);
     Subject {
         store: Box::new(store),
         another: Box::new(move || Box::new(SqliteStore::open(&another_path).expect("the database opens again"))),
@@ -65,6 +67,9 @@ pub(crate) fn sqlite() -> Subject {
                 .unwrap();
             rows.map(Result::unwrap).collect()
         }),
+        user_sql: Box::new(move |sql| {
+            rusqlite::Connection::open(&user_path).unwrap().execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }),
         _place: Box::new(dir),
     }
 }
@@ -74,10 +79,16 @@ pub(crate) fn postgres(test: &str) -> Option<Subject> {
     let schema = TestSchema::create(test)?;
     let backend = PostgresBackend::connect(schema.config()).expect("the PostgreSQL store connects and migrates");
     let (another, history) = (backend.clone(), backend.store());
+    let schema = std::rc::Rc::new(schema);
+    let user_schema = schema.clone();
     Some(Subject {
         store: Box::new(backend.store()),
         another: Box::new(move || Box::new(another.store())),
         revision_history: Box::new(move |symbol, timeframe| history.revision_history(symbol, timeframe).unwrap()),
+        user_sql: Box::new(move |sql| {
+            let in_schema = format!("SET search_path TO {}; {sql}", user_schema.name());
+            user_schema.execute(&in_schema).unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }),
         _place: Box::new(schema),
     })
 }
@@ -104,6 +115,12 @@ conformance!(
     a_differing_closed_candle_is_one_recorded_revision_with_the_old_values,
     a_batch_of_ten_thousand_rows_in_one_call,
     indicator_values_are_overwritten_only_when_they_differ,
+    an_output_absent_from_a_later_write_keeps_its_stored_value,
+    a_new_output_name_is_stored_and_readable,
+    a_changed_indicator_set_leaves_the_old_outputs_values,
+    deleting_an_output_through_the_indicators_view_removes_only_it,
+    hand_edits_through_the_candles_view_apply_to_the_store,
+    changed_counts_count_candle_rows_and_indicator_rows,
     an_unknown_stream_or_output_writes_nothing,
     exchange_gaps_are_recorded_and_replaced,
     every_read,
@@ -259,7 +276,8 @@ fn indicator_values_are_overwritten_only_when_they_differ(mut s: Subject) {
     let (streams, names) = (streams(), names());
     let candles = [(BTC, candle(0, 10.0, true)), (BTC, candle(60_000, 11.0, true))];
     let values = [ind(BTC, 60_000, 0, 10.5), ind(BTC, 60_000, 1, 100.0)];
-    assert_eq!(store.write_batch(&streams, &names, &candles, &values).unwrap(), 4);
+    // Two candle rows and one indicator row (the candle's two values).
+    assert_eq!(store.write_batch(&streams, &names, &candles, &values).unwrap(), 3);
     let want = BTreeMap::from([((60_000, "rsi_2".to_owned()), 100.0), ((60_000, "sma_2".to_owned()), 10.5)]);
     assert_eq!(all_indicators(store, &streams[0]), want);
     // A rebuild writes the same keys again: the new value wins; an unchanged one is not rewritten.
@@ -267,11 +285,117 @@ fn indicator_values_are_overwritten_only_when_they_differ(mut s: Subject) {
     assert_eq!(store.write_batch(&streams, &names, &[], &rebuilt).unwrap(), 1);
     let want = BTreeMap::from([((60_000, "rsi_2".to_owned()), 100.0), ((60_000, "sma_2".to_owned()), 10.75)]);
     assert_eq!(all_indicators(store, &streams[0]), want);
-    // The same output twice in one batch: the later value wins.
+    // The same output twice in one batch: the later value wins, in one row.
     let twice = [ind(BTC, 0, 0, 1.0), ind(BTC, 0, 0, 2.0)];
-    assert_eq!(store.write_batch(&streams, &names, &[], &twice).unwrap(), 2);
+    assert_eq!(store.write_batch(&streams, &names, &[], &twice).unwrap(), 1);
     assert_eq!(all_indicators(store, &streams[0])[&(0, "sma_2".to_owned())], 2.0);
     assert!(all_indicators(store, &streams[1]).is_empty());
+}
+
+fn an_output_absent_from_a_later_write_keeps_its_stored_value(mut s: Subject) {
+    let store = &mut *s.store;
+    let (streams, names) = (streams(), names());
+    store.write_batch(&streams, &names, &[], &[ind(BTC, 0, 0, 1.0), ind(BTC, 0, 1, 50.0)]).unwrap();
+    // rsi_2 is absent (warm-up, or a partial rebuild): its stored value stays; sma_2 changes.
+    assert_eq!(store.write_batch(&streams, &names, &[], &[ind(BTC, 0, 0, 1.5)]).unwrap(), 1);
+    let want = BTreeMap::from([((0, "rsi_2".to_owned()), 50.0), ((0, "sma_2".to_owned()), 1.5)]);
+    assert_eq!(all_indicators(store, &streams[0]), want);
+    // A value unchanged beside an absent one: nothing is rewritten.
+    assert_eq!(store.write_batch(&streams, &names, &[], &[ind(BTC, 0, 1, 50.0)]).unwrap(), 0);
+    assert_eq!(all_indicators(store, &streams[0]), want);
+    let point = IndicatorPoint { timestamp: 0, values: vec![("rsi_2".to_owned(), 50.0), ("sma_2".to_owned(), 1.5)] };
+    assert_eq!(store.indicator_series("BTCUSDT", Timeframe::M1, 5).unwrap(), [point]);
+}
+
+fn a_new_output_name_is_stored_and_readable(mut s: Subject) {
+    let store = &mut *s.store;
+    let streams = streams();
+    store.write_batch(&streams, &names(), &[], &[ind(BTC, 0, 0, 1.0)]).unwrap();
+    // A set with one more output, ema_3 (a name never stored), written through a new numbering.
+    let more = vec!["ema_3".to_owned(), "sma_2".to_owned(), "rsi_2".to_owned()];
+    let values = [ind(BTC, 60_000, 0, 3.0), ind(BTC, 60_000, 1, 2.0), ind(ETH, 300_000, 0, 30.0)];
+    assert_eq!(store.write_batch(&streams, &more, &[], &values).unwrap(), 2);
+    assert_eq!(store.indicator_names(&streams[0], 0, i64::MAX).unwrap(), ["ema_3", "sma_2"]);
+    assert_eq!(store.indicator_names(&streams[0], 0, 60_000).unwrap(), ["sma_2"]);
+    assert_eq!(store.indicator_names(&streams[1], 0, i64::MAX).unwrap(), ["ema_3"]);
+    let points = [
+        IndicatorPoint { timestamp: 0, values: vec![("sma_2".to_owned(), 1.0)] },
+        IndicatorPoint { timestamp: 60_000, values: vec![("ema_3".to_owned(), 3.0), ("sma_2".to_owned(), 2.0)] },
+    ];
+    assert_eq!(store.indicator_series("BTCUSDT", Timeframe::M1, 10).unwrap(), points);
+    // Another handle (a reader opened beside the writer) reads it too.
+    let other = (s.another)();
+    assert_eq!(other.indicator_series("ETHUSDT", Timeframe::M5, 10).unwrap().len(), 1);
+    assert_eq!(all_indicators(&*other, &streams[0]).len(), 3);
+}
+
+fn a_changed_indicator_set_leaves_the_old_outputs_values(mut s: Subject) {
+    let store = &mut *s.store;
+    let streams = streams();
+    let old: Vec<_> = (0..3).flat_map(|i| [ind(BTC, i * 60_000, 0, i as f64), ind(BTC, i * 60_000, 1, 50.0)]).collect();
+    store.write_batch(&streams, &names(), &[], &old).unwrap();
+    // The new set names output 0 `ema_3` and nothing else; its rebuild rewrites every candle.
+    let new_set = vec!["ema_3".to_owned()];
+    let new: Vec<_> = (0..4).map(|i| ind(BTC, i * 60_000, 0, 10.0 + i as f64)).collect();
+    assert_eq!(store.write_batch(&streams, &new_set, &[], &new).unwrap(), 4);
+    let all = all_indicators(store, &streams[0]);
+    assert_eq!(all.len(), 3 * 2 + 4, "{all:?}");
+    assert_eq!(all[&(120_000, "sma_2".to_owned())], 2.0);
+    assert_eq!(all[&(120_000, "rsi_2".to_owned())], 50.0);
+    assert_eq!(all[&(180_000, "ema_3".to_owned())], 13.0);
+    assert_eq!(store.indicator_names(&streams[0], 0, i64::MAX).unwrap(), ["ema_3", "rsi_2", "sma_2"]);
+}
+
+fn deleting_an_output_through_the_indicators_view_removes_only_it(mut s: Subject) {
+    let store = &mut *s.store;
+    let (streams, names) = (streams(), names());
+    let values = [ind(BTC, 0, 0, 1.0), ind(BTC, 0, 1, 50.0), ind(BTC, 60_000, 1, 60.0), ind(ETH, 0, 1, 70.0)];
+    store.write_batch(&streams, &names, &[], &values).unwrap();
+    // As the README says: DELETE FROM indicators WHERE name = '…', here for one stream.
+    (s.user_sql)("DELETE FROM indicators WHERE name = 'rsi_2' AND symbol = 'BTCUSDT'");
+    let want = BTreeMap::from([((0, "sma_2".to_owned()), 1.0)]);
+    assert_eq!(all_indicators(store, &streams[0]), want);
+    assert_eq!(all_indicators(store, &streams[1]), BTreeMap::from([((0, "rsi_2".to_owned()), 70.0)]));
+    assert_eq!(store.indicator_names(&streams[0], 0, i64::MAX).unwrap(), ["sma_2"]);
+    // The candle left with no value is not in the series.
+    let point = IndicatorPoint { timestamp: 0, values: vec![("sma_2".to_owned(), 1.0)] };
+    assert_eq!(store.indicator_series("BTCUSDT", Timeframe::M1, 10).unwrap(), [point]);
+    // Written again, the output is back.
+    store.write_batch(&streams, &names, &[], &[ind(BTC, 60_000, 1, 61.0)]).unwrap();
+    assert_eq!(all_indicators(store, &streams[0])[&(60_000, "rsi_2".to_owned())], 61.0);
+}
+
+fn hand_edits_through_the_candles_view_apply_to_the_store(mut s: Subject) {
+    let store = &mut *s.store;
+    let streams = streams();
+    let rows: Vec<_> = (0..4).map(|i| (BTC, candle(i * 60_000, 10.0 + i as f64, true))).collect();
+    store.write_candles(&streams, &rows).unwrap();
+    // As the tests do: reopen a closed candle (a revision), delete a range.
+    (s.user_sql)("UPDATE candles SET is_closed = 0 WHERE symbol = 'BTCUSDT' AND timeframe = '1m' AND timestamp = 0");
+    (s.user_sql)("DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timestamp BETWEEN 120000 AND 180000");
+    assert_eq!(btc_all(store), [candle(0, 10.0, false), rows[1].1]);
+    assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
+    assert_eq!(store.last_closed_of(&streams[0]).unwrap(), Some(60_000));
+    // The store writes the deleted candles again, and closes the reopened one.
+    assert_eq!(store.write_candles(&streams, &rows).unwrap(), 3);
+    assert_eq!(btc_all(store), rows.iter().map(|(_, c)| *c).collect::<Vec<_>>());
+}
+
+fn changed_counts_count_candle_rows_and_indicator_rows(mut s: Subject) {
+    let store = &mut *s.store;
+    let (streams, names) = (streams(), names());
+    let candles = [(BTC, candle(0, 10.0, true)), (BTC, candle(60_000, 11.0, true)), (ETH, candle(0, 20.0, true))];
+    let values = [ind(BTC, 0, 0, 1.0), ind(BTC, 0, 1, 50.0), ind(BTC, 60_000, 0, 2.0), ind(ETH, 0, 1, 40.0)];
+    // 3 candle rows, 3 indicator rows (one per candle with values).
+    assert_eq!(store.write_batch(&streams, &names, &candles, &values).unwrap(), 6);
+    assert_eq!(store.write_batch(&streams, &names, &candles, &values).unwrap(), 0);
+    // One value of one candle changed, one added to another: two rows.
+    let changed = [ind(BTC, 0, 0, 1.0), ind(BTC, 0, 1, 51.0), ind(BTC, 60_000, 1, 52.0), ind(ETH, 0, 1, 40.0)];
+    assert_eq!(store.write_batch(&streams, &names, &[], &changed).unwrap(), 2);
+    // Values in no particular order count the same.
+    let shuffled = [ind(ETH, 0, 0, 5.0), ind(BTC, 0, 0, 9.0), ind(ETH, 0, 1, 41.0), ind(BTC, 0, 0, 9.0)];
+    assert_eq!(store.write_batch(&streams, &names, &[], &shuffled).unwrap(), 2);
+    assert_eq!(all_indicators(store, &streams[1]).values().copied().collect::<Vec<_>>(), [41.0, 5.0]);
 }
 
 fn an_unknown_stream_or_output_writes_nothing(mut s: Subject) {

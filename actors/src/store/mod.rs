@@ -154,6 +154,9 @@ pub enum StoreError {
     File { path: PathBuf, source: std::io::Error },
     #[error("the database file {} was {change} while open", .path.display())]
     FileChanged { path: PathBuf, change: FileChange },
+    /// The database's schema is not one this code can use as it is (too new; or version 1, opened read-only).
+    #[error("database schema: {0}")]
+    Schema(String),
     #[error("PostgreSQL: {}", crate::error_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("PostgreSQL connection pool: {}", crate::error_chain(.0))]
@@ -188,6 +191,7 @@ impl StoreError {
             | Self::UnknownOutput(_)
             | Self::File { .. }
             | Self::FileChanged { .. }
+            | Self::Schema(_)
             | Self::PostgresConfig(_) => false,
         }
     }

@@ -1,110 +1,46 @@
-//! The SQLite store (the embedded default) of candles and indicator values: the schema, the batched upsert that keeps closed candles final
-//! (with the indicator values of the same batch in the same transaction), the reads, and the check that the open
-//! file is still the one at its path.
+//! The SQLite store (the embedded default) of candles and indicator values: the schema (version 2, in [`schema`];
+//! version 1 databases are migrated at open by [`migrate`]), the batched upsert that keeps closed candles final
+//! (with the indicator values of the same batch in the same transaction, one row per candle), the reads of the
+//! physical tables, and the check that the open file is still the one at its path.
 
+use std::borrow::Cow;
+use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::{FileChange, IndicatorPoint, IndicatorRow, Store, StoreError, StoredRange, StoredRanges, Window};
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 
-/// The schema. `candles` is keyed by (symbol, timeframe, open time). A closed candle that is written again with
-/// other values is a revision: the trigger keeps the old values in `candle_revisions`, stamped in ms UTC.
-///
-/// The trigger uses only functions SQLite 3.31 has (`unixepoch('subsec')` needs 3.42: older `sqlite3` tools, such as
-/// Debian 12's, evaluate it to NULL and then fail any `UPDATE` of a closed candle). It is dropped and created again
-/// on every open, which migrates a database made with the old trigger.
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS candles (
-    symbol          TEXT    NOT NULL,
-    timeframe       TEXT    NOT NULL,
-    timestamp       INTEGER NOT NULL,
-    open            REAL    NOT NULL,
-    high            REAL    NOT NULL,
-    low             REAL    NOT NULL,
-    close           REAL    NOT NULL,
-    volume          REAL    NOT NULL,
-    close_time      INTEGER NOT NULL,
-    quote_volume    REAL    NOT NULL,
-    trades          INTEGER NOT NULL,
-    taker_buy_base  REAL    NOT NULL,
-    taker_buy_quote REAL    NOT NULL,
-    is_closed       INTEGER NOT NULL CHECK (is_closed IN (0, 1)),
-    PRIMARY KEY (symbol, timeframe, timestamp)
-) WITHOUT ROWID;
+pub mod migrate;
+pub mod schema;
 
-CREATE TABLE IF NOT EXISTS candle_revisions (
-    symbol          TEXT    NOT NULL,
-    timeframe       TEXT    NOT NULL,
-    timestamp       INTEGER NOT NULL,
-    revised_at      INTEGER NOT NULL,
-    open            REAL    NOT NULL,
-    high            REAL    NOT NULL,
-    low             REAL    NOT NULL,
-    close           REAL    NOT NULL,
-    volume          REAL    NOT NULL,
-    quote_volume    REAL    NOT NULL,
-    trades          INTEGER NOT NULL,
-    taker_buy_base  REAL    NOT NULL,
-    taker_buy_quote REAL    NOT NULL
-);
+pub use schema::SCHEMA;
 
-DROP TRIGGER IF EXISTS candle_revision;
-CREATE TRIGGER candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
-BEGIN
-    INSERT INTO candle_revisions VALUES (
-        old.symbol, old.timeframe, old.timestamp,
-        CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER),
-        old.open, old.high, old.low, old.close, old.volume, old.quote_volume, old.trades,
-        old.taker_buy_base, old.taker_buy_quote);
-END;
-
-CREATE TABLE IF NOT EXISTS indicators (
-    symbol    TEXT    NOT NULL,
-    timeframe TEXT    NOT NULL,
-    timestamp INTEGER NOT NULL,
-    name      TEXT    NOT NULL,
-    value     REAL    NOT NULL,
-    PRIMARY KEY (symbol, timeframe, timestamp, name)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS exchange_gaps (
-    symbol    TEXT    NOT NULL,
-    timeframe TEXT    NOT NULL,
-    from_open INTEGER NOT NULL,
-    to_open   INTEGER NOT NULL,
-    PRIMARY KEY (symbol, timeframe, from_open)
-) WITHOUT ROWID;
-";
-
-/// The upsert. An in-progress row is replaced by any newer update; a closed row is final: an in-progress update
-/// never touches it, and a closed one only when its values differ (a revision).
+/// The candle upsert. An in-progress row is replaced by any newer update; a closed row is final: an in-progress
+/// update never touches it, and a closed one only when its values differ (a revision, recorded by the trigger).
 const UPSERT_CANDLE: &str = "
-INSERT INTO candles (symbol, timeframe, timestamp, open, high, low, close, volume, close_time, quote_volume,
-                     trades, taker_buy_base, taker_buy_quote, is_closed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-ON CONFLICT (symbol, timeframe, timestamp) DO UPDATE SET
+INSERT INTO candle_rows (stream_id, timestamp, open, high, low, close, volume, close_time, quote_volume,
+                         trades, taker_buy_base, taker_buy_quote, is_closed)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+ON CONFLICT (stream_id, timestamp) DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
     volume = excluded.volume, close_time = excluded.close_time, quote_volume = excluded.quote_volume,
     trades = excluded.trades, taker_buy_base = excluded.taker_buy_base, taker_buy_quote = excluded.taker_buy_quote,
     is_closed = excluded.is_closed
-WHERE candles.is_closed = 0
+WHERE candle_rows.is_closed = 0
    OR (excluded.is_closed = 1
-       AND (candles.open, candles.high, candles.low, candles.close, candles.volume, candles.close_time,
-            candles.quote_volume, candles.trades, candles.taker_buy_base, candles.taker_buy_quote)
+       AND (candle_rows.open, candle_rows.high, candle_rows.low, candle_rows.close, candle_rows.volume,
+            candle_rows.close_time, candle_rows.quote_volume, candle_rows.trades, candle_rows.taker_buy_base,
+            candle_rows.taker_buy_quote)
            IS NOT (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume, excluded.close_time,
                    excluded.quote_volume, excluded.trades, excluded.taker_buy_base, excluded.taker_buy_quote))
 ";
 
-/// The indicator upsert. A rebuild recomputes values and overwrites them; an unchanged value is not rewritten.
-const UPSERT_INDICATOR: &str = "
-INSERT INTO indicators (symbol, timeframe, timestamp, name, value) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (symbol, timeframe, timestamp, name) DO UPDATE SET value = excluded.value
-WHERE indicators.value IS NOT excluded.value
-";
+/// A stream's id, from its `?1` symbol and `?2` timeframe (NULL when it has none: it was never written).
+const STREAM: &str = "(SELECT id FROM streams WHERE symbol = ?1 AND timeframe = ?2)";
 
 const CANDLE_COLUMNS: &str = "timestamp, close_time, open, high, low, close, volume, quote_volume, trades, \
                               taker_buy_base, taker_buy_quote, is_closed";
@@ -123,17 +59,98 @@ impl FileId {
     }
 }
 
+/// The output columns of `indicator_rows` as this connection last read them.
+#[derive(Debug, Default)]
+struct Columns {
+    /// `PRAGMA schema_version` when they were read: `None` before the first read, or after a failed write.
+    schema_version: Option<i64>,
+    /// In table order.
+    names: Vec<String>,
+    /// Indexes into `names`, ordered by name.
+    sorted: Vec<usize>,
+    /// `"a", "b", …`: the quoted columns, in table order.
+    select_list: String,
+}
+
+impl Columns {
+    fn read(schema_version: i64, names: Vec<String>) -> Self {
+        let mut sorted: Vec<usize> = (0..names.len()).collect();
+        sorted.sort_by(|&a, &b| names[a].cmp(&names[b]));
+        let select_list = names.iter().map(|n| schema::quote_identifier(n)).collect::<Vec<_>>().join(", ");
+        Self { schema_version: Some(schema_version), names, sorted, select_list }
+    }
+
+    /// `"a" IS NOT NULL OR "b" IS NOT NULL …`: the row holds a value.
+    fn any_value(&self) -> String {
+        self.names
+            .iter()
+            .map(|n| format!("{} IS NOT NULL", schema::quote_identifier(n)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    }
+}
+
+/// The columns of `indicator_rows` as the database holds them now, read again only when its schema changed.
+fn current_columns<'a>(conn: &Connection, columns: &'a RefCell<Columns>) -> rusqlite::Result<Ref<'a, Columns>> {
+    let version: i64 = conn.pragma_query_value(None, "schema_version", |row| row.get(0))?;
+    if columns.borrow().schema_version != Some(version) {
+        let names = schema::indicator_columns(conn)?;
+        *columns.borrow_mut() = Columns::read(version, names);
+    }
+    Ok(columns.borrow())
+}
+
+/// The indicator upsert of one candle's row for a list of output names, with the SQL it was made from.
+#[derive(Debug, Default)]
+struct IndicatorUpsert {
+    names: Vec<String>,
+    sql: String,
+}
+
+impl IndicatorUpsert {
+    /// `INSERT … ON CONFLICT DO UPDATE` of the row of (`?1` stream id, `?2` open time) setting the columns of
+    /// `names` (`?3`, …): an absent value (NULL) keeps what is stored, and a row whose values all stay the same is
+    /// not rewritten.
+    fn sql_for(&mut self, names: &[String]) -> &str {
+        if self.names != names {
+            let columns: Vec<String> = names.iter().map(|n| schema::quote_identifier(n)).collect();
+            let placeholders: Vec<String> = (3..names.len() + 3).map(|i| format!("?{i}")).collect();
+            let merged: Vec<String> =
+                columns.iter().map(|c| format!("COALESCE(excluded.{c}, indicator_rows.{c})")).collect();
+            let stored: Vec<String> = columns.iter().map(|c| format!("indicator_rows.{c}")).collect();
+            let set: Vec<String> = columns.iter().zip(&merged).map(|(c, m)| format!("{c} = {m}")).collect();
+            self.sql = format!(
+                "INSERT INTO indicator_rows (stream_id, timestamp, {}) VALUES (?1, ?2, {})
+                 ON CONFLICT (stream_id, timestamp) DO UPDATE SET {}
+                 WHERE ({}) IS NOT ({})",
+                columns.join(", "),
+                placeholders.join(", "),
+                set.join(", "),
+                stored.join(", "),
+                merged.join(", "),
+            );
+            self.names = names.to_vec();
+        }
+        &self.sql
+    }
+}
+
 /// One SQLite connection to the candle database.
 pub struct SqliteStore {
     conn: Connection,
     /// The path the database was opened at, and the identity of the file it was then: `None` in memory.
     file: Option<(PathBuf, FileId)>,
+    /// The id of every stream this handle wrote or looked up, by key (streams are never deleted).
+    stream_ids: HashMap<StreamKey, i64>,
+    columns: RefCell<Columns>,
+    indicator_upsert: IndicatorUpsert,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, schema applied.
+    /// Opens (creating if needed) the database for writing: WAL, `synchronous=NORMAL`, the schema brought to the
+    /// current version (a version 1 database is backed up beside it, then migrated).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut store = Self::configure(Connection::open(path)?)?;
+        let mut store = Self::configure(Connection::open(path)?, Some(path))?;
         let id = FileId::of(path).map_err(|source| StoreError::File { path: path.to_owned(), source })?;
         store.file = Some((path.to_owned(), id));
         Ok(store)
@@ -141,26 +158,41 @@ impl SqliteStore {
 
     /// An in-memory database, for tests and benches.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::configure(Connection::open_in_memory()?)
+        Self::configure(Connection::open_in_memory()?, None)
     }
 
-    /// Opens an existing database read-only, for queries beside the writer.
+    /// Opens an existing database read-only, for queries beside the writer. A version 1 database is refused: the
+    /// writer migrates it when it opens it.
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Self { conn, file: None })
+        if migrate::inspect(&conn)? == migrate::Found::Version1 {
+            return Err(StoreError::Schema(format!(
+                "{} is at schema version 1 (made by an older candled); open it for writing (start candled) to migrate it",
+                path.display()
+            )));
+        }
+        Ok(Self::with(conn))
     }
 
-    /// WAL, `synchronous=NORMAL`, and the schema in one transaction, so that the trigger is never missing.
-    fn configure(mut conn: Connection) -> Result<Self, StoreError> {
+    fn with(conn: Connection) -> Self {
+        Self {
+            conn,
+            file: None,
+            stream_ids: HashMap::new(),
+            columns: RefCell::default(),
+            indicator_upsert: IndicatorUpsert::default(),
+        }
+    }
+
+    /// WAL, `synchronous=NORMAL`, and the schema at the current version (see [`migrate::to_current`]).
+    fn configure(mut conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let tx = conn.transaction()?;
-        tx.execute_batch(SCHEMA)?;
-        tx.commit()?;
-        Ok(Self { conn, file: None })
+        migrate::to_current(&mut conn, path)?;
+        Ok(Self::with(conn))
     }
 
     /// `Err(FileChanged)` when the file at the path the store was opened at is no longer the one it opened (deleted,
@@ -179,9 +211,8 @@ impl SqliteStore {
 
     /// `MIN` or `MAX` of a stream's closed open times: one step down its primary key.
     fn closed_bound(&self, key: &StreamKey, aggregate: &str) -> Result<Option<i64>, StoreError> {
-        let sql = format!(
-            "SELECT {aggregate}(timestamp) FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1"
-        );
+        let sql =
+            format!("SELECT {aggregate}(timestamp) FROM candle_rows WHERE stream_id = {STREAM} AND is_closed = 1");
         Ok(self.conn.query_row(&sql, params![key.symbol, key.timeframe.as_str()], |row| row.get(0))?)
     }
 
@@ -195,11 +226,154 @@ impl SqliteStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// The output columns of `indicator_rows`, current.
+    fn columns(&self) -> Result<Ref<'_, Columns>, StoreError> {
+        Ok(current_columns(&self.conn, &self.columns)?)
+    }
+}
+
+/// The database ids of a batch's streams, looked up (or created) once each per batch.
+struct BatchStreams<'a> {
+    keys: &'a [StreamKey],
+    known: &'a HashMap<StreamKey, i64>,
+    /// By [`StreamId`]: the id, once looked up in this batch.
+    ids: Vec<Option<i64>>,
+    /// Streams looked up in the database in this batch: remembered once it commits.
+    found: Vec<(StreamKey, i64)>,
+}
+
+impl<'a> BatchStreams<'a> {
+    fn new(keys: &'a [StreamKey], known: &'a HashMap<StreamKey, i64>) -> Self {
+        Self { keys, known, ids: vec![None; keys.len()], found: Vec::new() }
+    }
+
+    /// The id of `stream`, creating its `streams` row on its first write.
+    fn id(&mut self, conn: &Connection, stream: StreamId) -> Result<i64, StoreError> {
+        let index = stream.0 as usize;
+        if let Some(Some(id)) = self.ids.get(index) {
+            return Ok(*id);
+        }
+        let key = self.keys.get(index).ok_or(StoreError::UnknownStream(stream))?;
+        let id = match self.known.get(key) {
+            Some(id) => *id,
+            None => {
+                let (symbol, timeframe) = (key.symbol.as_str(), key.timeframe.as_str());
+                conn.prepare_cached("INSERT INTO streams (symbol, timeframe) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
+                    .execute([symbol, timeframe])?;
+                let id = conn
+                    .prepare_cached("SELECT id FROM streams WHERE symbol = ?1 AND timeframe = ?2")?
+                    .query_row([symbol, timeframe], |row| row.get(0))?;
+                self.found.push((key.clone(), id));
+                id
+            }
+        };
+        self.ids[index] = Some(id);
+        Ok(id)
+    }
+}
+
+/// Adds the columns of `names` that `indicator_rows` lacks, and makes the `indicators` view again if it did.
+fn ensure_columns(conn: &Connection, columns: &RefCell<Columns>, names: &[String]) -> Result<(), StoreError> {
+    let missing: Vec<String> = {
+        let current = current_columns(conn, columns)?;
+        let mut missing: Vec<String> = Vec::new();
+        for name in names {
+            if !current.names.contains(name) && !missing.contains(name) {
+                missing.push(name.clone());
+            }
+        }
+        missing
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    schema::add_indicator_columns(conn, &missing)?;
+    conn.execute_batch(&schema::indicators_view(&schema::indicator_columns(conn)?))?;
+    current_columns(conn, columns)?;
+    Ok(())
+}
+
+/// Upserts the indicator rows, one per (stream, open time) of `rows` (the later of two values of one output wins).
+/// Returns the rows changed.
+fn upsert_indicators(
+    conn: &Connection,
+    streams: &mut BatchStreams<'_>,
+    upsert: &mut IndicatorUpsert,
+    names: &[String],
+    rows: &[IndicatorRow],
+) -> Result<usize, StoreError> {
+    let key = |row: &IndicatorRow| (row.stream, row.open_time);
+    let rows: Cow<'_, [IndicatorRow]> = if rows.windows(2).all(|pair| key(&pair[0]) <= key(&pair[1])) {
+        Cow::Borrowed(rows)
+    } else {
+        let mut sorted = rows.to_vec();
+        sorted.sort_by_key(key);
+        Cow::Owned(sorted)
+    };
+    let mut stmt = conn.prepare_cached(upsert.sql_for(names))?;
+    let mut values: Vec<Option<f64>> = vec![None; names.len()];
+    let mut changed = 0;
+    for candle in rows.chunk_by(|a, b| key(a) == key(b)) {
+        values.iter_mut().for_each(|value| *value = None);
+        for row in candle {
+            values[usize::from(row.output)] = Some(row.value).filter(|v| !v.is_nan());
+        }
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        stmt.raw_bind_parameter(1, streams.id(conn, candle[0].stream)?)?;
+        stmt.raw_bind_parameter(2, candle[0].open_time)?;
+        for (index, value) in values.iter().enumerate() {
+            stmt.raw_bind_parameter(index + 3, value)?;
+        }
+        changed += stmt.raw_execute()?;
+    }
+    Ok(changed)
+}
+
+/// The writes of [`Store::write_batch`], in its transaction `tx`.
+fn write_rows(
+    tx: &Connection,
+    batch: &mut BatchStreams<'_>,
+    columns: &RefCell<Columns>,
+    indicator_upsert: &mut IndicatorUpsert,
+    names: &[String],
+    candles: &[(StreamId, Candle)],
+    indicators: &[IndicatorRow],
+) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    if !candles.is_empty() {
+        let mut upsert = tx.prepare_cached(UPSERT_CANDLE)?;
+        for (stream, c) in candles {
+            changed += upsert.execute(params![
+                batch.id(tx, *stream)?,
+                c.open_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.close_time,
+                c.quote_volume,
+                c.trades as i64,
+                c.taker_buy_base,
+                c.taker_buy_quote,
+                c.is_closed,
+            ])?;
+        }
+    }
+    if !indicators.is_empty() {
+        ensure_columns(tx, columns, names)?;
+        changed += upsert_indicators(tx, batch, indicator_upsert, names, indicators)?;
+    }
+    Ok(changed)
 }
 
 impl Store for SqliteStore {
-    /// Upserts a batch in one transaction: the candles, then the indicator values (named by `names`), each with
-    /// one cached prepared statement. Returns the rows changed.
+    /// Upserts a batch in one transaction: the candles (one row each), then the indicator values (one row per
+    /// candle, a column per output; a missing column is added first). Returns the rows changed: candle rows plus
+    /// indicator rows, each counted once however many of its values changed.
     fn write_batch(
         &mut self,
         streams: &[StreamKey],
@@ -207,48 +381,32 @@ impl Store for SqliteStore {
         candles: &[(StreamId, Candle)],
         indicators: &[IndicatorRow],
     ) -> Result<usize, StoreError> {
-        let key = |stream: StreamId| streams.get(stream.0 as usize).ok_or(StoreError::UnknownStream(stream));
-        let tx = self.conn.transaction()?;
-        let mut changed = 0;
-        {
-            let mut upsert = tx.prepare_cached(UPSERT_CANDLE)?;
-            for (stream, c) in candles {
-                let key = key(*stream)?;
-                changed += upsert.execute(params![
-                    key.symbol,
-                    key.timeframe.as_str(),
-                    c.open_time,
-                    c.open,
-                    c.high,
-                    c.low,
-                    c.close,
-                    c.volume,
-                    c.close_time,
-                    c.quote_volume,
-                    c.trades as i64,
-                    c.taker_buy_base,
-                    c.taker_buy_quote,
-                    c.is_closed,
-                ])?;
+        if let Some(row) = indicators.iter().find(|row| usize::from(row.output) >= names.len()) {
+            return Err(StoreError::UnknownOutput(row.output));
+        }
+        let Self { conn, stream_ids, columns, indicator_upsert, .. } = self;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut batch = BatchStreams::new(streams, stream_ids);
+        let written = write_rows(&tx, &mut batch, columns, indicator_upsert, names, candles, indicators);
+        let found = batch.found;
+        match written.and_then(|changed| Ok(tx.commit().map(|()| changed)?)) {
+            Ok(changed) => {
+                stream_ids.extend(found);
+                Ok(changed)
+            }
+            Err(error) => {
+                // Columns it added are gone with the transaction: read them again next time.
+                columns.borrow_mut().schema_version = None;
+                Err(error)
             }
         }
-        if !indicators.is_empty() {
-            let mut upsert = tx.prepare_cached(UPSERT_INDICATOR)?;
-            for row in indicators {
-                let key = key(row.stream)?;
-                let name = names.get(usize::from(row.output)).ok_or(StoreError::UnknownOutput(row.output))?;
-                changed +=
-                    upsert.execute(params![key.symbol, key.timeframe.as_str(), row.open_time, name, row.value])?;
-            }
-        }
-        tx.commit()?;
-        Ok(changed)
     }
 
     /// The newest closed open time stored for each stream.
     fn last_closed(&self) -> Result<HashMap<(String, Timeframe), i64>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT symbol, timeframe, MAX(timestamp) FROM candles WHERE is_closed = 1 GROUP BY symbol, timeframe",
+            "SELECT s.symbol, s.timeframe, MAX(c.timestamp) FROM candle_rows c JOIN streams s ON s.id = c.stream_id
+             WHERE c.is_closed = 1 GROUP BY c.stream_id",
         )?;
         let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?)))?;
         let mut last = HashMap::new();
@@ -276,8 +434,8 @@ impl Store for SqliteStore {
             Window::Newest => "DESC",
         };
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CANDLE_COLUMNS} FROM candles
-             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4
+            "SELECT {CANDLE_COLUMNS} FROM candle_rows
+             WHERE stream_id = {STREAM} AND timestamp >= ?3 AND timestamp < ?4
              ORDER BY timestamp {order} LIMIT ?5"
         ))?;
         let rows = stmt.query_map(params![symbol, timeframe.as_str(), start, end, limit as i64], candle_from_row)?;
@@ -291,8 +449,7 @@ impl Store for SqliteStore {
     /// Every closed candle of one stream, oldest first: what the indicators are recomputed from.
     fn closed_candles(&self, symbol: &str, timeframe: Timeframe) -> Result<Vec<Candle>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CANDLE_COLUMNS} FROM candles
-             WHERE symbol = ?1 AND timeframe = ?2 AND is_closed = 1 ORDER BY timestamp"
+            "SELECT {CANDLE_COLUMNS} FROM candle_rows WHERE stream_id = {STREAM} AND is_closed = 1 ORDER BY timestamp"
         ))?;
         let rows = stmt.query_map(params![symbol, timeframe.as_str()], candle_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -305,25 +462,28 @@ impl Store for SqliteStore {
         timeframe: Timeframe,
         limit: usize,
     ) -> Result<Vec<IndicatorPoint>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT timestamp, name, value FROM indicators
-             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= (
-                 SELECT MIN(timestamp) FROM (
-                     SELECT DISTINCT timestamp FROM indicators WHERE symbol = ?1 AND timeframe = ?2
-                     ORDER BY timestamp DESC LIMIT ?3))
-             ORDER BY timestamp, name",
-        )?;
-        let rows = stmt.query_map(params![symbol, timeframe.as_str(), limit as i64], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, f64>(2)?))
-        })?;
-        let mut series: Vec<IndicatorPoint> = Vec::new();
-        for row in rows {
-            let (timestamp, name, value) = row?;
-            match series.last_mut() {
-                Some(point) if point.timestamp == timestamp => point.values.push((name, value)),
-                _ => series.push(IndicatorPoint { timestamp, values: vec![(name, value)] }),
-            }
+        let columns = self.columns()?;
+        if columns.names.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT timestamp, {} FROM indicator_rows WHERE stream_id = {STREAM} AND ({})
+             ORDER BY timestamp DESC LIMIT ?3",
+            columns.select_list,
+            columns.any_value(),
+        ))?;
+        let mut rows = stmt.query(params![symbol, timeframe.as_str(), limit as i64])?;
+        let mut series: Vec<IndicatorPoint> = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns.names.len());
+            for &index in &columns.sorted {
+                if let Some(value) = row.get::<_, Option<f64>>(index + 1)? {
+                    values.push((columns.names[index].clone(), value));
+                }
+            }
+            series.push(IndicatorPoint { timestamp: row.get(0)?, values });
+        }
+        series.reverse();
         Ok(series)
     }
 
@@ -339,7 +499,7 @@ impl Store for SqliteStore {
 
     /// Records ranges `[from_open, to_open)` the exchange confirmed it has no candles for.
     fn record_exchange_gaps(&mut self, key: &StreamKey, gaps: &[Gap]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO exchange_gaps (symbol, timeframe, from_open, to_open) VALUES (?1, ?2, ?3, ?4)",
@@ -382,10 +542,10 @@ impl Store for SqliteStore {
 
     /// The open times stored for a stream in `[from, to]`, oldest first: closed ones, and ones still in progress.
     fn stored_opens(&self, key: &StreamKey, from: i64, to: i64) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT timestamp, is_closed FROM candles
-             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4 ORDER BY timestamp",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT timestamp, is_closed FROM candle_rows
+             WHERE stream_id = {STREAM} AND timestamp >= ?3 AND timestamp <= ?4 ORDER BY timestamp"
+        ))?;
         let rows = stmt.query_map(params![key.symbol, key.timeframe.as_str(), from, to], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?))
         })?;
@@ -400,8 +560,8 @@ impl Store for SqliteStore {
     fn stored_ranges(&self) -> Result<StoredRanges, StoreError> {
         let mut ranges = HashMap::new();
         let mut stmt = self.conn.prepare(
-            "SELECT symbol, timeframe, MIN(timestamp), MAX(timestamp), COUNT(*) FROM candles WHERE is_closed = 1
-             GROUP BY symbol, timeframe",
+            "SELECT s.symbol, s.timeframe, MIN(c.timestamp), MAX(c.timestamp), COUNT(*)
+             FROM candle_rows c JOIN streams s ON s.id = c.stream_id WHERE c.is_closed = 1 GROUP BY c.stream_id",
         )?;
         let rows = stmt.query_map([], |row| {
             let range = StoredRange {
@@ -427,17 +587,32 @@ impl Store for SqliteStore {
     }
 
     fn has_symbol(&self, symbol: &str) -> Result<bool, StoreError> {
-        let exists = "SELECT EXISTS (SELECT 1 FROM candles WHERE symbol = ?1)";
+        let exists = "SELECT EXISTS (SELECT 1 FROM streams s JOIN candle_rows c ON c.stream_id = s.id
+                      WHERE s.symbol = ?1)";
         Ok(self.conn.query_row(exists, [symbol], |row| row.get::<_, bool>(0))?)
     }
 
     fn indicator_names(&self, key: &StreamKey, from: i64, to: i64) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT DISTINCT name FROM indicators
-             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp < ?4 ORDER BY name",
-        )?;
-        let rows = stmt.query_map(params![key.symbol, key.timeframe.as_str(), from, to], |row| row.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let columns = self.columns()?;
+        if columns.names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let present: Vec<String> =
+            columns.names.iter().map(|n| format!("MAX({} IS NOT NULL)", schema::quote_identifier(n))).collect();
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {} FROM indicator_rows WHERE stream_id = {STREAM} AND timestamp >= ?3 AND timestamp < ?4",
+            present.join(", ")
+        ))?;
+        let mut rows = stmt.query(params![key.symbol, key.timeframe.as_str(), from, to])?;
+        let mut names = Vec::new();
+        if let Some(row) = rows.next()? {
+            for &index in &columns.sorted {
+                if row.get::<_, Option<bool>>(index)? == Some(true) {
+                    names.push(columns.names[index].clone());
+                }
+            }
+        }
+        Ok(names)
     }
 
     fn for_each_indicator_value(
@@ -447,15 +622,22 @@ impl Store for SqliteStore {
         to: i64,
         each: &mut dyn FnMut(i64, &str, f64),
     ) -> Result<(), StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT timestamp, name, value FROM indicators
-             WHERE symbol = ?1 AND timeframe = ?2 AND timestamp >= ?3 AND timestamp <= ?4",
-        )?;
+        let columns = self.columns()?;
+        if columns.names.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT timestamp, {} FROM indicator_rows WHERE stream_id = {STREAM} AND timestamp >= ?3 AND timestamp <= ?4",
+            columns.select_list
+        ))?;
         let mut rows = stmt.query(params![key.symbol, key.timeframe.as_str(), from, to])?;
-        // Millions of rows on an export: the name is compared where SQLite holds it, not copied.
         while let Some(row) = rows.next()? {
-            let name = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            each(row.get(0)?, name, row.get(2)?);
+            let open_time = row.get(0)?;
+            for (index, name) in columns.names.iter().enumerate() {
+                if let Some(value) = row.get::<_, Option<f64>>(index + 1)? {
+                    each(open_time, name, value);
+                }
+            }
         }
         Ok(())
     }
@@ -489,7 +671,8 @@ fn candle_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
 
 #[cfg(test)]
 mod tests {
-    //! The SQLite-only tests: the trigger, the file checks. The rules and reads are in the conformance suite.
+    //! The SQLite-only tests: the trigger, hand edits through the views, the file checks. The rules and reads are in
+    //! the conformance suite; the migration from version 1 is tested in `migrate`.
 
     use super::*;
     use crate::store::conformance::candle;
@@ -524,7 +707,7 @@ mod tests {
         assert_stamped_now(&revised_at(store.connection()), before);
     }
 
-    /// The trigger as it was before SQLite 3.31 compatibility, which needs 3.42.
+    /// The version 1 trigger as it was before SQLite 3.31 compatibility, which needs 3.42.
     const TRIGGER_NEEDING_3_42: &str = "
         DROP TRIGGER candle_revision;
         CREATE TRIGGER candle_revision AFTER UPDATE ON candles WHEN old.is_closed = 1
@@ -535,13 +718,30 @@ mod tests {
                 old.taker_buy_base, old.taker_buy_quote);
         END;";
 
-    /// A database file holding one closed BTCUSDT 1m candle, made with the old trigger.
+    /// A version 1 database file holding one closed BTCUSDT 1m candle, made with the old trigger.
     fn database_with_the_old_trigger(dir: &Path) -> PathBuf {
         let path = dir.join("candles.db");
-        let (_, streams) = store();
-        let mut store = SqliteStore::open(&path).unwrap();
-        store.write_candles(&streams, &[(StreamId(0), candle(0, 11.5, true))]).unwrap();
-        store.connection().execute_batch(TRIGGER_NEEDING_3_42).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(migrate::version_1::SCHEMA).unwrap();
+        let c = candle(0, 11.5, true);
+        let row = params![
+            "BTCUSDT",
+            "1m",
+            c.open_time,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.close_time,
+            c.quote_volume,
+            c.trades as i64,
+            c.taker_buy_base,
+            c.taker_buy_quote,
+            c.is_closed
+        ];
+        conn.execute(migrate::version_1::UPSERT_CANDLE, row).unwrap();
+        conn.execute_batch(TRIGGER_NEEDING_3_42).unwrap();
         path
     }
 
@@ -553,33 +753,144 @@ mod tests {
     }
 
     #[test]
-    fn opening_a_database_replaces_the_trigger_that_needs_sqlite_3_42() {
+    fn migrating_a_database_with_the_trigger_that_needs_sqlite_3_42_leaves_the_compatible_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = database_with_the_old_trigger(dir.path());
         let store = SqliteStore::open(&path).unwrap();
         let sql = trigger_sql(store.connection());
-        assert!(!sql.contains("unixepoch") && sql.contains("julianday"), "{sql}");
+        assert!(!sql.contains("unixepoch") && sql.contains("julianday") && sql.contains("candle_rows"), "{sql}");
+        assert_eq!(read_all(&store), [candle(0, 11.5, true)]);
+    }
+
+    /// Runs SQL through the real `sqlite3` tool, as a user would; returns its output.
+    fn sqlite3(path: &Path, sql: &str) -> String {
+        let output = std::process::Command::new("sqlite3")
+            .arg(path)
+            .arg(sql)
+            .output()
+            .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() && stderr.is_empty(), "sqlite3 failed on {sql}: {stderr}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// A user's `sqlite3` tool (3.40 on Debian 12; CI installs it) updates a closed candle of a database made with
-    /// the old trigger, once candled has opened it: the revision is recorded with the time.
+    /// the old trigger, once candled has opened (migrated) it: the revision is recorded with the time.
     #[test]
     fn the_sqlite3_tool_can_update_a_closed_candle() {
         let dir = tempfile::tempdir().unwrap();
         let path = database_with_the_old_trigger(dir.path());
         drop(SqliteStore::open(&path).unwrap());
         let before = crate::tasks::unix_ms();
-        let sql = "UPDATE candles SET close = 12.0 WHERE symbol = 'BTCUSDT' AND timestamp = 0;";
-        let output = std::process::Command::new("sqlite3")
-            .arg(&path)
-            .arg(sql)
-            .output()
-            .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success() && stderr.is_empty(), "sqlite3 failed: {stderr}");
+        sqlite3(&path, "UPDATE candles SET close = 12.0 WHERE symbol = 'BTCUSDT' AND timestamp = 0;");
         let store = SqliteStore::open_read_only(&path).unwrap();
         assert_stamped_now(&revised_at(store.connection()), before);
         assert_eq!(read_all(&store)[0].close, 12.0);
+    }
+
+    /// Hand edits through the `candles` view, as the tests and users make them with the `sqlite3` tool: INSERT
+    /// (a new stream gets an id; `INSERT OR REPLACE` keeps the stream's id), UPDATE (of a closed candle: a
+    /// revision), DELETE.
+    #[test]
+    fn the_candles_view_takes_inserts_updates_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let streams = vec![StreamKey::new("BTCUSDT", Timeframe::M1)];
+        store.write_candles(&streams, &[(StreamId(0), candle(0, 11.5, true))]).unwrap();
+        let columns = "symbol, timeframe, timestamp, open, high, low, close, volume, close_time, quote_volume, \
+                       trades, taker_buy_base, taker_buy_quote, is_closed";
+        let values = |symbol: &str, open_time: i64, close: f64| {
+            format!(
+                "('{symbol}', '1m', {open_time}, 10, 12, 9, {close}, 1.5, {}, 15, 3, 0.5, 5, 1)",
+                open_time + 59_999
+            )
+        };
+        // TC0: inserts, of a known stream and of a new one; INSERT OR REPLACE of an existing candle.
+        sqlite3(&path, &format!("INSERT INTO candles ({columns}) VALUES {};", values("BTCUSDT", 60_000, 11.0)));
+        sqlite3(&path, &format!("INSERT INTO candles ({columns}) VALUES {};", values("ETHUSDT", 0, 20.0)));
+        sqlite3(&path, &format!("INSERT OR REPLACE INTO candles ({columns}) VALUES {};", values("BTCUSDT", 0, 11.25)));
+        assert_eq!(read_all(&store), [candle(0, 11.25, true), candle(60_000, 11.0, true)]);
+        assert_eq!(store.closed_candles("ETHUSDT", Timeframe::M1).unwrap(), [candle(0, 20.0, true)]);
+        assert_eq!(sqlite3(&path, "SELECT id, symbol FROM streams ORDER BY id;"), "1|BTCUSDT\n2|ETHUSDT\n");
+        // TC1: an update of a closed candle is a revision; reopening the candle too.
+        sqlite3(&path, "UPDATE candles SET is_closed = 0 WHERE symbol = 'BTCUSDT' AND timestamp = 60000;");
+        assert_eq!(read_all(&store)[1], candle(60_000, 11.0, false));
+        assert_eq!(store.revisions("BTCUSDT", Timeframe::M1).unwrap(), 1);
+        // TC2: a delete removes exactly the rows selected.
+        sqlite3(&path, "DELETE FROM candles WHERE symbol = 'BTCUSDT' AND timestamp >= 60000;");
+        assert_eq!(read_all(&store), [candle(0, 11.25, true)]);
+        assert_eq!(sqlite3(&path, "SELECT COUNT(*) FROM candles;"), "2\n");
+    }
+
+    /// The `indicators` view: one row per stored value; a DELETE by name clears that output only (and a row left
+    /// empty goes), an UPDATE sets a value, an INSERT sets an existing output's value and refuses an unknown name.
+    #[test]
+    fn the_indicators_view_takes_deletes_updates_and_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        // TC0: before any output, the view is empty, and a DELETE through it is fine.
+        assert_eq!(sqlite3(&path, "SELECT COUNT(*) FROM indicators;"), "0\n");
+        sqlite3(&path, "DELETE FROM indicators WHERE name = 'ema_26';");
+        let streams = vec![StreamKey::new("BTCUSDT", Timeframe::M1)];
+        let names = vec!["sma_2".to_owned(), "ema_26".to_owned()];
+        let value = |open_time, output, value| IndicatorRow { stream: StreamId(0), open_time, output, value };
+        let values = [value(0, 0, 1.0), value(0, 1, 2.0), value(60_000, 1, 3.0)];
+        store.write_batch(&streams, &names, &[], &values).unwrap();
+        let all = "SELECT symbol, timeframe, timestamp, name, value FROM indicators ORDER BY timestamp, name;";
+        assert_eq!(
+            sqlite3(&path, all),
+            "BTCUSDT|1m|0|ema_26|2.0\nBTCUSDT|1m|0|sma_2|1.0\nBTCUSDT|1m|60000|ema_26|3.0\n"
+        );
+        // TC1: DELETE by name: the other output stays; the row of 60000, left with no value, goes.
+        sqlite3(&path, "DELETE FROM indicators WHERE name = 'ema_26';");
+        assert_eq!(sqlite3(&path, all), "BTCUSDT|1m|0|sma_2|1.0\n");
+        assert_eq!(sqlite3(&path, "SELECT COUNT(*) FROM indicator_rows;"), "1\n");
+        // TC2: UPDATE of a value, INSERT of a value of an existing output; an unknown name is refused.
+        sqlite3(&path, "UPDATE indicators SET value = 1.5 WHERE name = 'sma_2';");
+        sqlite3(&path, "INSERT INTO indicators VALUES ('BTCUSDT', '1m', 120000, 'ema_26', 4.0);");
+        assert_eq!(sqlite3(&path, all), "BTCUSDT|1m|0|sma_2|1.5\nBTCUSDT|1m|120000|ema_26|4.0\n");
+        let refused =
+            store.connection().execute("INSERT INTO indicators VALUES ('BTCUSDT', '1m', 0, 'rsi_9', 1.0)", []);
+        assert!(refused.is_err_and(|e| e.to_string().contains("no indicator output column")));
+        // The store reads what the view shows.
+        let mut seen = Vec::new();
+        store
+            .for_each_indicator_value(&streams[0], 0, i64::MAX, &mut |t, n, v| seen.push((t, n.to_owned(), v)))
+            .unwrap();
+        seen.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(seen, [(0, "sma_2".to_owned(), 1.5), (120_000, "ema_26".to_owned(), 4.0)]);
+    }
+
+    /// A reader opened before the writer added an output column sees the new output.
+    #[test]
+    fn a_reader_sees_columns_added_after_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.db");
+        let mut writer = SqliteStore::open(&path).unwrap();
+        let reader = SqliteStore::open_read_only(&path).unwrap();
+        let streams = vec![StreamKey::new("BTCUSDT", Timeframe::M1)];
+        assert!(reader.indicator_series("BTCUSDT", Timeframe::M1, 10).unwrap().is_empty());
+        let row = |output, value| IndicatorRow { stream: StreamId(0), open_time: 0, output, value };
+        writer.write_batch(&streams, &["sma_2".to_owned()], &[], &[row(0, 1.0)]).unwrap();
+        assert_eq!(reader.indicator_names(&streams[0], 0, 1).unwrap(), ["sma_2"]);
+        writer.write_batch(&streams, &["rsi_2".to_owned()], &[], &[row(0, 2.0)]).unwrap();
+        let point = IndicatorPoint { timestamp: 0, values: vec![("rsi_2".to_owned(), 2.0), ("sma_2".to_owned(), 1.0)] };
+        assert_eq!(reader.indicator_series("BTCUSDT", Timeframe::M1, 10).unwrap(), [point]);
+    }
+
+    /// A failed batch that added a column leaves no trace of it: the next batch adds it again.
+    #[test]
+    fn a_failed_batch_forgets_the_columns_it_added() {
+        let (mut store, streams) = store();
+        let row = |stream, value| IndicatorRow { stream: StreamId(stream), open_time: 0, output: 0, value };
+        let names = ["sma_2".to_owned()];
+        let failed = store.write_batch(&streams, &names, &[], &[row(0, 1.0), row(7, 1.0)]);
+        assert!(matches!(failed, Err(StoreError::UnknownStream(StreamId(7)))), "{failed:?}");
+        assert!(schema::indicator_columns(store.connection()).unwrap().is_empty());
+        assert_eq!(store.write_batch(&streams, &names, &[], &[row(0, 1.0)]).unwrap(), 1);
+        assert_eq!(store.indicator_names(&streams[0], 0, 1).unwrap(), ["sma_2"]);
     }
 
     #[test]
