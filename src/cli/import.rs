@@ -18,10 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::{CONFIG_ERROR, load_settings};
 
-/// Candles per transaction.
-const CANDLE_CHUNK: usize = 100_000;
-/// Indicator values per transaction.
-const INDICATOR_CHUNK: usize = 500_000;
+/// Candles per transaction, with their indicator values.
+const CHUNK: usize = 50_000;
 /// An open time at or above this is in µs: 1e14 ms is the year 5138, 1e14 µs is 1973.
 const MICROS_FROM: i64 = 100_000_000_000_000;
 /// The columns of a data.binance.vision kline row; the last (`ignore`) may be missing.
@@ -289,67 +287,98 @@ fn load(args: &ImportArgs, files: &[PathBuf]) -> Result<Loaded, ImportError> {
     Ok(loaded)
 }
 
-/// Writes one stream's candles in chunks, counting what changed; returns whether anything did.
-fn store_candles(
-    store: &mut SqliteStore,
-    key: &StreamKey,
-    candles: &[Candle],
-    bar: &ProgressBar,
-) -> Result<StreamSummary, StoreError> {
-    let streams = std::slice::from_ref(key);
-    let revisions_before = store.revisions(&key.symbol, key.timeframe)?;
-    let mut rows = Vec::with_capacity(CANDLE_CHUNK.min(candles.len()));
-    let mut changed = 0;
-    for chunk in candles.chunks(CANDLE_CHUNK) {
-        rows.clear();
-        rows.extend(chunk.iter().map(|c| (StreamId(0), *c)));
-        changed += store.write_batch(streams, &[], &rows, &[])? as u64;
-        bar.inc(chunk.len() as u64);
+/// What importing `imported` over the `stored` closed candles of a stream does, worked out before anything is
+/// written: the closed series the store will then hold (`merged`, oldest first, one candle per open time, the last
+/// imported winning) and the summary. A candle is new when no closed candle had its open time, unchanged when one
+/// had its values, and revised otherwise (the store records those in `candle_revisions`). `imported` is sorted by
+/// open time; duplicates in it count in that order, as the store sees them.
+fn plan(stored: &[Candle], imported: &[Candle]) -> (Vec<Candle>, StreamSummary) {
+    let mut merged: Vec<Candle> = Vec::with_capacity(stored.len() + imported.len());
+    let mut summary = StreamSummary { rows: imported.len() as u64, ..StreamSummary::default() };
+    let mut stored = stored.iter().peekable();
+    for candle in imported {
+        while let Some(earlier) = stored.next_if(|c| c.open_time < candle.open_time) {
+            merged.push(*earlier);
+        }
+        let previous = match merged.last() {
+            Some(last) if last.open_time == candle.open_time => merged.pop(),
+            _ => stored.next_if(|c| c.open_time == candle.open_time).copied(),
+        };
+        match previous {
+            None => summary.new += 1,
+            Some(previous) if previous == *candle => summary.unchanged += 1,
+            Some(_) => summary.revised += 1,
+        }
+        merged.push(*candle);
     }
-    let revised = store.revisions(&key.symbol, key.timeframe)? - revisions_before;
-    let rows = candles.len() as u64;
-    Ok(StreamSummary { rows, new: changed - revised, unchanged: rows - changed, revised, indicator_values: 0 })
+    merged.extend(stored);
+    (merged, summary)
 }
 
-/// Recomputes the stream's indicators over every stored closed candle and stores the values of the candles opened
-/// at or after `from` (earlier ones did not change). Returns the values written.
-fn rebuild_indicators(
+/// Writes one stream's imported candles and, when any is new or revised, the indicator values of every closed candle
+/// from the first imported one on, computed over the series the store will hold. Each chunk of candles is committed
+/// with its values in one transaction.
+fn store_stream(
     store: &mut SqliteStore,
     key: &StreamKey,
     config: &IndicatorConfig,
-    from: i64,
-) -> Result<u64, StoreError> {
+    imported: &[Candle],
+    bar: &ProgressBar,
+) -> Result<StreamSummary, StoreError> {
     let streams = std::slice::from_ref(key);
+    let stored = store.closed_candles(&key.symbol, key.timeframe)?;
+    let (merged, mut summary) = plan(&stored, imported);
+    drop(stored);
     let mut set = IndicatorSet::new(config);
     let names = set.names().to_vec();
-    if names.is_empty() {
-        return Ok(0);
+    let changed = summary.new + summary.revised > 0;
+    let from = imported.first().map_or(i64::MAX, |c| c.open_time);
+    let mut rows: Vec<IndicatorRow> = Vec::new();
+    let mut candles: Vec<(StreamId, Candle)> = Vec::with_capacity(CHUNK.min(imported.len()));
+    // `merged[..fed]` has been fed to the indicators.
+    let mut fed = 0;
+    for chunk in imported.chunks(CHUNK) {
+        candles.clear();
+        candles.extend(chunk.iter().map(|c| (StreamId(0), *c)));
+        rows.clear();
+        if changed && !names.is_empty() {
+            let until = chunk[chunk.len() - 1].open_time;
+            let end = fed + merged[fed..].partition_point(|c| c.open_time <= until);
+            feed_indicators(&mut set, &merged[fed..end], from, &mut rows);
+            fed = end;
+        }
+        store.write_batch(streams, &names, &candles, &rows)?;
+        summary.indicator_values += rows.len() as u64;
+        bar.inc(chunk.len() as u64);
     }
-    let closed = store.closed_candles(&key.symbol, key.timeframe)?;
-    let mut values: Vec<IndicatorValue> = Vec::with_capacity(names.len());
-    let mut rows: Vec<IndicatorRow> = Vec::with_capacity(INDICATOR_CHUNK + names.len());
-    let mut written = 0;
-    for candle in &closed {
+    // Stored candles after the last imported one: their values follow from the imported ones.
+    if changed && !names.is_empty() {
+        for later in merged[fed..].chunks(CHUNK) {
+            rows.clear();
+            feed_indicators(&mut set, later, from, &mut rows);
+            store.write_batch(streams, &names, &[], &rows)?;
+            summary.indicator_values += rows.len() as u64;
+        }
+    }
+    Ok(summary)
+}
+
+/// Feeds `series` to the indicators in order, adding to `rows` the values of the candles opened at or after `from`.
+fn feed_indicators(set: &mut IndicatorSet, series: &[Candle], from: i64, rows: &mut Vec<IndicatorRow>) {
+    let mut values: Vec<IndicatorValue> = Vec::new();
+    for candle in series {
         values.clear();
         set.update(candle, &mut values);
-        if candle.open_time < from {
-            continue;
-        }
-        let open_time = candle.open_time;
-        rows.extend(values.iter().map(|v| IndicatorRow {
-            stream: StreamId(0),
-            open_time,
-            output: v.output,
-            value: v.value,
-        }));
-        if rows.len() >= INDICATOR_CHUNK {
-            store.write_batch(streams, &names, &[], &rows)?;
-            written += rows.len() as u64;
-            rows.clear();
+        if candle.open_time >= from {
+            let open_time = candle.open_time;
+            rows.extend(values.iter().map(|v| IndicatorRow {
+                stream: StreamId(0),
+                open_time,
+                output: v.output,
+                value: v.value,
+            }));
         }
     }
-    store.write_batch(streams, &names, &[], &rows)?;
-    Ok(written + rows.len() as u64)
 }
 
 /// A progress bar on stderr (hidden when stderr is not a terminal).
@@ -425,14 +454,7 @@ fn import(args: &ImportArgs, database: &Path, indicators: &IndicatorConfig) -> R
     let mut summaries = HashMap::new();
     for (key, candles) in loaded.streams.iter().zip(&mut loaded.candles) {
         candles.sort_by_key(|c| c.open_time);
-        let mut summary = store_candles(&mut store, key, candles, &bar)?;
-        if summary.new + summary.revised > 0 {
-            bar.set_message(format!("indicators {key}"));
-            let from = candles.first().map_or(i64::MAX, |c| c.open_time);
-            summary.indicator_values = rebuild_indicators(&mut store, key, indicators, from)?;
-            bar.set_message("storing");
-        }
-        summaries.insert(key.clone(), summary);
+        summaries.insert(key.clone(), store_stream(&mut store, key, indicators, candles, &bar)?);
     }
     bar.finish_and_clear();
     let mut total = StreamSummary::default();
@@ -465,6 +487,8 @@ fn import(args: &ImportArgs, database: &Path, indicators: &IndicatorConfig) -> R
 
 #[cfg(test)]
 mod tests {
+    use candled_actors::indicators::recompute;
+
     use super::*;
 
     #[test]
@@ -551,6 +575,87 @@ mod tests {
         }
         // TC5: a 5m file read as 1m has the wrong close times.
         assert!(parse_klines(ROW_MS, Timeframe::M5, &mut Vec::new()).is_err());
+    }
+
+    fn closed(open_minute: i64, close: f64) -> Candle {
+        let open_time = open_minute * 60_000;
+        Candle {
+            open_time,
+            close_time: open_time + 59_999,
+            open: 1.0,
+            high: close.max(1.0),
+            low: close.min(1.0),
+            close,
+            volume: 1.0,
+            quote_volume: close,
+            trades: 1,
+            taker_buy_base: 0.5,
+            taker_buy_quote: close / 2.0,
+            is_closed: true,
+        }
+    }
+
+    #[test]
+    fn the_plan_merges_the_import_into_the_stored_series_and_counts_what_changes() {
+        let stored = [closed(0, 1.0), closed(1, 1.0), closed(3, 1.0), closed(5, 1.0)];
+        // TC0: new around the stored candles, one unchanged, one revised, a duplicate that revises the new one.
+        let imported = [closed(1, 1.0), closed(2, 2.0), closed(3, 3.0), closed(4, 4.0), closed(4, 4.5), closed(6, 6.0)];
+        let (merged, summary) = plan(&stored, &imported);
+        let want = [
+            closed(0, 1.0),
+            closed(1, 1.0),
+            closed(2, 2.0),
+            closed(3, 3.0),
+            closed(4, 4.5),
+            closed(5, 1.0),
+            closed(6, 6.0),
+        ];
+        assert_eq!(merged, want);
+        assert_eq!(summary, StreamSummary { rows: 6, new: 3, unchanged: 1, revised: 2, indicator_values: 0 });
+        // TC1: nothing stored; TC2: nothing imported.
+        assert_eq!(plan(&[], &imported[..2]).0, imported[..2]);
+        let (merged, summary) = plan(&stored, &[]);
+        assert_eq!((merged.as_slice(), summary), (&stored[..], StreamSummary::default()));
+    }
+
+    fn sorted(mut values: Vec<(i64, String, f64)>) -> Vec<(i64, String, f64)> {
+        values.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        values
+    }
+
+    /// Whether the indicator values stored for a stream equal a recomputation over `series`.
+    fn stored_values_equal_a_recomputation(store: &SqliteStore, key: &StreamKey, series: &[Candle]) -> bool {
+        let mut values = Vec::new();
+        let mut each = |time: i64, name: &str, value: f64| values.push((time, name.to_owned(), value));
+        store.for_each_indicator_value(key, i64::MIN, i64::MAX, &mut each).unwrap();
+        sorted(values) == sorted(recompute(&IndicatorConfig::default(), series))
+    }
+
+    /// Importing the newer half, then the older half, then a revision of one candle in the middle leaves the stored
+    /// values equal to a recomputation over the whole series: the later stored candles' values are rewritten.
+    #[test]
+    fn indicators_equal_a_recomputation_whatever_order_the_files_come_in() {
+        let mut store = SqliteStore::open_in_memory().unwrap();
+        let key = StreamKey::new("BTCUSDT", Timeframe::M1);
+        let config = IndicatorConfig::default();
+        let series: Vec<Candle> = (0..200).map(|i| closed(i, 100.0 + (i % 17) as f64 - (i % 5) as f64 * 1.5)).collect();
+        let bar = ProgressBar::hidden();
+        let newer = store_stream(&mut store, &key, &config, &series[100..], &bar).unwrap();
+        assert_eq!((newer.new, newer.unchanged, newer.revised), (100, 0, 0));
+        let older = store_stream(&mut store, &key, &config, &series[..100], &bar).unwrap();
+        assert_eq!((older.new, older.unchanged, older.revised), (100, 0, 0));
+        assert!(stored_values_equal_a_recomputation(&store, &key, &series));
+
+        let mut revised = series.clone();
+        revised[150].close += 3.0;
+        revised[150].high += 3.0;
+        let again = store_stream(&mut store, &key, &config, &revised[140..160], &bar).unwrap();
+        assert_eq!((again.new, again.unchanged, again.revised), (0, 19, 1));
+        assert_eq!(store.closed_candles("BTCUSDT", Timeframe::M1).unwrap(), revised);
+        assert!(stored_values_equal_a_recomputation(&store, &key, &revised));
+        // Nothing new: nothing rewritten.
+        let same = store_stream(&mut store, &key, &config, &revised, &bar).unwrap();
+        assert_eq!((same.unchanged, same.indicator_values), (200, 0));
     }
 
     #[test]
