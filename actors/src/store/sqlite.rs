@@ -19,12 +19,15 @@ pub mod schema;
 
 pub use schema::SCHEMA;
 
-/// The candle upsert. An in-progress row is replaced by any newer update; a closed row is final: an in-progress
-/// update never touches it, and a closed one only when its values differ (a revision, recorded by the trigger).
-const UPSERT_CANDLE: &str = "
-INSERT INTO candle_rows (stream_id, timestamp, open, high, low, close, volume, close_time, quote_volume,
-                         trades, taker_buy_base, taker_buy_quote, is_closed)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+/// The candle upsert's column list.
+const CANDLE_INSERT: &str = "INSERT INTO candle_rows (stream_id, timestamp, open, high, low, close, volume, close_time, \
+                             quote_volume, trades, taker_buy_base, taker_buy_quote, is_closed) VALUES ";
+
+/// The candle upsert's conflict clause. An in-progress row is replaced by any newer update; a closed row is final: an
+/// in-progress update never touches it, and a closed one only when its values differ (a revision, recorded by the
+/// trigger). SQLite applies the rows of a multi-row `VALUES` one after another, so a key repeated in one statement is
+/// upserted in order, as with one statement per row.
+const CANDLE_CONFLICT: &str = "
 ON CONFLICT (stream_id, timestamp) DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
     volume = excluded.volume, close_time = excluded.close_time, quote_volume = excluded.quote_volume,
@@ -38,6 +41,36 @@ WHERE candle_rows.is_closed = 0
            IS NOT (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume, excluded.close_time,
                    excluded.quote_volume, excluded.trades, excluded.taker_buy_base, excluded.taker_buy_quote))
 ";
+
+/// The parameters of one candle row.
+const CANDLE_PARAMS: usize = 13;
+
+/// Rows per multi-row upsert statement: a batch is written in statements of this many rows, its remainder one row
+/// at a time.
+const ROWS_PER_STATEMENT: usize = 32;
+
+/// The most parameters a statement may have (SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32).
+const MAX_PARAMS: usize = 32_766;
+
+/// `(?1, ?2, …), (…), …`: `rows` row tuples of `width` numbered parameters.
+fn values_list(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=width).map(|i| format!("?{}", row * width + i)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The candle upsert of `rows` rows (see [`CANDLE_CONFLICT`]).
+fn upsert_candles_sql(rows: usize) -> String {
+    format!("{CANDLE_INSERT}{}{CANDLE_CONFLICT}", values_list(rows, CANDLE_PARAMS))
+}
+
+/// The candle upsert of one row, and of [`ROWS_PER_STATEMENT`] rows.
+static UPSERT_CANDLE: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| (upsert_candles_sql(1), upsert_candles_sql(ROWS_PER_STATEMENT)));
 
 /// A stream's id, from its `?1` symbol and `?2` timeframe (NULL when it has none: it was never written).
 const STREAM: &str = "(SELECT id FROM streams WHERE symbol = ?1 AND timeframe = ?2)";
@@ -100,38 +133,49 @@ fn current_columns<'a>(conn: &Connection, columns: &'a RefCell<Columns>) -> rusq
     Ok(columns.borrow())
 }
 
-/// The indicator upsert of one candle's row for a list of output names, with the SQL it was made from.
+/// The indicator upserts for a list of output names: of one candle's row, and of [`Self::rows_per_statement`] rows.
 #[derive(Debug, Default)]
 struct IndicatorUpsert {
     names: Vec<String>,
-    sql: String,
+    single: String,
+    multi: String,
 }
 
 impl IndicatorUpsert {
-    /// `INSERT … ON CONFLICT DO UPDATE` of the row of (`?1` stream id, `?2` open time) setting the columns of
-    /// `names` (`?3`, …): an absent value (NULL) keeps what is stored, and a row whose values all stay the same is
-    /// not rewritten.
-    fn sql_for(&mut self, names: &[String]) -> &str {
-        if self.names != names {
-            let columns: Vec<String> = names.iter().map(|n| schema::quote_identifier(n)).collect();
-            let placeholders: Vec<String> = (3..names.len() + 3).map(|i| format!("?{i}")).collect();
-            let merged: Vec<String> =
-                columns.iter().map(|c| format!("COALESCE(excluded.{c}, indicator_rows.{c})")).collect();
-            let stored: Vec<String> = columns.iter().map(|c| format!("indicator_rows.{c}")).collect();
-            let set: Vec<String> = columns.iter().zip(&merged).map(|(c, m)| format!("{c} = {m}")).collect();
-            self.sql = format!(
-                "INSERT INTO indicator_rows (stream_id, timestamp, {}) VALUES (?1, ?2, {})
-                 ON CONFLICT (stream_id, timestamp) DO UPDATE SET {}
-                 WHERE ({}) IS NOT ({})",
-                columns.join(", "),
-                placeholders.join(", "),
-                set.join(", "),
-                stored.join(", "),
-                merged.join(", "),
-            );
+    /// Rows per multi-row statement for `outputs` output columns: [`ROWS_PER_STATEMENT`], fewer when its parameters
+    /// would pass SQLite's limit.
+    fn rows_per_statement(outputs: usize) -> usize {
+        ROWS_PER_STATEMENT.min(MAX_PARAMS / (outputs + 2)).max(1)
+    }
+
+    /// `INSERT … ON CONFLICT DO UPDATE` of `rows` rows of (stream id, open time, the columns of `names`): an absent
+    /// value (NULL) keeps what is stored, and a row whose values all stay the same is not rewritten.
+    fn sql(names: &[String], rows: usize) -> String {
+        let columns: Vec<String> = names.iter().map(|n| schema::quote_identifier(n)).collect();
+        let merged: Vec<String> =
+            columns.iter().map(|c| format!("COALESCE(excluded.{c}, indicator_rows.{c})")).collect();
+        let stored: Vec<String> = columns.iter().map(|c| format!("indicator_rows.{c}")).collect();
+        let set: Vec<String> = columns.iter().zip(&merged).map(|(c, m)| format!("{c} = {m}")).collect();
+        format!(
+            "INSERT INTO indicator_rows (stream_id, timestamp, {}) VALUES {}
+             ON CONFLICT (stream_id, timestamp) DO UPDATE SET {}
+             WHERE ({}) IS NOT ({})",
+            columns.join(", "),
+            values_list(rows, names.len() + 2),
+            set.join(", "),
+            stored.join(", "),
+            merged.join(", "),
+        )
+    }
+
+    /// The single-row and the multi-row statement for `names`, made again only when they changed.
+    fn sql_for(&mut self, names: &[String]) -> (&str, &str) {
+        if self.names != names || self.single.is_empty() {
+            self.single = Self::sql(names, 1);
+            self.multi = Self::sql(names, Self::rows_per_statement(names.len()));
             self.names = names.to_vec();
         }
-        &self.sql
+        (&self.single, &self.multi)
     }
 }
 
@@ -311,7 +355,13 @@ fn upsert_indicators(
         sorted.sort_by_key(key);
         Cow::Owned(sorted)
     };
-    let mut stmt = conn.prepare_cached(upsert.sql_for(names))?;
+    let (single_sql, multi_sql) = upsert.sql_for(names);
+    let width = names.len() + 2;
+    let per_statement = IndicatorUpsert::rows_per_statement(names.len());
+    let mut multi = conn.prepare_cached(multi_sql)?;
+    // The parameters of the rows not yet written, `width` a row: fewer than `per_statement` rows between statements.
+    let mut pending: Vec<Option<f64>> = Vec::with_capacity(width * per_statement);
+    let mut pending_keys: Vec<(i64, i64)> = Vec::with_capacity(per_statement);
     let mut values: Vec<Option<f64>> = vec![None; names.len()];
     let mut changed = 0;
     for candle in rows.chunk_by(|a, b| key(a) == key(b)) {
@@ -322,12 +372,92 @@ fn upsert_indicators(
         if values.iter().all(Option::is_none) {
             continue;
         }
-        stmt.raw_bind_parameter(1, streams.id(conn, candle[0].stream)?)?;
-        stmt.raw_bind_parameter(2, candle[0].open_time)?;
-        for (index, value) in values.iter().enumerate() {
-            stmt.raw_bind_parameter(index + 3, value)?;
+        pending_keys.push((streams.id(conn, candle[0].stream)?, candle[0].open_time));
+        pending.extend_from_slice(&values);
+        if pending_keys.len() == per_statement {
+            changed += execute_indicator_rows(&mut multi, &pending_keys, &pending, names.len())?;
+            pending_keys.clear();
+            pending.clear();
         }
-        changed += stmt.raw_execute()?;
+    }
+    if !pending_keys.is_empty() {
+        let mut single = conn.prepare_cached(single_sql)?;
+        for (key, values) in pending_keys.iter().zip(pending.chunks_exact(names.len().max(1))) {
+            changed += execute_indicator_rows(&mut single, std::slice::from_ref(key), values, names.len())?;
+        }
+    }
+    Ok(changed)
+}
+
+/// Binds the indicator rows of `keys` (stream id, open time) with their `values` (`outputs` of them per key) to
+/// `stmt`, made for exactly that many rows, and runs it. Returns the rows changed.
+fn execute_indicator_rows(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    keys: &[(i64, i64)],
+    values: &[Option<f64>],
+    outputs: usize,
+) -> Result<usize, StoreError> {
+    let mut index = 1;
+    for (&(stream_id, open_time), values) in keys.iter().zip(values.chunks_exact(outputs.max(1))) {
+        stmt.raw_bind_parameter(index, stream_id)?;
+        stmt.raw_bind_parameter(index + 1, open_time)?;
+        index += 2;
+        for value in values {
+            stmt.raw_bind_parameter(index, value)?;
+            index += 1;
+        }
+    }
+    Ok(stmt.raw_execute()?)
+}
+
+/// Binds one candle row at parameter `first` (its stream id, then the columns in [`CANDLE_INSERT`]'s order).
+fn bind_candle(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    first: usize,
+    stream_id: i64,
+    c: &Candle,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(first, stream_id)?;
+    stmt.raw_bind_parameter(first + 1, c.open_time)?;
+    stmt.raw_bind_parameter(first + 2, c.open)?;
+    stmt.raw_bind_parameter(first + 3, c.high)?;
+    stmt.raw_bind_parameter(first + 4, c.low)?;
+    stmt.raw_bind_parameter(first + 5, c.close)?;
+    stmt.raw_bind_parameter(first + 6, c.volume)?;
+    stmt.raw_bind_parameter(first + 7, c.close_time)?;
+    stmt.raw_bind_parameter(first + 8, c.quote_volume)?;
+    stmt.raw_bind_parameter(first + 9, c.trades as i64)?;
+    stmt.raw_bind_parameter(first + 10, c.taker_buy_base)?;
+    stmt.raw_bind_parameter(first + 11, c.taker_buy_quote)?;
+    stmt.raw_bind_parameter(first + 12, c.is_closed)
+}
+
+/// Upserts the candles in order, [`ROWS_PER_STATEMENT`] rows a statement, the remainder one row a statement.
+/// Returns the rows changed.
+fn upsert_candles(
+    conn: &Connection,
+    streams: &mut BatchStreams<'_>,
+    candles: &[(StreamId, Candle)],
+) -> Result<usize, StoreError> {
+    let (single_sql, multi_sql) = &*UPSERT_CANDLE;
+    let mut changed = 0;
+    let mut chunks = candles.chunks_exact(ROWS_PER_STATEMENT);
+    if chunks.len() > 0 {
+        let mut multi = conn.prepare_cached(multi_sql)?;
+        for chunk in &mut chunks {
+            for (row, (stream, candle)) in chunk.iter().enumerate() {
+                bind_candle(&mut multi, row * CANDLE_PARAMS + 1, streams.id(conn, *stream)?, candle)?;
+            }
+            changed += multi.raw_execute()?;
+        }
+    }
+    let remainder = chunks.remainder();
+    if !remainder.is_empty() {
+        let mut single = conn.prepare_cached(single_sql)?;
+        for (stream, candle) in remainder {
+            bind_candle(&mut single, 1, streams.id(conn, *stream)?, candle)?;
+            changed += single.raw_execute()?;
+        }
     }
     Ok(changed)
 }
@@ -344,24 +474,7 @@ fn write_rows(
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
     if !candles.is_empty() {
-        let mut upsert = tx.prepare_cached(UPSERT_CANDLE)?;
-        for (stream, c) in candles {
-            changed += upsert.execute(params![
-                batch.id(tx, *stream)?,
-                c.open_time,
-                c.open,
-                c.high,
-                c.low,
-                c.close,
-                c.volume,
-                c.close_time,
-                c.quote_volume,
-                c.trades as i64,
-                c.taker_buy_base,
-                c.taker_buy_quote,
-                c.is_closed,
-            ])?;
-        }
+        changed += upsert_candles(tx, batch, candles)?;
     }
     if !indicators.is_empty() {
         ensure_columns(tx, columns, names)?;
@@ -695,6 +808,80 @@ mod tests {
         let after = crate::tasks::unix_ms();
         assert_eq!(stamps.len(), 1, "one revision: {stamps:?}");
         assert!(stamps[0].is_some_and(|at| (before..=after).contains(&at)), "{stamps:?} not in {before}..={after}");
+    }
+
+    /// Every candle row, revision (without its stamp) and indicator row stored, by key.
+    fn dump(store: &SqliteStore) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let rows = |sql: &str| -> Vec<String> {
+            let mut stmt = store.conn.prepare(sql).unwrap();
+            let width = stmt.column_count();
+            stmt.query_map([], |row| {
+                (0..width).map(|i| row.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect()
+            })
+            .unwrap()
+            .map(|row| row.unwrap())
+            .collect()
+        };
+        (
+            rows("SELECT * FROM candle_rows ORDER BY stream_id, timestamp"),
+            rows(
+                "SELECT symbol, timeframe, timestamp, open, high, low, close, volume, quote_volume, trades, \
+                 taker_buy_base, taker_buy_quote FROM candle_revisions ORDER BY rowid",
+            ),
+            rows("SELECT * FROM indicator_rows ORDER BY stream_id, timestamp"),
+        )
+    }
+
+    #[test]
+    fn multi_row_statements_write_what_one_row_statements_write() {
+        let streams = vec![StreamKey::new("BTCUSDT", Timeframe::M1), StreamKey::new("ETHUSDT", Timeframe::M1)];
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let minute = |i: i64| i * 60_000;
+        // Stored before: closed candles on stream 0, in-progress ones on stream 1.
+        let stored: Vec<(StreamId, Candle)> = (0..50)
+            .map(|i| (StreamId(0), candle(minute(i), 10.0, true)))
+            .chain((0..50).map(|i| (StreamId(1), candle(minute(i), 10.0, false))))
+            .collect();
+        // Several full statements and a remainder, with keys repeated within a statement: revisions (a closed value
+        // that differs, then differs again), closed rows rewritten unchanged, in-progress updates of closed rows
+        // (ignored), in-progress rows closed then updated again, and new rows.
+        let mut batch = Vec::new();
+        for i in 0..70 {
+            let (closed, open) = (StreamId(0), StreamId(1));
+            batch.push((closed, candle(minute(i), 10.0 + (i % 3) as f64, true)));
+            batch.push((closed, candle(minute(i), 20.0, i % 2 == 0)));
+            batch.push((open, candle(minute(i), 11.0, i % 4 == 0)));
+            batch.push((open, candle(minute(i), 12.0, i % 5 == 0)));
+        }
+        let indicators: Vec<IndicatorRow> = (0..80)
+            .flat_map(|i| {
+                let stream = StreamId((i % 2) as u32);
+                let value = if i % 7 == 0 { f64::NAN } else { i as f64 };
+                [
+                    IndicatorRow { stream, open_time: minute(i), output: 0, value },
+                    IndicatorRow { stream, open_time: minute(i), output: (i % 2) as u16, value: value + 0.5 },
+                ]
+            })
+            .collect();
+        assert!(batch.len() > 2 * ROWS_PER_STATEMENT && batch.len() % ROWS_PER_STATEMENT != 0);
+        assert!(indicators.len() / 2 > 2 * ROWS_PER_STATEMENT);
+
+        let (mut multi, mut single) = (SqliteStore::open_in_memory().unwrap(), SqliteStore::open_in_memory().unwrap());
+        for store in [&mut multi, &mut single] {
+            store.write_batch(&streams, &names, &stored, &indicators[..20]).unwrap();
+        }
+        let candles_at_once = multi.write_candles(&streams, &batch).unwrap();
+        let candles_one_by_one: usize =
+            batch.iter().map(|row| single.write_candles(&streams, std::slice::from_ref(row)).unwrap()).sum();
+        assert_eq!(candles_at_once, candles_one_by_one);
+        // The values of one candle go together: one row each, however many outputs.
+        let indicators_at_once = multi.write_batch(&streams, &names, &[], &indicators).unwrap();
+        let indicators_one_by_one: usize =
+            indicators.chunks(2).map(|rows| single.write_batch(&streams, &names, &[], rows).unwrap()).sum();
+        assert_eq!(indicators_at_once, indicators_one_by_one);
+        assert!(candles_at_once > 0 && indicators_at_once > 0);
+        assert_eq!(dump(&multi), dump(&single));
+        assert!(!dump(&multi).1.is_empty(), "the batch revised closed candles");
     }
 
     #[test]
