@@ -173,10 +173,16 @@ impl TestApp {
 
     /// `GET path` on the app: status and JSON body (or the text as a JSON string).
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(format!("http://127.0.0.1:{}{path}", self.port)).send().expect("HTTP GET");
+        self.try_get(path).unwrap_or_else(|error| panic!("HTTP GET {path}: {error}"))
+    }
+
+    /// `GET path`, or the error: for polls across the hand-over from the start-up server to the full one, where a
+    /// kept-alive connection of the first may be closed under a request.
+    pub fn try_get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let response = self.http.get(format!("http://127.0.0.1:{}{path}", self.port)).send()?;
         let status = response.status().as_u16();
-        let text = response.text().expect("a body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        let text = response.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
     /// The value of a Prometheus sample such as `candled_frames_received_total`.
