@@ -421,12 +421,6 @@ fn is_unknown_symbol(error: &RestError) -> bool {
     matches!(error, RestError::Status { status: 400, body, .. } if body.contains("-1121"))
 }
 
-/// The open time `count` candles before the one current at `server_time`: where a history of `count` closed
-/// candles starts.
-pub fn history_start(key: &StreamKey, server_time: i64, count: u32) -> i64 {
-    crate::domain::history_start(key.timeframe, server_time, count)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use crate::actors::subscription::SubscriptionActor;
 use crate::actors::{MAILBOX_CAPACITY, Mailbox};
 use crate::domain::{Gap, StreamId, StreamKey, audit_through, holes};
 use crate::metrics::Metrics;
-use crate::rest::{FetchError, RestClient, history_start};
+use crate::rest::{FetchError, RestClient};
 use crate::store::{StoreBackend, StoreError};
 use crate::streams::{DataIssue, StreamHealth, describe_gaps};
 use crate::tasks::{RestartTracker, TaskState, TaskStats};
@@ -163,8 +163,8 @@ impl AuditActor {
             }
             let (key, timeframe) = (&audited.key, audited.key.timeframe);
             let through = audit_through(timeframe, exchange_now, 2 * grace);
-            let history_from =
-                (self.settings.history > 0).then(|| history_start(key, exchange_now, self.settings.history));
+            let history_from = (self.settings.history > 0)
+                .then(|| crate::domain::history_start(key.timeframe, exchange_now, self.settings.history));
             let seen = self.first_seen.get(&audited.stream).copied();
             let Some(from) = [store.first_closed(key)?, seen, history_from].into_iter().flatten().min() else {
                 continue;

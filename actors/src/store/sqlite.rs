@@ -910,24 +910,7 @@ mod tests {
         let path = dir.join("candles.db");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(migrate::version_1::SCHEMA).unwrap();
-        let c = candle(0, 11.5, true);
-        let row = params![
-            "BTCUSDT",
-            "1m",
-            c.open_time,
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.close_time,
-            c.quote_volume,
-            c.trades as i64,
-            c.taker_buy_base,
-            c.taker_buy_quote,
-            c.is_closed
-        ];
-        conn.execute(migrate::version_1::UPSERT_CANDLE, row).unwrap();
+        migrate::version_1::upsert_candle(&conn, "BTCUSDT", "1m", &candle(0, 11.5, true));
         conn.execute_batch(TRIGGER_NEEDING_3_42).unwrap();
         path
     }
@@ -951,14 +934,7 @@ mod tests {
 
     /// Runs SQL through the real `sqlite3` tool, as a user would; returns its output.
     fn sqlite3(path: &Path, sql: &str) -> String {
-        let output = std::process::Command::new("sqlite3")
-            .arg(path)
-            .arg(sql)
-            .output()
-            .expect("the sqlite3 command-line tool is installed (apt-get install sqlite3)");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success() && stderr.is_empty(), "sqlite3 failed on {sql}: {stderr}");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        migrate::tests::sqlite3(&[], path, sql)
     }
 
     /// A user's `sqlite3` tool (3.40 on Debian 12; CI installs it) updates a closed candle of a database made with

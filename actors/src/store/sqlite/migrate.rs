@@ -268,10 +268,33 @@ INSERT INTO indicators (symbol, timeframe, timestamp, name, value) VALUES (?1, ?
 ON CONFLICT (symbol, timeframe, timestamp, name) DO UPDATE SET value = excluded.value
 WHERE indicators.value IS NOT excluded.value
 ";
+
+    /// Writes one candle through [`UPSERT_CANDLE`], as version 1 did.
+    pub fn upsert_candle(conn: &rusqlite::Connection, symbol: &str, timeframe: &str, c: &crate::domain::Candle) {
+        let mut upsert = conn.prepare_cached(UPSERT_CANDLE).expect("the version 1 upsert");
+        upsert
+            .execute(rusqlite::params![
+                symbol,
+                timeframe,
+                c.open_time,
+                c.open,
+                c.high,
+                c.low,
+                c.close,
+                c.volume,
+                c.close_time,
+                c.quote_volume,
+                c.trades as i64,
+                c.taker_buy_base,
+                c.taker_buy_quote,
+                c.is_closed
+            ])
+            .expect("a version 1 candle written");
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! A version 1 database, written with the version 1 statements, migrated at open: the backup holds the version 1
     //! data, and every `sqlite3` query of the README answers the same on the version 1 file and on the migrated one.
 
@@ -323,29 +346,11 @@ mod tests {
             (StreamKey::new("ETHUSDT", Timeframe::M5), series(Timeframe::M5, start, 60, 2_000.0)),
             (StreamKey::new("BTCUSDT", Timeframe::H1), series(Timeframe::H1, start, 40, 37_000.0)),
         ];
-        let mut upsert_candle = conn.prepare(version_1::UPSERT_CANDLE).unwrap();
         let mut upsert_indicator = conn.prepare(version_1::UPSERT_INDICATOR).unwrap();
         for (key, candles) in &streams {
             let tf = key.timeframe.as_str();
             for c in candles {
-                upsert_candle
-                    .execute(params![
-                        key.symbol,
-                        tf,
-                        c.open_time,
-                        c.open,
-                        c.high,
-                        c.low,
-                        c.close,
-                        c.volume,
-                        c.close_time,
-                        c.quote_volume,
-                        c.trades as i64,
-                        c.taker_buy_base,
-                        c.taker_buy_quote,
-                        c.is_closed
-                    ])
-                    .unwrap();
+                version_1::upsert_candle(&conn, &key.symbol, tf, c);
             }
             let closed: Vec<Candle> = candles.iter().filter(|c| c.is_closed).copied().collect();
             for (open_time, name, value) in recompute(&IndicatorConfig::default(), &closed) {
@@ -354,24 +359,8 @@ mod tests {
         }
         // A revision of a closed BTCUSDT 1m candle.
         let revised = streams[0].1[5];
-        upsert_candle
-            .execute(params![
-                "BTCUSDT",
-                "1m",
-                revised.open_time,
-                revised.open,
-                revised.high,
-                revised.low,
-                revised.close + 1.0,
-                revised.volume,
-                revised.close_time,
-                revised.quote_volume,
-                revised.trades as i64,
-                revised.taker_buy_base,
-                revised.taker_buy_quote,
-                true
-            ])
-            .unwrap();
+        let revised = Candle { close: revised.close + 1.0, ..revised };
+        version_1::upsert_candle(&conn, "BTCUSDT", "1m", &revised);
         conn.execute_batch(
             "INSERT INTO exchange_gaps VALUES ('BTCUSDT', '1m', 1699000000000, 1699000120000);
              INSERT INTO exchange_gaps VALUES ('ETHUSDT', '5m', 1698000000000, 1698000300000);",
@@ -398,7 +387,7 @@ mod tests {
         queries
     }
 
-    fn sqlite3(flags: &[String], path: &Path, sql: &str) -> String {
+    pub(in crate::store) fn sqlite3(flags: &[String], path: &Path, sql: &str) -> String {
         let output = Command::new("sqlite3")
             .args(flags)
             .arg(path)
