@@ -2,8 +2,13 @@
 """The documented run behind `candled import`'s speed: N generated 1m candles, written as data.binance.vision monthly
 CSV files (no header, ms times), loaded by `candled import` (indicators rebuilt, with the repo's config.toml
 `[indicators]`), beside Python's `sqlite3.executemany` of the same rows into the same schema (copied from the
-database candled made: the stream's `streams` row, then the candles into `candle_rows`), timed side by side. Python's time counts only `executemany` and the commit; candled's counts
-the whole process: reading and parsing the files, storing, rebuilding and storing the indicators.
+database candled made: the stream's `streams` row, then the candles into `candle_rows`), timed side by side. Python's
+time counts only `executemany` and the commit; candled's counts the whole process: reading and parsing the files,
+storing, rebuilding and storing the indicators.
+
+A third timing is Python's `executemany` of every row candled writes with indicators: the candles, then the
+`indicator_rows` candled stored (read back first, not timed). That is the same SQLite work as the import, without
+the files and the indicator maths.
 
     cargo build --release --bin candled
     python3 benches/import_vs_executemany.py            # 1,000,000 rows
@@ -79,12 +84,14 @@ def run_import(binary, folder, files, indicators):
     return elapsed, out.stdout.strip().splitlines()[-1]
 
 
-def run_executemany(schema_from, folder, candles):
+def run_executemany(schema_from, path, candles, indicator_rows=()):
+    """Times `executemany` of the candles (then of `indicator_rows`, if any) into a new database at `path` with the
+    schema of `schema_from`, and the commit. Returns the time and the candles stored."""
     source = sqlite3.connect(schema_from)
     statements = [sql for (sql,) in source.execute(
         "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
     source.close()
-    db = sqlite3.connect(os.path.join(folder, "python.db"))
+    db = sqlite3.connect(path)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     for sql in statements:
@@ -93,6 +100,9 @@ def run_executemany(schema_from, folder, candles):
     started = time.perf_counter()
     db.execute("INSERT INTO streams (id, symbol, timeframe) VALUES (1, 'BTCUSDT', '1m')")
     db.executemany("INSERT INTO candle_rows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", candles)
+    if indicator_rows:
+        marks = ",".join("?" * len(indicator_rows[0]))
+        db.executemany(f"INSERT INTO indicator_rows VALUES ({marks})", indicator_rows)
     db.commit()
     elapsed = time.perf_counter() - started
     count = db.execute("SELECT COUNT(*) FROM candles WHERE symbol = 'BTCUSDT'").fetchone()[0]
@@ -125,17 +135,25 @@ def main():
             os.mkdir(run_folder)
             runs[name] = run_import(args.binary, run_folder, files, indicators)
         schema_from = os.path.join(folder, "with_indicators", "candles.db")
-        python, count = run_executemany(schema_from, folder, candles)
+        python, count = run_executemany(schema_from, os.path.join(folder, "python.db"), candles)
         assert count == args.rows, count
 
         db = sqlite3.connect(schema_from)
         stored = db.execute("SELECT COUNT(*) FROM candles").fetchone()[0]
         values = db.execute("SELECT COUNT(*) FROM indicators").fetchone()[0]
+        indicator_rows = db.execute("SELECT * FROM indicator_rows ORDER BY stream_id, timestamp").fetchall()
         db.close()
         assert stored == args.rows, stored
+        python_all, count = run_executemany(schema_from, os.path.join(folder, "python_all.db"), candles,
+                                            indicator_rows)
+        assert count == args.rows, count
         print(f"python sqlite3.executemany (candles only):      {python:7.2f} s")
+        print(f"python sqlite3.executemany (candles and the {len(indicator_rows):,} indicator rows): {python_all:.2f} s")
         for name, (elapsed, summary) in runs.items():
             print(f"candled import ({name:15}):         {elapsed:7.2f} s  ({python / elapsed:.2f}x)  {summary}")
+        with_indicators = runs["with indicators"][0]
+        print(f"candled import with indicators against executemany of the same rows: "
+              f"{python_all / with_indicators:.2f}x")
         print(f"indicator values stored: {values:,}")
 
 

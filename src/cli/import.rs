@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candled_actors::domain::{Candle, RejectReason, StreamId, StreamKey, Timeframe, parse_decimal, validate};
@@ -254,11 +255,13 @@ pub struct StreamSummary {
     pub indicator_values: u64,
 }
 
-/// Reads, checks and parses every file; nothing is written if one fails.
+/// Reads, checks and parses every file, on as many threads as there are cores; nothing is written if one fails (the
+/// first failure in file order is the one reported). Each stream's candles are in file order.
 fn load(args: &ImportArgs, files: &[PathBuf]) -> Result<Loaded, ImportError> {
     let bytes_total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = progress(bytes_total, "reading", "{msg:10} [{bar:40}] {bytes}/{total_bytes} ({eta})");
     let mut loaded = Loaded::default();
+    let mut streams = Vec::with_capacity(files.len());
     for path in files {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let named = stream_from_file_name(name);
@@ -267,24 +270,71 @@ fn load(args: &ImportArgs, files: &[PathBuf]) -> Result<Loaded, ImportError> {
         let (Some(symbol), Some(timeframe)) = (symbol, timeframe) else {
             return Err(ImportError::FileName { path: path.clone() });
         };
-        let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.clone(), source })?;
-        let mut checksum_path = path.as_os_str().to_owned();
-        checksum_path.push(".CHECKSUM");
-        match std::fs::read_to_string(&checksum_path) {
-            Ok(checksum) => verify_checksum(path, &bytes, &checksum)?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(ImportError::Read { path: checksum_path.into(), source }),
+        streams.push(loaded.stream(StreamKey::new(symbol, timeframe)));
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let workers = std::thread::available_parallelism().map_or(1, usize::from).min(files.len()).max(1);
+    let mut parsed: Vec<Option<Result<Vec<Candle>, ImportError>>> = (0..files.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = files.get(index) else { break };
+                        let timeframe = loaded.streams[streams[index]].timeframe;
+                        let result = read_file(path, timeframe, &bar);
+                        failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                        done.push((index, result));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (index, result) in handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+                parsed[index] = Some(result);
+            }
         }
-        let size = bytes.len() as u64;
-        let stream = loaded.stream(StreamKey::new(symbol, timeframe));
-        for text in csv_texts(path, bytes)? {
-            parse_klines(&text, timeframe, &mut loaded.candles[stream])
-                .map_err(|(line, problem)| ImportError::Row { path: path.clone(), line, problem })?;
+    });
+    // A file not parsed because an earlier one failed is `None`, after that failure.
+    for (stream, result) in streams.into_iter().zip(parsed) {
+        let Some(result) = result else { continue };
+        let candles = result?;
+        let stored = &mut loaded.candles[stream];
+        if stored.is_empty() {
+            *stored = candles;
+        } else {
+            stored.extend_from_slice(&candles);
         }
-        bar.inc(size);
     }
     bar.finish_and_clear();
     Ok(loaded)
+}
+
+/// Reads one file, checks it against its `.CHECKSUM` when there is one, and parses its klines.
+fn read_file(path: &Path, timeframe: Timeframe, bar: &ProgressBar) -> Result<Vec<Candle>, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Read { path: path.to_owned(), source })?;
+    let mut checksum_path = path.as_os_str().to_owned();
+    checksum_path.push(".CHECKSUM");
+    match std::fs::read_to_string(&checksum_path) {
+        Ok(checksum) => verify_checksum(path, &bytes, &checksum)?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ImportError::Read { path: checksum_path.into(), source }),
+    }
+    let size = bytes.len() as u64;
+    let mut candles = Vec::new();
+    for text in csv_texts(path, bytes)? {
+        parse_klines(&text, timeframe, &mut candles).map_err(|(line, problem)| ImportError::Row {
+            path: path.to_owned(),
+            line,
+            problem,
+        })?;
+    }
+    bar.inc(size);
+    Ok(candles)
 }
 
 /// What importing `imported` over the `stored` closed candles of a stream does, worked out before anything is
@@ -315,9 +365,16 @@ fn plan(stored: &[Candle], imported: &[Candle]) -> (Vec<Candle>, StreamSummary) 
     (merged, summary)
 }
 
+/// One transaction of an import: candles (the imported ones of a chunk, or none) and the indicator values to write
+/// with them.
+struct Batch {
+    candles: Vec<(StreamId, Candle)>,
+    indicators: Vec<IndicatorRow>,
+}
+
 /// Writes one stream's imported candles and, when any is new or revised, the indicator values of every closed candle
 /// from the first imported one on, computed over the series the store will hold. Each chunk of candles is committed
-/// with its values in one transaction.
+/// with its values in one transaction. The batches are made on another thread while the store writes the one before.
 fn store_stream(
     store: &mut SqliteStore,
     key: &StreamKey,
@@ -329,38 +386,56 @@ fn store_stream(
     let stored = store.closed_candles(&key.symbol, key.timeframe)?;
     let (merged, mut summary) = plan(&stored, imported);
     drop(stored);
+    let names = IndicatorSet::new(config).names().to_vec();
+    let rebuild = summary.new + summary.revised > 0 && !names.is_empty();
+    let (sender, batches) = std::sync::mpsc::sync_channel::<Batch>(1);
+    std::thread::scope(|scope| {
+        scope.spawn(|| make_batches(config, imported, &merged, rebuild, sender));
+        for batch in batches {
+            store.write_batch(streams, &names, &batch.candles, &batch.indicators)?;
+            summary.indicator_values += batch.indicators.len() as u64;
+            bar.inc(batch.candles.len() as u64);
+        }
+        Ok(summary)
+    })
+}
+
+/// The batches of [`store_stream`], in order, until the store stops taking them: each chunk of `imported` with the
+/// indicator values of the merged series up to its last candle (when `rebuild`), then the values of the stored
+/// candles after the last imported one, which follow from the imported ones.
+fn make_batches(
+    config: &IndicatorConfig,
+    imported: &[Candle],
+    merged: &[Candle],
+    rebuild: bool,
+    batches: std::sync::mpsc::SyncSender<Batch>,
+) {
     let mut set = IndicatorSet::new(config);
-    let names = set.names().to_vec();
-    let changed = summary.new + summary.revised > 0;
     let from = imported.first().map_or(i64::MAX, |c| c.open_time);
-    let mut rows: Vec<IndicatorRow> = Vec::new();
-    let mut candles: Vec<(StreamId, Candle)> = Vec::with_capacity(CHUNK.min(imported.len()));
     // `merged[..fed]` has been fed to the indicators.
     let mut fed = 0;
     for chunk in imported.chunks(CHUNK) {
-        candles.clear();
-        candles.extend(chunk.iter().map(|c| (StreamId(0), *c)));
-        rows.clear();
-        if changed && !names.is_empty() {
+        let mut indicators = Vec::new();
+        if rebuild {
             let until = chunk[chunk.len() - 1].open_time;
             let end = fed + merged[fed..].partition_point(|c| c.open_time <= until);
-            feed_indicators(&mut set, &merged[fed..end], from, &mut rows);
+            feed_indicators(&mut set, &merged[fed..end], from, &mut indicators);
             fed = end;
         }
-        store.write_batch(streams, &names, &candles, &rows)?;
-        summary.indicator_values += rows.len() as u64;
-        bar.inc(chunk.len() as u64);
-    }
-    // Stored candles after the last imported one: their values follow from the imported ones.
-    if changed && !names.is_empty() {
-        for later in merged[fed..].chunks(CHUNK) {
-            rows.clear();
-            feed_indicators(&mut set, later, from, &mut rows);
-            store.write_batch(streams, &names, &[], &rows)?;
-            summary.indicator_values += rows.len() as u64;
+        let candles = chunk.iter().map(|c| (StreamId(0), *c)).collect();
+        if batches.send(Batch { candles, indicators }).is_err() {
+            return;
         }
     }
-    Ok(summary)
+    if rebuild {
+        for later in merged[fed..].chunks(CHUNK) {
+            let mut indicators = Vec::new();
+            feed_indicators(&mut set, later, from, &mut indicators);
+            if batches.send(Batch { candles: Vec::new(), indicators }).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Feeds `series` to the indicators in order, adding to `rows` the values of the candles opened at or after `from`.
@@ -448,7 +523,10 @@ fn import(args: &ImportArgs, database: &Path, indicators: &IndicatorConfig) -> R
     let files = expand(&args.files)?;
     let mut loaded = load(args, &files)?;
     let mut store = SqliteStore::open(database)?;
-    store.connection().pragma_update(None, "cache_size", -262_144).map_err(StoreError::from)?;
+    // Room for one chunk's pages (about 11 MB for 50,000 candles and their values), so that a transaction never
+    // spills to the file before its commit; a larger cache only costs fresh memory.
+    store.connection().pragma_update(None, "cache_size", -32_768).map_err(StoreError::from)?;
+    let bulk = store.begin_bulk_load()?;
     let rows: u64 = loaded.candles.iter().map(|c| c.len() as u64).sum();
     let bar = progress(rows, "storing", "{msg:10} [{bar:40}] {pos}/{len} rows ({per_sec}, {eta})");
     let mut summaries = HashMap::new();
@@ -457,6 +535,9 @@ fn import(args: &ImportArgs, database: &Path, indicators: &IndicatorConfig) -> R
         summaries.insert(key.clone(), store_stream(&mut store, key, indicators, candles, &bar)?);
     }
     bar.finish_and_clear();
+    if bulk {
+        store.end_bulk_load()?;
+    }
     let mut total = StreamSummary::default();
     for key in &loaded.streams {
         let s = summaries[key];

@@ -253,6 +253,11 @@ fn a_bad_checksum_or_row_refuses_the_whole_import() {
     let (status, _, stderr) = candled(dir.path(), &["import", "BTCUSDT-1m-2026-01-03.csv"]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("BTCUSDT-1m-2026-01-03.csv: line 2: close time does not match"), "{stderr}");
+    // TC1b: files are parsed in parallel, yet of two bad ones the first named is the one reported.
+    let (status, _, stderr) =
+        candled(dir.path(), &["import", good.to_str().unwrap(), "BTCUSDT-1m-2026-01-03.csv", zip.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("BTCUSDT-1m-2026-01-03.csv: line 2") && !stderr.contains("checksum"), "{stderr}");
     // TC2: a name that does not tell the stream, then the same file with --symbol and --timeframe.
     std::fs::copy(&good, dir.path().join("minutes.csv")).unwrap();
     let (status, _, stderr) = candled(dir.path(), &["import", "minutes.csv"]);

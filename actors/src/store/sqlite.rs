@@ -179,6 +179,9 @@ impl IndicatorUpsert {
     }
 }
 
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One SQLite connection to the candle database.
 pub struct SqliteStore {
     conn: Connection,
@@ -210,7 +213,7 @@ impl SqliteStore {
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         if migrate::inspect(&conn)? == migrate::Found::Version1 {
             return Err(StoreError::Schema(format!(
                 "{} is at schema version 1 (made by an older candled); open it for writing (start candled) to migrate it",
@@ -234,7 +237,7 @@ impl SqliteStore {
     fn configure(mut conn: Connection, path: Option<&Path>) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrate::to_current(&mut conn, path)?;
         Ok(Self::with(conn))
     }
@@ -263,6 +266,31 @@ impl SqliteStore {
     /// Folds the WAL into the main database file and truncates it.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Readies the database for a bulk load by its only writer (`candled import`, which holds the lock): a rollback
+    /// journal instead of the WAL, so that the pages a load adds are written once, not to the WAL and again at each
+    /// checkpoint. A crash still rolls back to the last commit. Returns whether it switched: it cannot while another
+    /// connection has the file open (a `sqlite3` shell, say), and the load then goes through the WAL as usual.
+    /// [`Self::end_bulk_load`] goes back to WAL, and so does [`Self::open`] after a crash.
+    pub fn begin_bulk_load(&self) -> Result<bool, StoreError> {
+        // Another connection would hold its lock until it closes: do not wait for it.
+        self.conn.busy_timeout(std::time::Duration::ZERO)?;
+        let switched = self.conn.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get::<_, String>(0));
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        match switched {
+            Ok(mode) => Ok(mode.eq_ignore_ascii_case("delete")),
+            Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::DatabaseBusy => {
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Back to the WAL after [`Self::begin_bulk_load`].
+    pub fn end_bulk_load(&self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "journal_mode", "WAL")?;
         Ok(())
     }
 
@@ -1054,6 +1082,33 @@ mod tests {
         assert!(schema::indicator_columns(store.connection()).unwrap().is_empty());
         assert_eq!(store.write_batch(&streams, &names, &[], &[row(0, 1.0)]).unwrap(), 1);
         assert_eq!(store.indicator_names(&streams[0], 0, 1).unwrap(), ["sma_2"]);
+    }
+
+    fn journal_mode(conn: &Connection) -> String {
+        conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap()
+    }
+
+    /// A bulk load goes through a rollback journal when the writer is alone on the file, stays in WAL beside a
+    /// reader, and its rows are there either way; the file is in WAL again after it.
+    #[test]
+    fn a_bulk_load_uses_a_rollback_journal_only_when_alone_and_ends_in_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("candles.db");
+        let streams = vec![StreamKey::new("BTCUSDT", Timeframe::M1)];
+        let mut store = SqliteStore::open(&path).unwrap();
+        for (alone, open_time) in [(true, 0), (false, 60_000)] {
+            let reader = (!alone).then(|| SqliteStore::open_read_only(&path).unwrap());
+            assert_eq!(store.begin_bulk_load().unwrap(), alone, "alone: {alone}");
+            let want = if alone { "delete" } else { "wal" };
+            assert_eq!(journal_mode(store.connection()), want);
+            store.write_batch(&streams, &[], &[(StreamId(0), candle(open_time, 1.0, true))], &[]).unwrap();
+            store.end_bulk_load().unwrap();
+            assert_eq!(journal_mode(store.connection()), "wal");
+            drop(reader);
+        }
+        drop(store);
+        let reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(read_all(&reopened), [candle(0, 1.0, true), candle(60_000, 1.0, true)]);
     }
 
     #[test]
