@@ -372,8 +372,11 @@ fn default_connect_timeout_secs() -> u64 {
 fn default_max_message_bytes() -> usize {
     1 << 20
 }
+/// Enough fetches in flight to keep the weight budget busy: at 6,000 weight a minute, a 1,000-candle request
+/// (weight 2) may go out every 20 ms, so 16 in flight keep pace while each takes up to 320 ms, as it can on a busy
+/// machine. The budget, not this, is what holds candled under the exchange's limit.
 fn default_backfill_concurrency() -> usize {
-    4
+    16
 }
 fn default_close_grace_ms() -> u64 {
     5_000
