@@ -2,6 +2,11 @@
 //! rusqlite batched insert of the same rows into the same schema's `candle_rows` (the streams registered
 //! beforehand), in one transaction with one prepared statement.
 //! Both statements are compiled in the untimed setup, as in production, where a statement is compiled once.
+//!
+//! `import_floor/*` is the SQLite floor of `candled import` with indicators: the rows of 100,000 candles (a
+//! `candle_rows` row and an `indicator_rows` row of 11 outputs each) inserted raw into a new database file, 32 rows a
+//! statement and 50,000 candles a transaction, as the import writes them, through a rollback journal and through the
+//! WAL. Nothing is read, parsed or computed.
 
 use candled_actors::domain::{Candle, StreamId, StreamKey, Timeframe};
 use candled_actors::store::sqlite::SCHEMA;
@@ -101,5 +106,98 @@ fn storage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, storage);
+const IMPORT_CANDLES: usize = 102_400;
+/// About the import's 50,000, and a whole number of statements.
+const IMPORT_CHUNK: usize = 51_200;
+const IMPORT_ROWS_PER_STATEMENT: usize = 32;
+const OUTPUTS: usize = 11;
+/// The parameters of a row of either table: `candle_rows` has 13 columns, `indicator_rows` 2 + [`OUTPUTS`].
+const ROW_WIDTH: usize = 13;
+
+/// An `INSERT` of `rows` rows of `width` parameters into `table`.
+fn multi_row_insert(table: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(","));
+    format!("INSERT INTO {table} VALUES {}", vec![row; rows].join(","))
+}
+
+/// A new database file with the schema, one stream and the 11 output columns, in `journal` mode.
+fn import_target(journal: &str) -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("candles.db");
+    let names: Vec<String> = (0..OUTPUTS).map(|i| format!("output_{i}")).collect();
+    let row = candled_actors::store::IndicatorRow { stream: StreamId(0), open_time: -1, output: 0, value: 1.0 };
+    let mut store = SqliteStore::open(&path).unwrap();
+    store.write_batch(&streams()[..1], &names, &[], &[row]).unwrap();
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    conn.execute("DELETE FROM indicator_rows", []).unwrap();
+    conn.query_row(&format!("PRAGMA journal_mode = {journal}"), [], |_| Ok(())).unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    (dir, conn)
+}
+
+fn import_floor(c: &mut Criterion) {
+    let candles: Vec<Candle> = (0..IMPORT_CANDLES as i64)
+        .map(|i| Candle { open_time: i * 60_000, close_time: i * 60_000 + 59_999, ..rows(true)[0].1 })
+        .collect();
+    let mut group = c.benchmark_group("import_floor");
+    group.sample_size(10).throughput(Throughput::Elements(IMPORT_CANDLES as u64));
+    for journal in ["delete", "wal"] {
+        group.bench_function(journal, |b| {
+            b.iter_batched(
+                || import_target(journal),
+                |(dir, mut conn)| {
+                    for chunk in candles.chunks(IMPORT_CHUNK) {
+                        let tx = conn.transaction().unwrap();
+                        {
+                            let mut candle_rows = tx
+                                .prepare(&multi_row_insert("candle_rows", ROW_WIDTH, IMPORT_ROWS_PER_STATEMENT))
+                                .unwrap();
+                            let mut indicator_rows = tx
+                                .prepare(&multi_row_insert("indicator_rows", ROW_WIDTH, IMPORT_ROWS_PER_STATEMENT))
+                                .unwrap();
+                            for rows in chunk.chunks_exact(IMPORT_ROWS_PER_STATEMENT) {
+                                for (row, c) in rows.iter().enumerate() {
+                                    let first = row * ROW_WIDTH + 1;
+                                    let integers =
+                                        [(0, 1), (1, c.open_time), (7, c.close_time), (9, c.trades as i64), (12, 1)];
+                                    let reals = [
+                                        (2, c.open),
+                                        (3, c.high),
+                                        (4, c.low),
+                                        (5, c.close),
+                                        (6, c.volume),
+                                        (8, c.quote_volume),
+                                        (10, c.taker_buy_base),
+                                        (11, c.taker_buy_quote),
+                                    ];
+                                    for (column, value) in integers {
+                                        candle_rows.raw_bind_parameter(first + column, value).unwrap();
+                                    }
+                                    for (column, value) in reals {
+                                        candle_rows.raw_bind_parameter(first + column, value).unwrap();
+                                    }
+                                    indicator_rows.raw_bind_parameter(first, 1_i64).unwrap();
+                                    indicator_rows.raw_bind_parameter(first + 1, c.open_time).unwrap();
+                                    for output in 0..OUTPUTS {
+                                        let value = c.close + output as f64;
+                                        indicator_rows.raw_bind_parameter(first + 2 + output, value).unwrap();
+                                    }
+                                }
+                                candle_rows.raw_execute().unwrap();
+                                indicator_rows.raw_execute().unwrap();
+                            }
+                        }
+                        tx.commit().unwrap();
+                    }
+                    (dir, conn)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, storage, import_floor);
 criterion_main!(benches);
