@@ -140,7 +140,7 @@ mod tests {
         assert!(!view.to_string().contains("hunter2"), "{view}");
         assert_eq!(
             view["storage"],
-            json!({ "backend": "sqlite", "path": "data/tradingbot.db", "batch_size": 1000, "flush_interval_ms": 50 })
+            json!({ "backend": "sqlite", "path": "data/tradingbot.db", "batch_size": 20000, "flush_interval_ms": 50 })
         );
     }
 
@@ -159,7 +159,7 @@ mod tests {
             json!({
                 "backend": "postgres", "url": "postgres://candled:***@db:5432/candles",
                 "password_env": "CANDLED_POSTGRES_PASSWORD", "password_set": true, "schema": "public", "pool_size": 8,
-                "batch_size": 1000, "flush_interval_ms": 50,
+                "batch_size": 20000, "flush_interval_ms": 50,
             })
         );
         // TC1: neither password anywhere, nor in the settings' Debug output (what a log line could print).

@@ -127,7 +127,7 @@ fn check_config_prints_the_normalised_config_or_the_start_up_error() {
         assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
         let view: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
         assert_eq!(view["market_data"]["streams"], serde_json::json!(["BTCUSDT:1m", "BTCUSDT:5m"]));
-        assert_eq!(view["storage"]["batch_size"], 1000, "defaults are filled in");
+        assert_eq!(view["storage"]["batch_size"], 20_000, "defaults are filled in");
         assert!(stderr.contains("config file config.toml is valid: 2 streams"), "{stderr}");
     }
     // TC1: invalid: exit 2 with the same error start-up prints, and no storage made.

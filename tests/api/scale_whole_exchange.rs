@@ -7,6 +7,7 @@
 //! `CANDLED_SCALE_SECS` (the live window, default 300), `CANDLED_SCALE_HISTORY` (candles per stream, default 1,000),
 //! `CANDLED_MIDNIGHT_LEAD_SECS` (exchange time before the midnight at start, default 120).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rusqlite::params;
@@ -232,33 +233,41 @@ struct CloseWatch {
 }
 
 impl CloseWatch {
+    /// One query over the physical tables (`streams`, `candle_rows`, `indicator_rows`: primary-key lookups, not the
+    /// views' joins and unpivot): the streams whose candle opened before the close is stored closed, with a value in
+    /// every one of the (at least) 11 indicator columns. A stream is seen once the query that found it has returned.
     fn poll(&mut self, db: &rusqlite::Connection, fake: &FakeExchange, close_ms: i64) {
         let polled = Instant::now();
-        let mut candle = db
-            .prepare_cached(
-                "SELECT 1 FROM candles WHERE symbol = ?1 AND timeframe = ?2 AND timestamp = ?3 AND is_closed = 1",
-            )
-            .expect("a query");
-        let mut values = db
-            .prepare_cached("SELECT COUNT(*) FROM indicators WHERE symbol = ?1 AND timeframe = ?2 AND timestamp = ?3")
-            .expect("a query");
-        let mut landed = Vec::new();
-        for (index, (symbol, timeframe, open)) in self.pending.iter().enumerate() {
-            let has_candle = candle.exists(params![symbol, timeframe, open]).unwrap_or(false);
-            let value_count: i64 = if has_candle {
-                values.query_row(params![symbol, timeframe, open], |r| r.get(0)).unwrap_or(0)
-            } else {
-                0
-            };
-            if value_count >= DEFAULT_INDICATOR_OUTPUTS {
-                landed.push(index);
-            }
+        let columns: Vec<String> = db
+            .prepare_cached("SELECT name FROM pragma_table_info('indicator_rows') WHERE pk = 0")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .expect("the indicator columns");
+        let mut landed: HashSet<(String, String)> = HashSet::new();
+        if columns.len() >= DEFAULT_INDICATOR_OUTPUTS as usize {
+            // Each stream's candle that opened before the close, by its interval.
+            let opens: Vec<String> = ALL_INTERVALS
+                .iter()
+                .map(|name| format!("WHEN '{name}' THEN {}", Interval::parse(name).unwrap().previous_open(close_ms)))
+                .collect();
+            let values: Vec<String> =
+                columns.iter().map(|c| format!("(i.\"{}\" IS NOT NULL)", c.replace('"', "\"\""))).collect();
+            // CROSS JOIN keeps the join order: every stream, then its two rows by primary key.
+            let sql = format!(
+                "SELECT s.symbol, s.timeframe FROM streams s \
+                 CROSS JOIN candle_rows c ON c.stream_id = s.id AND c.timestamp = (CASE s.timeframe {} END) \
+                 CROSS JOIN indicator_rows i ON i.stream_id = s.id AND i.timestamp = c.timestamp \
+                 WHERE c.is_closed = 1 AND {} >= {DEFAULT_INDICATOR_OUTPUTS}",
+                opens.join(" "),
+                values.join(" + ")
+            );
+            let mut query = db.prepare_cached(&sql).expect("a query");
+            let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).expect("the landed streams");
+            landed = rows.collect::<Result<_, _>>().expect("the landed streams");
         }
         let seen_at = fake.now_ms() - close_ms;
-        for index in landed.into_iter().rev() {
-            self.pending.swap_remove(index);
-            self.landed_after_ms.push(seen_at);
-        }
+        let before = self.pending.len();
+        self.pending.retain(|(symbol, timeframe, _)| !landed.contains(&(symbol.to_string(), timeframe.to_string())));
+        self.landed_after_ms.extend(std::iter::repeat_n(seen_at, before - self.pending.len()));
         self.polls += 1;
         self.slowest_poll = self.slowest_poll.max(polled.elapsed());
     }

@@ -14,8 +14,11 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use super::{FileChange, IndicatorPoint, IndicatorRow, Store, StoreError, StoredRange, StoredRanges, Window};
 use crate::domain::{Candle, Gap, StreamId, StreamKey, Timeframe};
 
+mod checkpointer;
 pub mod migrate;
 pub mod schema;
+
+use checkpointer::Checkpointer;
 
 pub use schema::SCHEMA;
 
@@ -184,6 +187,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One SQLite connection to the candle database.
 pub struct SqliteStore {
+    /// A file's writer: folds the WAL in from its own thread. First, so that it stops before `conn` closes.
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     /// The path the database was opened at, and the identity of the file it was then: `None` in memory.
     file: Option<(PathBuf, FileId)>,
@@ -200,6 +205,9 @@ impl SqliteStore {
         let mut store = Self::configure(Connection::open(path)?, Some(path))?;
         let id = FileId::of(path).map_err(|source| StoreError::File { path: path.to_owned(), source })?;
         store.file = Some((path.to_owned(), id));
+        // Commits never checkpoint: the checkpointer's thread does (see [`checkpointer`]).
+        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        store.checkpointer = Some(Checkpointer::start(path)?);
         Ok(store)
     }
 
@@ -225,6 +233,7 @@ impl SqliteStore {
 
     fn with(conn: Connection) -> Self {
         Self {
+            checkpointer: None,
             conn,
             file: None,
             stream_ids: HashMap::new(),
