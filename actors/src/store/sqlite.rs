@@ -205,9 +205,7 @@ impl SqliteStore {
         let mut store = Self::configure(Connection::open(path)?, Some(path))?;
         let id = FileId::of(path).map_err(|source| StoreError::File { path: path.to_owned(), source })?;
         store.file = Some((path.to_owned(), id));
-        // Commits never checkpoint: the checkpointer's thread does (see [`checkpointer`]).
-        store.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        store.checkpointer = Some(Checkpointer::start(path)?);
+        store.start_checkpointer()?;
         Ok(store)
     }
 
@@ -283,23 +281,36 @@ impl SqliteStore {
     /// checkpoint. A crash still rolls back to the last commit. Returns whether it switched: it cannot while another
     /// connection has the file open (a `sqlite3` shell, say), and the load then goes through the WAL as usual.
     /// [`Self::end_bulk_load`] goes back to WAL, and so does [`Self::open`] after a crash.
-    pub fn begin_bulk_load(&self) -> Result<bool, StoreError> {
+    pub fn begin_bulk_load(&mut self) -> Result<bool, StoreError> {
+        // The checkpointer's connection is another one: it closes first, and comes back if the switch fails.
+        self.checkpointer = None;
         // Another connection would hold its lock until it closes: do not wait for it.
         self.conn.busy_timeout(std::time::Duration::ZERO)?;
         let switched = self.conn.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get::<_, String>(0));
         self.conn.busy_timeout(BUSY_TIMEOUT)?;
-        match switched {
-            Ok(mode) => Ok(mode.eq_ignore_ascii_case("delete")),
-            Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::DatabaseBusy => {
-                Ok(false)
-            }
-            Err(error) => Err(error.into()),
+        let switched = match switched {
+            Ok(mode) => mode.eq_ignore_ascii_case("delete"),
+            Err(rusqlite::Error::SqliteFailure(error, _)) if error.code == rusqlite::ErrorCode::DatabaseBusy => false,
+            Err(error) => return Err(error.into()),
+        };
+        if !switched {
+            self.start_checkpointer()?;
         }
+        Ok(switched)
     }
 
-    /// Back to the WAL after [`Self::begin_bulk_load`].
-    pub fn end_bulk_load(&self) -> Result<(), StoreError> {
+    /// Back to the WAL, and its checkpointer, after [`Self::begin_bulk_load`].
+    pub fn end_bulk_load(&mut self) -> Result<(), StoreError> {
         self.conn.pragma_update(None, "journal_mode", "WAL")?;
+        self.start_checkpointer()
+    }
+
+    /// A file's writer folds its WAL in from a thread of its own (see [`checkpointer`]); commits never do.
+    fn start_checkpointer(&mut self) -> Result<(), StoreError> {
+        if let Some((path, _)) = &self.file {
+            self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            self.checkpointer = Some(Checkpointer::start(path)?);
+        }
         Ok(())
     }
 
