@@ -470,7 +470,9 @@ impl SupervisorActor {
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
         let stored = StoredState::read(store.as_ref()).map_err(|e| format!("cannot read the stored candles: {e}"))?;
-        let mut watched = Vec::new();
+        // Two tasks per stream, one per connection, and the shared ones: allocated once, not grown by doubling.
+        let streams = self.settings.streams.len();
+        let mut watched = Vec::with_capacity(2 * streams + streams.div_ceil(self.per_connection()) + 8);
 
         let storage_arbiter = Arbiter::new();
         let storage = {
