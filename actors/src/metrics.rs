@@ -12,9 +12,20 @@ use prometheus::{
 
 use crate::domain::{RejectReason, StreamKey};
 
-/// The counters every actor shares. Cloning is cheap (each metric is an `Arc`).
+/// The counters every actor shares. Cloning is cheap: one `Arc` (every stream's subscription holds a clone).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricsInner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
+}
+
+/// What [`Metrics`] shares.
+pub struct MetricsInner {
     pub registry: Registry,
     pub frames_received: IntCounter,
     frames_rejected: IntCounterVec,
@@ -140,7 +151,7 @@ impl Metrics {
             registry.register(Box::new(metric.clone())).expect("registered once");
             metric
         };
-        let metrics = Self {
+        let metrics = MetricsInner {
             frames_received: counter("frames_received_total", "WebSocket text frames received"),
             frames_rejected: counter_vec("frames_rejected_total", "Frames dropped as malformed, by reason", "reason"),
             candles_written: counter_vec("candles_written_total", "Candle rows written to SQLite", "kind"),
@@ -241,7 +252,7 @@ impl Metrics {
         for reason in RejectReason::ALL {
             metrics.frames_rejected.with_label_values(&[reason.label()]);
         }
-        metrics
+        Self(Arc::new(metrics))
     }
 
     pub fn record_rejected(&self, reason: RejectReason) {
