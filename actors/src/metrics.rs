@@ -2,7 +2,8 @@
 //! commits and REST rate limits, and the per-stream counters the actors push (the values read at scrape time are
 //! built by the `/metrics` handler).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
@@ -11,9 +12,20 @@ use prometheus::{
 
 use crate::domain::{RejectReason, StreamKey};
 
-/// The counters every actor shares. Cloning is cheap (each metric is an `Arc`).
+/// The counters every actor shares. Cloning is cheap: one `Arc` (every stream's subscription holds a clone).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricsInner>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricsInner;
+
+    fn deref(&self) -> &MetricsInner {
+        &self.0
+    }
+}
+
+/// What [`Metrics`] shares.
+pub struct MetricsInner {
     pub registry: Registry,
     pub frames_received: IntCounter,
     frames_rejected: IntCounterVec,
@@ -25,10 +37,6 @@ pub struct Metrics {
     pub reconnects: IntCounter,
     /// Zombie connections (pinging, but delivering no data after a resubscribe) replaced.
     pub connection_replacements: IntCounter,
-    /// Per stream (`symbol`, `timeframe`): audit passes, holes found, candles the audit's fetches brought back.
-    audit_passes: IntCounterVec,
-    audit_holes_found: IntCounterVec,
-    audit_candles_repaired: IntCounterVec,
     /// Times storage found its database file deleted or replaced, and reopened the file at the path.
     pub storage_reopened: IntCounter,
     pub tasks: IntGaugeVec,
@@ -37,15 +45,11 @@ pub struct Metrics {
     event_to_commit: HistogramVec,
     /// Whether the per-stream series (labelled `symbol` and `timeframe`) exist: `[metrics] per_stream`.
     per_stream: bool,
-    /// The streams whose per-stream series exist. A counter asked for a stream not in it (removed, or a late write
-    /// for it) is an unexposed one, so that a removed stream's series never come back.
-    registered: Arc<Mutex<HashSet<StreamKey>>>,
-    /// Per stream: closed candles committed to SQLite.
-    stream_candles_written: IntCounterVec,
-    /// Per stream: malformed frames that named the stream (see [`Metrics::stream_frames_rejected`]).
-    stream_frames_rejected: IntCounterVec,
-    /// What a per-stream counter is when `per_stream` is off: counted, never exposed.
-    unexposed: IntCounter,
+    /// The streams whose per-stream series exist, with their counters ([`STREAM_COUNTER_FAMILIES`]). A counter
+    /// asked for a stream not in it (removed, or a late write for it) is an unexposed one, so that a removed
+    /// stream's series never come back. Not `prometheus` series: those took about 2 KB per stream, and as much
+    /// again at every scrape; the `/metrics` handler writes these itself ([`Metrics::stream_counts`]).
+    registered: Arc<Mutex<HashMap<StreamKey, Arc<StreamSeries>>>>,
     /// Time of one storage commit (a batch of rows and their indicator values).
     commit_seconds: Histogram,
     /// Candle rows in one storage commit.
@@ -147,12 +151,7 @@ impl Metrics {
             registry.register(Box::new(metric.clone())).expect("registered once");
             metric
         };
-        let stream_counter_vec = |name: &str, help: &str| {
-            let metric = IntCounterVec::new(Opts::new(name, help), &["symbol", "timeframe"]).expect("valid metric");
-            registry.register(Box::new(metric.clone())).expect("registered once");
-            metric
-        };
-        let metrics = Self {
+        let metrics = MetricsInner {
             frames_received: counter("frames_received_total", "WebSocket text frames received"),
             frames_rejected: counter_vec("frames_rejected_total", "Frames dropped as malformed, by reason", "reason"),
             candles_written: counter_vec("candles_written_total", "Candle rows written to SQLite", "kind"),
@@ -167,15 +166,6 @@ impl Metrics {
             connection_replacements: counter(
                 "connection_replacements_total",
                 "Connections replaced because their streams stayed silent after a resubscribe",
-            ),
-            audit_passes: stream_counter_vec("audit_passes_total", "Audit passes over the stream"),
-            audit_holes_found: stream_counter_vec(
-                "audit_holes_found_total",
-                "Ranges of missing or stuck closed candles the audit found in the store",
-            ),
-            audit_candles_repaired: stream_counter_vec(
-                "audit_candles_repaired_total",
-                "Closed candles the audit's fetches brought back",
             ),
             storage_reopened: counter(
                 "storage_reopened_total",
@@ -200,17 +190,6 @@ impl Metrics {
             },
             per_stream,
             registered: Arc::default(),
-            stream_candles_written: stream_counter_vec(
-                "stream_candles_written_total",
-                "Closed candles of the stream committed to SQLite (first writes and re-writes)",
-            ),
-            stream_frames_rejected: stream_counter_vec(
-                "stream_frames_rejected_total",
-                "Malformed frames dropped whose envelope named the stream (unattributable ones count only in \
-                 candled_frames_rejected_total)",
-            ),
-            unexposed: IntCounter::new("unexposed", "A per-stream counter while per-stream series are off")
-                .expect("valid metric"),
             commit_seconds: {
                 let opts = HistogramOpts::new("storage_commit_seconds", "Time of one SQLite commit of a batch")
                     .buckets(COMMIT_SECONDS_BUCKETS.to_vec());
@@ -273,7 +252,7 @@ impl Metrics {
         for reason in RejectReason::ALL {
             metrics.frames_rejected.with_label_values(&[reason.label()]);
         }
-        metrics
+        Self(Arc::new(metrics))
     }
 
     pub fn record_rejected(&self, reason: RejectReason) {
@@ -296,78 +275,59 @@ impl Metrics {
         self.per_stream
     }
 
-    /// The families pushed per stream (the ones read at scrape time live in the `/metrics` handler).
-    fn stream_families(&self) -> [&IntCounterVec; 5] {
-        [
-            &self.audit_passes,
-            &self.audit_holes_found,
-            &self.audit_candles_repaired,
-            &self.stream_candles_written,
-            &self.stream_frames_rejected,
-        ]
-    }
-
     /// Creates a stream's per-stream series, so that they show from the start (at zero). Nothing when the
     /// per-stream series are off.
     pub fn register_stream(&self, key: &StreamKey) {
         if !self.per_stream {
             return;
         }
-        self.registered_streams().insert(key.clone());
-        for family in self.stream_families() {
-            self.stream_counter(family, key);
-        }
+        self.registered_streams().entry(key.clone()).or_default();
     }
 
     /// Removes a stream's per-stream series: it is no longer configured.
     pub fn unregister_stream(&self, key: &StreamKey) {
-        let mut registered = self.registered_streams();
-        registered.remove(key);
-        let labels = [key.symbol.as_str(), key.timeframe.as_str()];
-        for family in self.stream_families() {
-            // Absent only if never created: nothing to remove.
-            let _ = family.remove_label_values(&labels);
-        }
+        self.registered_streams().remove(key);
     }
 
-    fn registered_streams(&self) -> std::sync::MutexGuard<'_, HashSet<StreamKey>> {
+    fn registered_streams(&self) -> std::sync::MutexGuard<'_, HashMap<StreamKey, Arc<StreamSeries>>> {
         self.registered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `family`'s counter of `key` while the stream is registered, else an unexposed one (per-stream series off,
     /// or the stream removed).
-    fn stream_counter(&self, family: &IntCounterVec, key: &StreamKey) -> IntCounter {
-        // Held while the series is looked up, so that a concurrent unregister cannot be undone.
-        let registered = self.registered_streams();
-        match registered.contains(key) {
-            true => family.with_label_values(&[key.symbol.as_str(), key.timeframe.as_str()]),
-            false => self.unexposed.clone(),
-        }
+    fn stream_counter(&self, family: StreamFamily, key: &StreamKey) -> StreamCounter {
+        StreamCounter { series: self.registered_streams().get(key).cloned(), family }
     }
 
-    pub fn audit_passes(&self, key: &StreamKey) -> IntCounter {
-        self.stream_counter(&self.audit_passes, key)
+    pub fn audit_passes(&self, key: &StreamKey) -> StreamCounter {
+        self.stream_counter(StreamFamily::AuditPasses, key)
     }
 
-    pub fn audit_holes_found(&self, key: &StreamKey) -> IntCounter {
-        self.stream_counter(&self.audit_holes_found, key)
+    pub fn audit_holes_found(&self, key: &StreamKey) -> StreamCounter {
+        self.stream_counter(StreamFamily::AuditHolesFound, key)
     }
 
-    pub fn audit_candles_repaired(&self, key: &StreamKey) -> IntCounter {
-        self.stream_counter(&self.audit_candles_repaired, key)
+    pub fn audit_candles_repaired(&self, key: &StreamKey) -> StreamCounter {
+        self.stream_counter(StreamFamily::AuditCandlesRepaired, key)
     }
 
     /// Closed candles of `key` committed to SQLite.
-    pub fn stream_candles_written(&self, key: &StreamKey) -> IntCounter {
-        self.stream_counter(&self.stream_candles_written, key)
+    pub fn stream_candles_written(&self, key: &StreamKey) -> StreamCounter {
+        self.stream_counter(StreamFamily::StreamCandlesWritten, key)
     }
 
     /// Malformed frames of `key`: a frame is attributed to a stream when its combined-stream envelope
     /// (`{"stream":"btcusdt@kline_1m","data":...}`) parses and names a stream its connection carries, while its
     /// payload fails validation. A frame that is not JSON, or names no carried stream, has no known stream: it is
     /// counted only in `candled_frames_rejected_total{reason}`, like every rejected frame.
-    pub fn stream_frames_rejected(&self, key: &StreamKey) -> IntCounter {
-        self.stream_counter(&self.stream_frames_rejected, key)
+    pub fn stream_frames_rejected(&self, key: &StreamKey) -> StreamCounter {
+        self.stream_counter(StreamFamily::StreamFramesRejected, key)
+    }
+
+    /// Every registered stream's counters, indexed like [`STREAM_COUNTER_FAMILIES`], in no particular order.
+    pub fn stream_counts(&self) -> Vec<(StreamKey, [u64; STREAM_COUNTERS])> {
+        let registered = self.registered_streams();
+        registered.iter().map(|(key, series)| (key.clone(), series.values())).collect()
     }
 
     /// Records one storage commit: its duration and the candle rows it wrote.
@@ -402,6 +362,68 @@ impl Default for Metrics {
     }
 }
 
+/// How many counters each stream has.
+pub const STREAM_COUNTERS: usize = 5;
+
+/// The per-stream counter families, `(name without the candled_ prefix, help)`, sorted by name; index
+/// [`Metrics::stream_counts`]' values. Each has the labels `symbol` and `timeframe`.
+pub const STREAM_COUNTER_FAMILIES: [(&str, &str); STREAM_COUNTERS] = [
+    ("audit_candles_repaired_total", "Closed candles the audit's fetches brought back"),
+    ("audit_holes_found_total", "Ranges of missing or stuck closed candles the audit found in the store"),
+    ("audit_passes_total", "Audit passes over the stream"),
+    ("stream_candles_written_total", "Closed candles of the stream committed to SQLite (first writes and re-writes)"),
+    (
+        "stream_frames_rejected_total",
+        "Malformed frames dropped whose envelope named the stream (unattributable ones count only in \
+         candled_frames_rejected_total)",
+    ),
+];
+
+/// A position in [`STREAM_COUNTER_FAMILIES`].
+#[derive(Debug, Clone, Copy)]
+enum StreamFamily {
+    AuditCandlesRepaired = 0,
+    AuditHolesFound = 1,
+    AuditPasses = 2,
+    StreamCandlesWritten = 3,
+    StreamFramesRejected = 4,
+}
+
+/// One stream's counters.
+#[derive(Debug, Default)]
+struct StreamSeries([AtomicU64; STREAM_COUNTERS]);
+
+impl StreamSeries {
+    fn values(&self) -> [u64; STREAM_COUNTERS] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// One per-stream counter. Unexposed (counts nothing) when the stream's series do not exist: per-stream series
+/// off, or the stream removed.
+#[derive(Debug, Clone)]
+pub struct StreamCounter {
+    series: Option<Arc<StreamSeries>>,
+    family: StreamFamily,
+}
+
+impl StreamCounter {
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    pub fn inc_by(&self, count: u64) {
+        if let Some(series) = &self.series {
+            series.0[self.family as usize].fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// The count so far (0 when unexposed).
+    pub fn get(&self) -> u64 {
+        self.series.as_ref().map_or(0, |series| series.0[self.family as usize].load(Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,25 +440,32 @@ mod tests {
     #[test]
     fn per_stream_series_come_and_go_with_their_stream() {
         let btc = StreamKey::new("BTCUSDT", Timeframe::M1);
-        let series = r#"candled_stream_candles_written_total{symbol="BTCUSDT",timeframe="1m"}"#;
         let metrics = Metrics::new();
         // TC0: registered: every per-stream family shows the stream, at zero.
         metrics.register_stream(&btc);
-        assert!(text(&metrics).contains(&format!("{series} 0")));
-        assert_eq!(text(&metrics).matches(r#"symbol="BTCUSDT""#).count(), 5);
-        // TC1: counted.
+        assert_eq!(metrics.stream_counts(), vec![(btc.clone(), [0; STREAM_COUNTERS])]);
+        // TC1: counted, each in its own family.
         metrics.stream_candles_written(&btc).inc_by(3);
-        assert!(text(&metrics).contains(&format!("{series} 3")));
+        metrics.audit_passes(&btc).inc();
+        let written = STREAM_COUNTER_FAMILIES.iter().position(|(name, _)| *name == "stream_candles_written_total");
+        let passes = STREAM_COUNTER_FAMILIES.iter().position(|(name, _)| *name == "audit_passes_total");
+        let counts = metrics.stream_counts()[0].1;
+        assert_eq!((counts[written.unwrap()], counts[passes.unwrap()], counts.iter().sum::<u64>()), (3, 1, 4));
         // TC2: unregistered: gone, and a late count does not bring it back.
+        let held = metrics.audit_holes_found(&btc);
         metrics.unregister_stream(&btc);
         metrics.stream_candles_written(&btc).inc();
         metrics.audit_passes(&btc).inc();
-        assert!(!text(&metrics).contains("BTCUSDT"));
-        // TC3: per-stream series off: registering shows nothing, counting neither.
+        held.inc();
+        assert!(metrics.stream_counts().is_empty());
+        // TC3: registered again: from zero.
+        metrics.register_stream(&btc);
+        assert_eq!(metrics.stream_counts(), vec![(btc.clone(), [0; STREAM_COUNTERS])]);
+        // TC4: per-stream series off: registering shows nothing, counting neither; nothing is in the registry.
         let off = Metrics::with_per_stream(false);
         off.register_stream(&btc);
         off.stream_frames_rejected(&btc).inc();
-        assert!(!text(&off).contains("BTCUSDT"));
+        assert!(off.stream_counts().is_empty() && !text(&off).contains("BTCUSDT") && !text(&metrics).contains("BTC"));
     }
 
     #[test]

@@ -6,8 +6,10 @@
 use actix_web::{HttpResponse, web};
 use candled_actors::actors::health::{GetHealth, GetStreams, TaskStatus};
 use candled_actors::domain::StreamKey;
+use candled_actors::metrics::{STREAM_COUNTER_FAMILIES, STREAM_COUNTERS};
 use candled_actors::streams::StreamCounters;
 use candled_actors::tasks::{TaskState, unix_ms};
+use futures_util::StreamExt as _;
 use prometheus::core::Collector as _;
 use prometheus::{Encoder, TextEncoder};
 
@@ -23,15 +25,11 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let per_stream = state.metrics.per_stream();
     let mut families = state.metrics.registry.gather();
     families.extend(CLIENT_ERRORS.collect());
-    let mut body = Vec::new();
-    TextEncoder::new().encode(&families, &mut body)?;
+    let mut head = Vec::new();
+    TextEncoder::new().encode(&families, &mut head)?;
     drop(families);
     let streams = state.health.send(GetStreams).await.unwrap_or_default();
-    let mut text = Exposition::default();
-    if let Some(report) = &report {
-        task_series(&mut text, &report.task_list, per_stream);
-        stream_count_series(&mut text, &streams, report.data_issues.len());
-    }
+    let mut stream_read = None;
     if per_stream {
         // Without the store, the series read from it are left out rather than shown wrong; the rest still show.
         let stored = read(&state, |store| store.stored_ranges())
@@ -41,18 +39,48 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         // Ages are judged on the exchange's clock, like every deadline (the local one until it is known).
         let now_ms = unix_ms();
         let now_ms = state.exchange_clock.at(now_ms).unwrap_or(now_ms);
-        stream_series(&mut text, now_ms, &streams, stored.as_ref());
+        stream_read = Some((now_ms, stored, state.metrics.stream_counts()));
     }
-    body.extend_from_slice(text.0.as_bytes());
-    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body))
+    // The per-task and per-stream series are written while the client reads them, a chunk at a time: with tens of
+    // thousands of streams the whole text is tens of megabytes, which a scrape would otherwise hold at once (twice,
+    // while it grows).
+    let (sink, chunks) = tokio::sync::mpsc::channel::<web::Bytes>(CHUNKS_AHEAD);
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut text = Exposition::streaming(sink);
+        if let Some(report) = &report {
+            task_series(&mut text, &report.task_list, per_stream);
+            stream_count_series(&mut text, &streams, report.data_issues.len());
+        }
+        if let Some((now_ms, stored, mut counts)) = stream_read {
+            stream_series(&mut text, now_ms, &streams, stored.as_ref());
+            stream_counter_series(&mut text, &mut counts);
+        }
+        text.finish();
+    });
+    let rest = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        let chunk = chunks.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), chunks))
+    });
+    let body = futures_util::stream::once(async move { Ok(web::Bytes::from(head)) }).chain(rest);
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4").streaming(body))
 }
+
+/// Bytes of text per chunk of a streamed scrape, and chunks written ahead of the client.
+const CHUNK_BYTES: usize = 64 * 1024;
+const CHUNKS_AHEAD: usize = 4;
 
 /// The series built for one scrape, written straight as Prometheus text, as `TextEncoder` writes them (families
 /// by name, series by label values, labels by name, empty families left out), under the `candled_` prefix. With
 /// tens of thousands of streams these are hundreds of thousands of series: built as `prometheus` metrics and
 /// gathered, each took about a kilobyte for the scrape, a gigabyte for 24,000 streams.
 #[derive(Default)]
-struct Exposition(String);
+struct Exposition {
+    text: String,
+    /// Where full chunks go, when streamed; `None` keeps the whole text (for tests).
+    sink: Option<tokio::sync::mpsc::Sender<web::Bytes>>,
+    /// The client went away: nothing more is written.
+    gone: bool,
+}
 
 /// One family being written: its header goes out with its first sample.
 struct Family<'a> {
@@ -64,6 +92,28 @@ struct Family<'a> {
 }
 
 impl Exposition {
+    fn streaming(sink: tokio::sync::mpsc::Sender<web::Bytes>) -> Self {
+        Self { text: String::with_capacity(CHUNK_BYTES + 1024), sink: Some(sink), gone: false }
+    }
+
+    /// Sends the text written so far when it fills a chunk (or `always`), blocking while the client is behind.
+    fn flush(&mut self, always: bool) {
+        let Some(sink) = &self.sink else { return };
+        if self.gone || (self.text.len() < CHUNK_BYTES && !always) || self.text.is_empty() {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.text, String::with_capacity(CHUNK_BYTES + 1024));
+        self.gone = sink.blocking_send(web::Bytes::from(chunk)).is_err();
+        if self.gone {
+            self.text = String::new();
+        }
+    }
+
+    /// Sends what is left.
+    fn finish(mut self) {
+        self.flush(true);
+    }
+
     fn family(&mut self, name: &'static str, kind: &'static str, help: &'static str) -> Family<'_> {
         Family { text: self, name, help, kind, headed: false }
     }
@@ -90,7 +140,10 @@ impl Family<'_> {
     /// One sample; `labels` sorted by name.
     fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
         use std::fmt::Write as _;
-        let out = &mut self.text.0;
+        if self.text.gone {
+            return;
+        }
+        let out = &mut self.text.text;
         if !self.headed {
             self.headed = true;
             let _ = writeln!(out, "# HELP candled_{} {}", self.name, escaped(self.help, false));
@@ -106,6 +159,7 @@ impl Family<'_> {
             out.push('}');
         }
         let _ = writeln!(out, " {value}");
+        self.text.flush(false);
     }
 }
 
@@ -223,6 +277,21 @@ fn stream_series(
     }
 }
 
+/// The per-stream counters the actors push (audit passes, holes found, candles repaired, candles written, frames
+/// rejected), one family each, series sorted by label values.
+fn stream_counter_series(text: &mut Exposition, counts: &mut [(StreamKey, [u64; STREAM_COUNTERS])]) {
+    counts.sort_by(|(a, _), (b, _)| (&a.symbol, a.timeframe.as_str()).cmp(&(&b.symbol, b.timeframe.as_str())));
+    for (index, (name, help)) in STREAM_COUNTER_FAMILIES.into_iter().enumerate() {
+        let mut family = text.family(name, "counter", help);
+        for (key, values) in counts.iter() {
+            family.sample(
+                &[("symbol", key.symbol.as_str()), ("timeframe", key.timeframe.as_str())],
+                values[index] as f64,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -241,7 +310,7 @@ mod tests {
     fn written(write: impl FnOnce(&mut Exposition)) -> String {
         let mut text = Exposition::default();
         write(&mut text);
-        text.0
+        text.text
     }
 
     fn stream_families(now_ms: i64, streams: &[(StreamKey, StreamCounters)], stored: Option<&StoredRanges>) -> String {

@@ -17,7 +17,7 @@ use crate::tasks::{Priority, TaskCounters, TaskKind, TaskSpec, TaskState, TaskSt
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RegisterTask {
-    pub spec: TaskSpec,
+    pub spec: Arc<TaskSpec>,
     pub stats: Arc<TaskStats>,
 }
 
@@ -125,7 +125,7 @@ pub struct StreamIssue {
 }
 
 struct TaskEntry {
-    spec: TaskSpec,
+    spec: Arc<TaskSpec>,
     stats: Arc<TaskStats>,
 }
 
@@ -317,7 +317,7 @@ mod tests {
         };
         let first = TaskStats::new(8);
         for (name, streams) in [("connection-0", "2"), ("connection-1", "1"), ("connection-0", "5")] {
-            health.send(RegisterTask { spec: spec(name, streams), stats: first.clone() }).await.expect("alive");
+            health.send(RegisterTask { spec: spec(name, streams).into(), stats: first.clone() }).await.expect("alive");
         }
         let key = |symbol: &str| StreamKey::new(symbol, crate::domain::Timeframe::M1);
         for symbol in ["BTCUSDT", "ETHUSDT"] {
@@ -331,7 +331,7 @@ mod tests {
         // TC1: removed tasks and streams are gone; the others stay, and can still be replaced by name.
         health.send(UnregisterTasks(vec!["connection-0".to_owned()])).await.expect("alive");
         health.send(UnregisterStreams(vec![key("BTCUSDT")])).await.expect("alive");
-        health.send(RegisterTask { spec: spec("connection-1", "3"), stats: first }).await.expect("alive");
+        health.send(RegisterTask { spec: spec("connection-1", "3").into(), stats: first }).await.expect("alive");
         let report = health.send(GetHealth).await.expect("alive");
         assert_eq!(report.task_list.len(), 1);
         assert_eq!(report.task_list[0].metadata["streams"], "3");

@@ -202,7 +202,8 @@ enum Watch {
 /// A task whose actor the supervisor probes, with the tracker that applies its restart policy.
 struct Watched {
     task: TaskRef,
-    spec: TaskSpec,
+    /// Shared with the health actor's task table.
+    spec: Arc<TaskSpec>,
     stats: Arc<TaskStats>,
     tracker: RestartTracker,
     watch: Watch,
@@ -384,6 +385,7 @@ impl SupervisorActor {
     /// Adds a task to the health table; returns it as watched, with fresh counters.
     fn register(&self, task: TaskRef, spec: TaskSpec) -> Watched {
         let stats = TaskStats::new(MAILBOX_CAPACITY);
+        let spec = Arc::new(spec);
         self.health.do_send(RegisterTask { spec: spec.clone(), stats: stats.clone() });
         Watched { task, tracker: RestartTracker::new(spec.policy), spec, stats, watch: Watch::Alive, mailbox: None }
     }
@@ -470,7 +472,9 @@ impl SupervisorActor {
     fn start_tasks(&mut self) -> Result<(), String> {
         let store = self.store.take().ok_or("the engine was already started")?;
         let stored = StoredState::read(store.as_ref()).map_err(|e| format!("cannot read the stored candles: {e}"))?;
-        let mut watched = Vec::new();
+        // Two tasks per stream, one per connection, and the shared ones: allocated once, not grown by doubling.
+        let streams = self.settings.streams.len();
+        let mut watched = Vec::with_capacity(2 * streams + streams.div_ceil(self.per_connection()) + 8);
 
         let storage_arbiter = Arbiter::new();
         let storage = {
@@ -643,7 +647,7 @@ impl SupervisorActor {
                 Some(connection) => {
                     connection.streams += added.get(&number).copied().unwrap_or_default();
                     self.health.do_send(RegisterTask {
-                        spec: self.connection_spec(number, connection.streams),
+                        spec: self.connection_spec(number, connection.streams).into(),
                         stats: connection.mailbox.stats().clone(),
                     });
                     connection.mailbox.do_send(AddStreams(streams));
@@ -779,7 +783,7 @@ impl SupervisorActor {
                     Some(connection) => {
                         connection.streams += routed.len();
                         self.health.do_send(RegisterTask {
-                            spec: self.connection_spec(number, connection.streams),
+                            spec: self.connection_spec(number, connection.streams).into(),
                             stats: connection.mailbox.stats().clone(),
                         });
                         connection.mailbox.do_send(AddStreams(routed));
@@ -811,7 +815,7 @@ impl SupervisorActor {
                 gone.push(TaskRef::Connection(number));
             } else {
                 self.health.do_send(RegisterTask {
-                    spec: self.connection_spec(number, connection.streams),
+                    spec: self.connection_spec(number, connection.streams).into(),
                     stats: connection.mailbox.stats().clone(),
                 });
                 connection.mailbox.do_send(RemoveStreams(keys));
@@ -866,7 +870,7 @@ impl SupervisorActor {
         for w in &mut running.watched {
             let spec = self.spec(w.spec.name.clone(), w.spec.kind, None, w.spec.metadata.clone());
             if spec.policy != w.spec.policy || spec.priority != w.spec.priority {
-                let spec = TaskSpec { symbol: w.spec.symbol.clone(), timeframe: w.spec.timeframe, ..spec };
+                let spec = Arc::new(TaskSpec { symbol: w.spec.symbol.clone(), timeframe: w.spec.timeframe, ..spec });
                 w.tracker = RestartTracker::new(spec.policy);
                 self.health.do_send(RegisterTask { spec: spec.clone(), stats: w.stats.clone() });
                 w.spec = spec;

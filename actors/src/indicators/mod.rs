@@ -29,6 +29,8 @@ pub use stream::{FULL_REBUILD, StreamIndicators};
 pub use volatility::{Atr, Bands, Bollinger, Keltner, true_range};
 pub use volume::{Obv, Vwap};
 
+use std::sync::{Arc, Mutex};
+
 use crate::domain::Candle;
 use config::Spec;
 
@@ -39,20 +41,22 @@ pub struct IndicatorValue {
     pub value: f64,
 }
 
+/// One configured indicator. The larger ones are boxed: every slot is as large as the largest variant, and a stream
+/// holds one slot per configured indicator (Stoch alone would make each 200 bytes).
 #[derive(Debug, Clone)]
 enum Kind {
     Sma(Sma),
     Ema(Ema),
-    Wma(Wma),
-    Dema(Dema),
-    Tema(Tema),
+    Wma(Box<Wma>),
+    Dema(Box<Dema>),
+    Tema(Box<Tema>),
     Rsi(Rsi),
-    Macd(Macd),
-    Bollinger(Bollinger),
+    Macd(Box<Macd>),
+    Bollinger(Box<Bollinger>),
     Atr(Atr),
-    Adx(Adx),
-    Stoch(Stoch),
-    Keltner(Keltner),
+    Adx(Box<Adx>),
+    Stoch(Box<Stoch>),
+    Keltner(Box<Keltner>),
     Obv(Obv),
     Vwap(Vwap),
 }
@@ -63,16 +67,16 @@ impl Kind {
         match spec {
             Spec::Sma(p) => Kind::Sma(Sma::new(n(p))),
             Spec::Ema(p) => Kind::Ema(Ema::new(n(p))),
-            Spec::Wma(p) => Kind::Wma(Wma::new(n(p))),
-            Spec::Dema(p) => Kind::Dema(Dema::new(n(p))),
-            Spec::Tema(p) => Kind::Tema(Tema::new(n(p))),
+            Spec::Wma(p) => Kind::Wma(Box::new(Wma::new(n(p)))),
+            Spec::Dema(p) => Kind::Dema(Box::new(Dema::new(n(p)))),
+            Spec::Tema(p) => Kind::Tema(Box::new(Tema::new(n(p)))),
             Spec::Rsi(p) => Kind::Rsi(Rsi::new(n(p))),
-            Spec::Macd(f, s, g) => Kind::Macd(Macd::new(n(f), n(s), n(g))),
-            Spec::Bollinger(p, m) => Kind::Bollinger(Bollinger::new(n(p), m)),
+            Spec::Macd(f, s, g) => Kind::Macd(Box::new(Macd::new(n(f), n(s), n(g)))),
+            Spec::Bollinger(p, m) => Kind::Bollinger(Box::new(Bollinger::new(n(p), m))),
             Spec::Atr(p) => Kind::Atr(Atr::new(n(p))),
-            Spec::Adx(p) => Kind::Adx(Adx::new(n(p))),
-            Spec::Stoch(a, b, c) => Kind::Stoch(Stoch::new(n(a), n(b), n(c))),
-            Spec::Keltner(p, m) => Kind::Keltner(Keltner::new(n(p), m)),
+            Spec::Adx(p) => Kind::Adx(Box::new(Adx::new(n(p)))),
+            Spec::Stoch(a, b, c) => Kind::Stoch(Box::new(Stoch::new(n(a), n(b), n(c)))),
+            Spec::Keltner(p, m) => Kind::Keltner(Box::new(Keltner::new(n(p), m))),
             Spec::Obv => Kind::Obv(Obv::new()),
             Spec::Vwap => Kind::Vwap(Vwap::new()),
         }
@@ -165,15 +169,34 @@ struct Slot {
 /// The configured indicators of one stream, fed closed candles in order.
 #[derive(Debug, Clone)]
 pub struct IndicatorSet {
-    slots: Vec<Slot>,
-    names: Vec<String>,
+    slots: Box<[Slot]>,
+    /// The same for every stream of a config: shared, not copied per stream.
+    names: Arc<[String]>,
     last_open_time: Option<i64>,
 }
+
+/// The set last built, and its config: the next stream of that config gets a clone of it (its shared names, its
+/// slots allocated once at their exact size), not a build of its own.
+static TEMPLATE: Mutex<Option<(IndicatorConfig, IndicatorSet)>> = Mutex::new(None);
 
 impl IndicatorSet {
     /// Builds the set. Entries [`IndicatorConfig::validate`] would reject (bad parameters, duplicates, outputs past
     /// the `u16` range) are left out with a `log::warn!`; this never panics. Validate the config first.
+    ///
+    /// Every set of one config shares its output names: building one per stream costs its state only.
     pub fn new(config: &IndicatorConfig) -> Self {
+        let mut template = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+        match template.as_ref() {
+            Some((built_for, set)) if built_for == config => set.clone(),
+            _ => {
+                let set = Self::build(config);
+                *template = Some((config.clone(), set.clone()));
+                set
+            }
+        }
+    }
+
+    fn build(config: &IndicatorConfig) -> Self {
         let mut slots = Vec::new();
         let mut names: Vec<String> = Vec::new();
         for spec in config.specs() {
@@ -197,7 +220,7 @@ impl IndicatorSet {
             slots.push(Slot { kind: Kind::new(spec), first_output });
             names.extend(outputs);
         }
-        Self { slots, names, last_open_time: None }
+        Self { slots: slots.into(), names: names.into(), last_open_time: None }
     }
 
     /// Every output name, in a fixed order; [`IndicatorValue::output`] indexes this.
@@ -230,7 +253,7 @@ impl IndicatorSet {
             return;
         }
         self.last_open_time = Some(candle.open_time);
-        for slot in &mut self.slots {
+        for slot in self.slots.iter_mut() {
             Self::emit(slot.first_output, update_kind(&mut slot.kind, candle), out);
         }
     }
@@ -249,7 +272,7 @@ impl IndicatorSet {
     /// Forgets all state, as before the first candle.
     pub fn reset(&mut self) {
         self.last_open_time = None;
-        for slot in &mut self.slots {
+        for slot in self.slots.iter_mut() {
             slot.kind.reset();
         }
     }

@@ -1,8 +1,6 @@
 //! The bounded read-through cache: closed candles fetched from the exchange for streams candled does not collect,
 //! kept by (symbol, timeframe, open time) and evicted least recently used once the byte bound is reached.
 
-use std::num::NonZeroUsize;
-
 use lru::LruCache;
 
 use crate::domain::{Candle, Timeframe};
@@ -14,14 +12,17 @@ pub const ENTRY_BYTES: usize =
 
 /// Closed candles by stream and open time, at most `capacity_bytes / ENTRY_BYTES` of them.
 pub struct KlineCache {
+    /// Grown as candles come (a bounded `LruCache` allocates its whole table up front, megabytes for nothing).
     entries: Option<LruCache<(String, Timeframe, i64), Candle>>,
+    /// The most entries kept.
+    limit: usize,
 }
 
 impl KlineCache {
     /// A cache of at most `capacity_bytes`; 0 keeps nothing.
     pub fn new(capacity_bytes: u64) -> Self {
-        let entries = usize::try_from(capacity_bytes / ENTRY_BYTES as u64).ok().and_then(NonZeroUsize::new);
-        Self { entries: entries.map(LruCache::new) }
+        let limit = usize::try_from(capacity_bytes / ENTRY_BYTES as u64).unwrap_or(usize::MAX);
+        Self { entries: (limit > 0).then(LruCache::unbounded), limit }
     }
 
     /// Keeps the closed ones of `candles`; in-progress candles are never cached.
@@ -29,6 +30,9 @@ impl KlineCache {
         let Some(entries) = &mut self.entries else { return };
         for candle in candles.iter().filter(|c| c.is_closed) {
             entries.put((symbol.to_owned(), timeframe, candle.open_time), *candle);
+            if entries.len() > self.limit {
+                entries.pop_lru();
+            }
         }
     }
 
