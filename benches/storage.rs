@@ -159,24 +159,7 @@ fn import_floor(c: &mut Criterion) {
                             for rows in chunk.chunks_exact(IMPORT_ROWS_PER_STATEMENT) {
                                 for (row, c) in rows.iter().enumerate() {
                                     let first = row * ROW_WIDTH + 1;
-                                    let integers =
-                                        [(0, 1), (1, c.open_time), (7, c.close_time), (9, c.trades as i64), (12, 1)];
-                                    let reals = [
-                                        (2, c.open),
-                                        (3, c.high),
-                                        (4, c.low),
-                                        (5, c.close),
-                                        (6, c.volume),
-                                        (8, c.quote_volume),
-                                        (10, c.taker_buy_base),
-                                        (11, c.taker_buy_quote),
-                                    ];
-                                    for (column, value) in integers {
-                                        candle_rows.raw_bind_parameter(first + column, value).unwrap();
-                                    }
-                                    for (column, value) in reals {
-                                        candle_rows.raw_bind_parameter(first + column, value).unwrap();
-                                    }
+                                    floor::bind_candle(&mut candle_rows, first, 1, c);
                                     indicator_rows.raw_bind_parameter(first, 1_i64).unwrap();
                                     indicator_rows.raw_bind_parameter(first + 1, c.open_time).unwrap();
                                     for output in 0..OUTPUTS {
